@@ -1,0 +1,43 @@
+"""pytest-sway: model-diff assertions for fine-tunes, with honest confidence intervals.
+
+Importing this package is cheap: the public names below load their modules on
+first use, and nothing here imports torch, transformers or peft.
+"""
+
+from __future__ import annotations
+
+import importlib
+
+_PUBLIC = {
+    "run_probe": "pytest_sway.runner",
+    "Sway": "pytest_sway.runner",
+    "ProbeResult": "pytest_sway.result",
+    "Gate": "pytest_sway.result",
+    "Interval": "pytest_sway.stats",
+    "bootstrap_ci": "pytest_sway.stats",
+    "DummyBackend": "pytest_sway.backends.dummy",
+    "Variant": "pytest_sway.backends.base",
+    "BASE": "pytest_sway.backends.base",
+    "FINETUNED": "pytest_sway.backends.base",
+    "Probe": "pytest_sway.probes.base",
+    "Param": "pytest_sway.probes.base",
+    "Measurement": "pytest_sway.probes.base",
+    "ProbeRegistry": "pytest_sway.probes.base",
+    "SwayError": "pytest_sway.errors",
+}
+
+__all__ = sorted(_PUBLIC)
+
+
+def __getattr__(name: str):
+    try:
+        module = _PUBLIC[name]
+    except KeyError:
+        raise AttributeError(f"module 'pytest_sway' has no attribute {name!r}") from None
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_PUBLIC))

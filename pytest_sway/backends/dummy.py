@@ -1,0 +1,94 @@
+"""A numpy-only stand-in for a base model and its fine-tune.
+
+Every context (prompt text) gets a deterministic next-token distribution
+derived from a stable hash of the text, so results are identical across runs,
+processes and machines. The fine-tuned model's logits are the base's plus a
+per-context shift whose size varies from context to context (so per-prompt
+divergences differ and intervals have real width) and scales with
+``effect``; ``effect=0`` makes the two models identical.
+
+It answers the same batched questions as the Hugging Face backend, so probes
+never special-case it, and it is what the plugin uses when no model is given.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from typing import Sequence
+
+import numpy as np
+
+from ..divergence import divergence as _divergence
+from .base import FINETUNED, Variant
+
+# Spread of base logits, and of the per-context size of the fine-tune's shift.
+_BASE_SCALE = 2.0
+_SHIFT_SPREAD = 0.4
+
+
+class DummyBackend:
+    """Deterministic toy models: ``effect`` sets how far the fine-tune moves."""
+
+    def __init__(self, *, effect: float = 0.5, vocab_size: int = 64, seed: int = 0):
+        if isinstance(effect, bool) or not isinstance(effect, (int, float)) or not math.isfinite(effect) or effect < 0:
+            raise ValueError(f"effect: expected a finite number >= 0, got {effect!r}")
+        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
+            raise ValueError(f"vocab_size: expected an integer >= 2, got {vocab_size!r}")
+        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+            raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
+        self.effect = float(effect)
+        self.vocab_size = vocab_size
+        self.seed = seed
+
+    def describe(self) -> dict:
+        return {"name": "dummy", "effect": self.effect, "vocab_size": self.vocab_size, "seed": self.seed}
+
+    def __repr__(self) -> str:
+        return f"DummyBackend(effect={self.effect}, vocab_size={self.vocab_size}, seed={self.seed})"
+
+    # -- the backend protocol --------------------------------------------------
+
+    def divergences(
+        self, prompts: Sequence[str], *, divergence: str, variant: Variant = FINETUNED, chat: bool = False
+    ) -> np.ndarray:
+        contexts = [self._format(p, chat) for p in prompts]
+        base = np.stack([self._logprobs(c, _BASE) for c in contexts])
+        other = np.stack([self._logprobs(c, variant) for c in contexts])
+        return _divergence(base, other, divergence, np)
+
+    # -- the toy models ----------------------------------------------------------
+
+    @staticmethod
+    def _format(prompt: str, chat: bool) -> str:
+        return f"<user>{prompt}</user><assistant>" if chat else prompt
+
+    def _logprobs(self, context: str, variant: Variant) -> np.ndarray:
+        """Next-token log-probabilities (float64) after ``context``."""
+        rng = np.random.default_rng([self.seed, *_stable_words(context)])
+        logits = rng.normal(0.0, _BASE_SCALE, self.vocab_size)
+        direction = rng.standard_normal(self.vocab_size)
+        size = self.effect * rng.lognormal(0.0, _SHIFT_SPREAD) * math.sqrt(self.vocab_size)
+        if variant.null_seed is not None:
+            # Same size of shift, direction from the null seed alone.
+            direction = np.random.default_rng([self.seed, *_stable_words(context), 1, variant.null_seed]).standard_normal(
+                self.vocab_size
+            )
+        shift = direction * (size / np.linalg.norm(direction))
+        logits = logits + variant.scale * shift
+        return logits - _logsumexp(logits)
+
+
+_BASE = Variant(scale=0.0)
+
+
+def _stable_words(text: str) -> list[int]:
+    """Four 32-bit words from a keyed BLAKE2b of ``text`` (unlike ``hash()``,
+    identical in every process)."""
+    digest = hashlib.blake2b(text.encode("utf-8"), digest_size=16, person=b"pytest-sway").digest()
+    return [int.from_bytes(digest[i : i + 4], "little") for i in range(0, 16, 4)]
+
+
+def _logsumexp(x: np.ndarray) -> float:
+    top = x.max()
+    return top + math.log(np.exp(x - top).sum())

@@ -1,0 +1,13 @@
+"""Errors that speak to the user: what was wrong, where, and what to do."""
+
+
+class SwayError(Exception):
+    """A problem the user can fix; its message says how. Shown without a traceback."""
+
+
+class ProbeParamError(SwayError, ValueError):
+    """A probe was asked for with an unknown kind or a bad parameter."""
+
+
+class BackendError(SwayError):
+    """A backend could not be built, or could not answer a question."""

@@ -1,0 +1,20 @@
+"""The built-in probes, one module each, and the registry they live in."""
+
+from __future__ import annotations
+
+from .base import Measurement, Param, Probe, ProbeRegistry
+
+
+def builtin_probes() -> list[Probe]:
+    """The probes pytest-sway ships, in the order the README lists them."""
+    from . import delta_kl
+
+    return [delta_kl.PROBE]
+
+
+def default_registry() -> ProbeRegistry:
+    """A fresh registry holding the built-in probes (add your own to it)."""
+    return ProbeRegistry(builtin_probes())
+
+
+__all__ = ["Measurement", "Param", "Probe", "ProbeRegistry", "builtin_probes", "default_registry"]

@@ -1,0 +1,221 @@
+"""What a probe is: its parameters, how they are checked, and how it measures.
+
+A probe is data (a :class:`Probe`), not a class hierarchy: a name, a tuple of
+:class:`Param`, and a ``measure(backend, params, bootstrap)`` function that
+returns one value per item. Third parties build probes the same way and add
+them to a :class:`ProbeRegistry` (in pytest, through the
+``pytest_sway_register_probes`` hook).
+
+Nothing here imports numpy at module level: building the registry happens
+when pytest starts, and must stay cheap for runs without sway tests.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from ..errors import ProbeParamError
+
+REQUIRED = object()
+
+
+@dataclass(frozen=True)
+class Param:
+    """One probe parameter: ``check(value)`` returns the normalised value or
+    raises ``ValueError`` with a message that does not repeat the name."""
+
+    name: str
+    check: Callable[[Any], Any]
+    default: Any = REQUIRED
+    doc: str = ""
+
+    @property
+    def required(self) -> bool:
+        return self.default is REQUIRED
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """What ``measure`` returns: one value per item, in the order given."""
+
+    values: Any  # 1-d numpy array
+    items: tuple[str, ...]
+    details: dict[str, Any] = field(default_factory=dict)
+    #: The range a value can take, e.g. (0, ln 2) for Jensen-Shannon: the
+    #: interval is clipped to it.
+    support: tuple[float, float] = (-math.inf, math.inf)
+
+
+@dataclass(frozen=True)
+class Probe:
+    kind: str
+    doc: str
+    params: tuple[Param, ...]
+    measure: Callable  # (backend, params: dict, bootstrap: Bootstrap) -> Measurement
+    #: Main option shown next to the kind in the summary, e.g. "divergence".
+    label_param: str | None = None
+
+    def validate(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Check ``params`` and fill in defaults; raise ``ProbeParamError``."""
+        known = {p.name: p for p in self.params}
+        unknown = sorted(set(params) - set(known))
+        if unknown:
+            raise ProbeParamError(
+                f"{self.kind}: unknown parameter(s) {', '.join(map(repr, unknown))}; "
+                f"{self.kind} takes {self.signature()}"
+            )
+        out = {}
+        for p in self.params:
+            if p.name not in params:
+                if p.required:
+                    raise ProbeParamError(
+                        f"{self.kind}: missing required parameter {p.name!r}; {self.kind} takes {self.signature()}"
+                    )
+                out[p.name] = p.default
+                continue
+            try:
+                out[p.name] = p.check(params[p.name])
+            except ValueError as exc:
+                raise ProbeParamError(f"{self.kind}: parameter {p.name!r}: {exc}") from None
+        return out
+
+    def label(self, params: dict[str, Any]) -> str:
+        if self.label_param is None:
+            return self.kind
+        return f"{self.kind}({params[self.label_param]})"
+
+    def signature(self) -> str:
+        parts = [p.name if p.required else f"{p.name}={p.default!r}" for p in self.params]
+        return f"{self.kind}({', '.join(parts)})"
+
+
+class ProbeRegistry:
+    """Probe kinds by name. Each pytest session builds its own."""
+
+    def __init__(self, probes=()):
+        self._probes: dict[str, Probe] = {}
+        for probe in probes:
+            self.add(probe)
+
+    def add(self, probe: Probe) -> None:
+        if not isinstance(probe, Probe):
+            raise TypeError(f"expected a pytest_sway.Probe, got {probe!r}")
+        if probe.kind in self._probes and self._probes[probe.kind] is not probe:
+            raise ValueError(f"a probe named {probe.kind!r} is already registered")
+        self._probes[probe.kind] = probe
+
+    def get(self, kind: str) -> Probe:
+        if not isinstance(kind, str):
+            raise ProbeParamError(f"probe kind must be a string such as 'delta_kl', got {kind!r}")
+        try:
+            return self._probes[kind]
+        except KeyError:
+            raise ProbeParamError(
+                f"unknown probe kind {kind!r}; known kinds: {', '.join(sorted(self._probes))}"
+            ) from None
+
+    def kinds(self) -> list[str]:
+        return sorted(self._probes)
+
+    def __contains__(self, kind) -> bool:
+        return kind in self._probes
+
+
+# -- parameter checks: each returns a normalised value or raises ValueError ---
+
+
+def text_list(value) -> tuple[str, ...]:
+    """A non-empty list of non-empty strings."""
+    if isinstance(value, str):
+        raise ValueError(f"expected a list of strings, got a single string {_short(value)}; wrap it in a list")
+    try:
+        items = tuple(value)
+    except TypeError:
+        raise ValueError(f"expected a list of strings, got {type(value).__name__}") from None
+    if not items:
+        raise ValueError("expected a non-empty list of strings, got an empty list")
+    for i, item in enumerate(items):
+        if not isinstance(item, str):
+            raise ValueError(f"item {i} is {type(item).__name__} {item!r}, expected a string")
+        if not item:
+            raise ValueError(f"item {i} is an empty string")
+    return items
+
+
+def tuple_list(*fields: str):
+    """A non-empty list of tuples of strings, e.g. ``(prompt, completion)``."""
+    shape = "(" + ", ".join(fields) + ")"
+
+    def check(value) -> tuple[tuple[str, ...], ...]:
+        if isinstance(value, (str, bytes)):
+            raise ValueError(f"expected a list of {shape} tuples, got a string")
+        try:
+            items = tuple(value)
+        except TypeError:
+            raise ValueError(f"expected a list of {shape} tuples, got {type(value).__name__}") from None
+        if not items:
+            raise ValueError(f"expected a non-empty list of {shape} tuples, got an empty list")
+        out = []
+        for i, item in enumerate(items):
+            if isinstance(item, str) or not hasattr(item, "__len__") or len(item) != len(fields):
+                raise ValueError(f"item {i} is {_short(item)}, expected a {shape} tuple")
+            for name, part in zip(fields, item):
+                if not isinstance(part, str) or not part:
+                    raise ValueError(f"item {i}: {name} must be a non-empty string, got {_short(part)}")
+            out.append(tuple(item))
+        return tuple(out)
+
+    return check
+
+
+def choice(*options: str):
+    def check(value) -> str:
+        if value not in options:
+            raise ValueError(f"expected one of {', '.join(map(repr, options))}, got {value!r}")
+        return value
+
+    return check
+
+
+def boolean(value) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected True or False, got {value!r}")
+    return value
+
+
+def integer(minimum: int):
+    def check(value) -> int:
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
+        if value < minimum:
+            raise ValueError(f"expected an integer >= {minimum}, got {value}")
+        return value
+
+    return check
+
+
+def number_list(*, min_len: int):
+    def check(value) -> tuple[float, ...]:
+        if isinstance(value, (str, bytes)):
+            raise ValueError("expected a list of numbers, got a string")
+        try:
+            items = tuple(value)
+        except TypeError:
+            raise ValueError(f"expected a list of numbers, got {type(value).__name__}") from None
+        if len(items) < min_len:
+            raise ValueError(f"expected at least {min_len} numbers, got {len(items)}")
+        for i, item in enumerate(items):
+            if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
+                raise ValueError(f"item {i} is {item!r}, expected a finite number")
+        if len(set(items)) != len(items):
+            raise ValueError(f"values must be distinct, got {list(items)}")
+        return tuple(float(x) for x in items)
+
+    return check
+
+
+def _short(value, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

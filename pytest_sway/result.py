@@ -1,0 +1,181 @@
+"""Probe results and the gate that turns a confidence interval into a verdict.
+
+Pure: no pytest, no models. ``ProbeResult`` is what every probe run returns;
+``Gate.judge`` decides passed / failed / inconclusive from the interval alone.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+
+from .stats import Interval
+
+PASSED = "passed"
+FAILED = "failed"
+INCONCLUSIVE = "inconclusive"
+REPORTED = "reported"  # no threshold: measured and shown, not gated
+
+
+@dataclass(frozen=True)
+class Verdict:
+    outcome: str
+    message: str = ""
+    #: For an inconclusive verdict, the item count at which, if the estimate
+    #: and spread held, the interval would clear the threshold.
+    items_needed: int | None = None
+
+    @property
+    def ok(self) -> bool:
+        return self.outcome in (PASSED, REPORTED)
+
+
+@dataclass(frozen=True)
+class Gate:
+    """``above=x`` passes iff ``ci.low >= x``; ``below=x`` iff ``ci.high <= x``."""
+
+    above: float | None = None
+    below: float | None = None
+
+    def __post_init__(self):
+        for name in ("above", "below"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+                raise ValueError(f"{name}: expected a number, got {value!r}")
+            if value is not None and not math.isfinite(value):
+                raise ValueError(f"{name}: expected a finite number, got {value!r}")
+        if self.above is not None and self.below is not None and self.above >= self.below:
+            raise ValueError(
+                f"above={self.above!r} and below={self.below!r}: no interval can lie above "
+                "the first and below the second; `above` must be smaller than `below`"
+            )
+
+    @property
+    def active(self) -> bool:
+        return self.above is not None or self.below is not None
+
+    def describe(self) -> str:
+        parts = []
+        if self.above is not None:
+            parts.append(f">= {self.above:g}")
+        if self.below is not None:
+            parts.append(f"<= {self.below:g}")
+        return " and ".join(parts) if parts else "-"
+
+    def judge(self, result: ProbeResult) -> Verdict:
+        if not self.active:
+            return Verdict(REPORTED)
+        verdicts = []
+        if self.above is not None:
+            verdicts.append(_judge_side(result, self.above, side="above"))
+        if self.below is not None:
+            verdicts.append(_judge_side(result, self.below, side="below"))
+        bad = [v for v in verdicts if not v.ok]
+        if not bad:
+            return Verdict(PASSED)
+        # A clear failure on either side outranks an inconclusive one.
+        bad.sort(key=lambda v: v.outcome != FAILED)
+        message = "\n".join(v.message for v in bad)
+        return Verdict(bad[0].outcome, message, bad[0].items_needed)
+
+
+def _judge_side(result: ProbeResult, threshold: float, *, side: str) -> Verdict:
+    low, high = result.ci
+    est = result.estimate
+    if side == "above":
+        if low >= threshold:
+            return Verdict(PASSED)
+        wholly_wrong = high < threshold
+        need = f"CI low >= {threshold:g}"
+        margin, spread = est - threshold, est - low
+    else:
+        if high <= threshold:
+            return Verdict(PASSED)
+        wholly_wrong = low > threshold
+        need = f"CI high <= {threshold:g}"
+        margin, spread = threshold - est, high - est
+    head = f"{result.label}: {result.describe()}; gate needs {need}"
+    if wholly_wrong:
+        where = "below" if side == "above" else "above"
+        return Verdict(FAILED, f"{head}.\nFAILED: the whole CI lies {where} {threshold:g}.")
+    if margin <= 0 or not math.isfinite(spread) or spread <= 0:
+        return Verdict(
+            INCONCLUSIVE,
+            f"{head}.\nINCONCLUSIVE: the CI straddles {threshold:g} and the estimate itself is on the "
+            "wrong side of it; more items would most likely confirm a failure.",
+        )
+    # Half-widths shrink as 1/sqrt(n): n' = n * (spread / margin)^2.
+    needed = math.ceil(round(result.n * (spread / margin) ** 2, 6))
+    return Verdict(
+        INCONCLUSIVE,
+        f"{head}.\nINCONCLUSIVE: the CI straddles {threshold:g}. If the estimate and spread held, "
+        f"about {needed} items (now {result.n}) would resolve it.",
+        needed,
+    )
+
+
+@dataclass(frozen=True, eq=False)
+class ProbeResult:
+    """One probe run: per-item values, their mean and its bootstrap CI."""
+
+    kind: str
+    estimate: float
+    ci: Interval
+    confidence: float
+    n: int
+    values: np.ndarray
+    method: str
+    resamples: int
+    seed: int
+    params: dict[str, Any]
+    details: dict[str, Any] = field(default_factory=dict)
+    #: A short label per item (the prompt, the case), in the order given.
+    items: tuple[str, ...] = ()
+    #: What the summary calls this probe, e.g. ``delta_kl(js)``.
+    label: str = ""
+    #: Compute time of the probe and its bootstrap (model loading excluded).
+    duration_s: float = 0.0
+    #: Gates checked through ``assert_above``/``assert_below``, in order.
+    checks: list[tuple[Gate, Verdict]] = field(default_factory=list, repr=False)
+
+    def __post_init__(self):
+        if not self.label:
+            object.__setattr__(self, "label", self.kind)
+
+    def describe(self) -> str:
+        """Estimate, CI and everything needed to reproduce them."""
+        return (
+            f"estimate {self.estimate:.4g}, {self.confidence:.4g} CI [{self.ci.low:.4g}, {self.ci.high:.4g}] "
+            f"(n={self.n}, {self.method} bootstrap, {self.resamples} resamples, seed {self.seed})"
+        )
+
+    def check(self, gate: Gate) -> Verdict:
+        """Judge this result against ``gate`` and remember the check."""
+        verdict = gate.judge(self)
+        self.checks.append((gate, verdict))
+        return verdict
+
+    def assert_above(self, threshold: float) -> ProbeResult:
+        """Fail unless the whole CI lies at or above ``threshold``."""
+        return self._assert(Gate(above=threshold))
+
+    def assert_below(self, threshold: float) -> ProbeResult:
+        """Fail unless the whole CI lies at or below ``threshold``."""
+        return self._assert(Gate(below=threshold))
+
+    def _assert(self, gate: Gate) -> ProbeResult:
+        verdict = self.check(gate)
+        if not verdict.ok:
+            raise AssertionError(verdict.message + self.failure_evidence())
+        return self
+
+    def failure_evidence(self) -> str:
+        """Extra lines a probe wants shown when its gate fails (e.g. examples)."""
+        lines = self.details.get("evidence")
+        return "\n" + "\n".join(lines) if lines else ""
+
+    def __repr__(self) -> str:
+        return f"ProbeResult({self.label}: {self.describe()})"

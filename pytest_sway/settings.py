@@ -1,0 +1,253 @@
+"""Run-wide settings: command-line options merged over ini values, validated once.
+
+Pure: no pytest import. The plugin declares one command-line option and one
+ini twin per entry of ``OPTIONS``, hands the raw strings to
+:meth:`Settings.from_raw`, and turns a :class:`SettingsError` into a
+``pytest.UsageError`` before any test runs.
+"""
+
+from __future__ import annotations
+
+import importlib
+import math
+import os
+import re
+from dataclasses import dataclass, field, fields
+from pathlib import Path
+from typing import Any, Callable
+
+from .ci_methods import DEFAULT_METHOD, DEFAULT_RESAMPLES
+from .ci_methods import METHODS as CI_METHODS
+
+
+class SettingsError(ValueError):
+    """A bad option value; the message names the option and the fix."""
+
+
+@dataclass(frozen=True)
+class Option:
+    """One setting: ``--sway-<name>`` on the command line, ``sway_<name>`` in ini."""
+
+    name: str
+    help: str
+    default: str | None = None
+    metavar: str = "VALUE"
+
+    @property
+    def flag(self) -> str:
+        return "--sway-" + self.name.replace("_", "-")
+
+    @property
+    def ini(self) -> str:
+        return "sway_" + self.name
+
+
+OPTIONS = (
+    Option("model", "base model: a local folder, a Hugging Face model id, or the built-in smollm2-135m", None, "PATH|ID"),
+    Option("adapter", "PEFT adapter folder applied to --sway-model: the fine-tune under test", None, "PATH"),
+    Option(
+        "backend",
+        "auto (hf when a model is given, else dummy), dummy, hf, or module:factory (a callable returning a backend)",
+        "auto",
+        "NAME",
+    ),
+    Option("seed", "base seed; each test's bootstrap seed is derived from it and the test id", "0", "INT"),
+    Option("confidence", "confidence level of every interval", "0.95", "LEVEL"),
+    Option("resamples", "bootstrap resamples per interval", str(DEFAULT_RESAMPLES), "N"),
+    Option("ci_method", f"bootstrap interval method: {', '.join(CI_METHODS)}", DEFAULT_METHOD, "METHOD"),
+    Option("json", "write every probe result to this JSON file (atomically)", None, "PATH"),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    model: str | None = None
+    adapter: str | None = None
+    backend: str = "auto"
+    seed: int = 0
+    confidence: float = 0.95
+    resamples: int = DEFAULT_RESAMPLES
+    ci_method: str = DEFAULT_METHOD
+    json: Path | None = None
+    #: Where each value came from, for messages: name -> "command line" / "ini file".
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_raw(cls, cli: dict[str, str | None], ini: dict[str, str | None], *, cwd: Path, ini_dir: Path) -> Settings:
+        """Merge raw strings (command line wins over ini) and validate them.
+
+        Relative paths are resolved against ``cwd`` for command-line values and
+        against the ini file's folder for ini values, as pytest does.
+        """
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for opt in OPTIONS:
+            if cli.get(opt.name) not in (None, ""):
+                raw, where, base = cli[opt.name], "command line", cwd
+            elif ini.get(opt.name) not in (None, ""):
+                raw, where, base = ini[opt.name], "ini file", ini_dir
+            elif opt.default is not None:
+                raw, where, base = opt.default, "default", cwd
+            else:
+                continue
+            sources[opt.name] = where
+            try:
+                values[opt.name] = _PARSERS[opt.name](raw.strip(), base)
+            except ValueError as exc:
+                raise SettingsError(f"{_where(opt, where)}={raw!r}: {exc}") from None
+        settings = cls(**values, sources=sources)
+        settings._check_combinations()
+        return settings
+
+    def _check_combinations(self) -> None:
+        if self.adapter is not None and self.model is None:
+            raise SettingsError(
+                f"{self._name('adapter')} is set but no base model: add --sway-model (the model the adapter was trained on)"
+            )
+        if self.backend == "hf" and self.model is None:
+            raise SettingsError(f"{self._name('backend')}=hf needs a model: add --sway-model=PATH|ID")
+
+    def _name(self, name: str) -> str:
+        opt = next(o for o in OPTIONS if o.name == name)
+        return _where(opt, self.sources.get(name, "command line"))
+
+    @property
+    def backend_name(self) -> str:
+        """The backend that ``auto`` resolves to."""
+        if self.backend == "auto":
+            return "hf" if self.model is not None else "dummy"
+        return self.backend
+
+    def header(self) -> str:
+        """One line for ``pytest_report_header``."""
+        parts = [f"backend {self.backend_name}"]
+        if self.model is not None:
+            parts.append(f"model {self.model}" + (f" + adapter {self.adapter}" if self.adapter else ""))
+        parts.append(f"seed {self.seed}")
+        return "sway: " + ", ".join(parts)
+
+    def as_json(self) -> dict[str, Any]:
+        out = {}
+        for f in fields(self):
+            if f.name == "sources":
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+def _where(opt: Option, source: str) -> str:
+    return f"ini option {opt.ini}" if source == "ini file" else opt.flag
+
+
+# -- parsers: raw string (+ the folder relative paths start from) -> value -----
+
+
+def _model(raw: str, base: Path) -> str:
+    path = _expand(raw, base)
+    if path.exists():
+        if not path.is_dir():
+            raise ValueError(f"{path} is a file; give the model's folder (with config.json)")
+        return str(path)
+    if _looks_like_path(raw):
+        raise ValueError(f"no such folder: {path}")
+    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", raw):
+        raise ValueError("neither an existing folder nor a model id of the form 'org/name'")
+    return raw  # a model id; transformers resolves it (offline: from its cache)
+
+
+def _adapter(raw: str, base: Path) -> str:
+    path = _expand(raw, base)
+    if path.exists():
+        if not (path / "adapter_config.json").is_file():
+            raise ValueError(f"{path} holds no adapter_config.json; give the folder that PEFT's save_pretrained wrote")
+        return str(path)
+    if _looks_like_path(raw):
+        raise ValueError(f"no such folder: {path}")
+    if not re.fullmatch(r"[\w.-]+/[\w.-]+", raw):
+        raise ValueError("neither an existing adapter folder nor an adapter id of the form 'org/name'")
+    return raw
+
+
+def _backend(raw: str, base: Path) -> str:
+    if raw in ("auto", "dummy", "hf"):
+        return raw
+    if ":" not in raw:
+        raise ValueError("expected auto, dummy, hf, or module:factory (e.g. mypkg.backends:make_backend)")
+    load_factory(raw)
+    return raw
+
+
+def load_factory(spec: str) -> Callable:
+    """Import ``module:attr`` and return the callable, or raise ValueError."""
+    module_name, _, attr = spec.partition(":")
+    try:
+        module = importlib.import_module(module_name)
+    except Exception as exc:  # ImportError, or the module failing on import
+        raise ValueError(f"cannot import module {module_name!r} ({type(exc).__name__}: {exc})") from None
+    factory = getattr(module, attr, None)
+    if not callable(factory):
+        raise ValueError(f"module {module_name!r} has no callable {attr!r}")
+    return factory
+
+
+def _int(minimum: int):
+    def parse(raw: str, base: Path) -> int:
+        try:
+            value = int(raw)
+        except ValueError:
+            raise ValueError(f"expected an integer >= {minimum}") from None
+        if value < minimum:
+            raise ValueError(f"must be at least {minimum}")
+        return value
+
+    return parse
+
+
+def _confidence(raw: str, base: Path) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected a number between 0 and 1, e.g. 0.95") from None
+    if not (math.isfinite(value) and 0.0 < value < 1.0):
+        raise ValueError("must lie strictly between 0 and 1, e.g. 0.95")
+    return value
+
+
+def _ci_method(raw: str, base: Path) -> str:
+    if raw not in CI_METHODS:
+        raise ValueError(f"unknown CI method; choose one of {', '.join(CI_METHODS)}")
+    return raw
+
+
+def _output_file(raw: str, base: Path) -> Path:
+    path = _expand(raw, base)
+    if path.is_dir():
+        raise ValueError(f"{path} is a folder; give a file name")
+    if not path.parent.is_dir():
+        raise ValueError(f"folder {path.parent} does not exist; create it or choose another path")
+    if not os.access(path.parent, os.W_OK):
+        raise ValueError(f"folder {path.parent} is not writable")
+    return path
+
+
+def _expand(raw: str, base: Path) -> Path:
+    path = Path(raw).expanduser()
+    return path if path.is_absolute() else (base / path)
+
+
+def _looks_like_path(raw: str) -> bool:
+    """Model and adapter ids look like ``org/name``; anything else path-like is a path."""
+    return raw.startswith((".", "/", "~")) or "\\" in raw or raw.count("/") > 1
+
+
+_PARSERS: dict[str, Callable[[str, Path], Any]] = {
+    "model": _model,
+    "adapter": _adapter,
+    "backend": _backend,
+    "seed": _int(0),
+    "confidence": _confidence,
+    "resamples": _int(1),
+    "ci_method": _ci_method,
+    "json": _output_file,
+}

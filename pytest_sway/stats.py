@@ -1,0 +1,263 @@
+"""Bootstrap confidence intervals for the mean of per-item values.
+
+Pure numpy/scipy: nothing here knows about pytest, probes or models.
+
+Every probe in pytest-sway reduces to "one number per item (prompt, case,
+text)" and an estimate that is the mean of those numbers, so the bootstrap
+here is specialised to the mean. That keeps it exact and fast: the jackknife
+needed by BCa has a closed form, and resampled means and standard deviations
+come from one gather per batch of resamples.
+
+Intervals use order statistics of the bootstrap distribution (the
+``(B + 1) * p``-th value, no interpolation), which is why the default number
+of resamples is 9999: the 2.5% and 97.5% points fall on exact ranks.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import NamedTuple
+
+import numpy as np
+
+from .ci_methods import DEFAULT_METHOD, DEFAULT_RESAMPLES, METHODS
+
+
+# Upper bound on the elements of one (datasets x resamples x items) gather:
+# 2**22 int64 indices = 32 MiB, plus the float64 values of the same shape.
+_MAX_BATCH_ELEMENTS = 1 << 22
+
+
+class Interval(NamedTuple):
+    """A confidence interval ``[low, high]``."""
+
+    low: float
+    high: float
+
+    @property
+    def width(self) -> float:
+        return self.high - self.low
+
+    def __str__(self) -> str:
+        return f"[{self.low:.4g}, {self.high:.4g}]"
+
+
+@dataclass(frozen=True)
+class Bootstrap:
+    """How to turn per-item values into an interval: validated once, reused.
+
+    ``resamples=None`` and ``method=None`` mean the defaults (9999 and
+    ``DEFAULT_METHOD``); after construction both hold the concrete values.
+    """
+
+    confidence: float = 0.95
+    resamples: int | None = None
+    method: str | None = None
+    seed: int = 0
+
+    def __post_init__(self):
+        confidence, resamples, method = check_arguments(self.confidence, self.resamples, self.method)
+        if isinstance(self.seed, bool) or not isinstance(self.seed, (int, np.integer)) or self.seed < 0:
+            raise ValueError(f"seed: expected a non-negative integer, got {self.seed!r}")
+        object.__setattr__(self, "confidence", confidence)
+        object.__setattr__(self, "resamples", resamples)
+        object.__setattr__(self, "method", method)
+        object.__setattr__(self, "seed", int(self.seed))
+
+    def interval(self, values, *, support: tuple[float, float] | None = None) -> Interval:
+        """Bootstrap interval for the mean of ``values`` (see :func:`bootstrap_ci`)."""
+        data = check_values(values)
+        low, high = _check_support(support, data)
+        bounds = batch_intervals(
+            data[None, :],
+            confidence=self.confidence,
+            resamples=self.resamples,
+            methods=(self.method,),
+            seed=self.seed,
+        )[self.method]
+        # The mean of values confined to [low, high] lies in [low, high] too.
+        return Interval(float(np.clip(bounds[0, 0], low, high)), float(np.clip(bounds[0, 1], low, high)))
+
+
+def bootstrap_ci(
+    values,
+    *,
+    confidence: float = 0.95,
+    resamples: int | None = None,
+    method: str | None = None,
+    seed: int = 0,
+    support: tuple[float, float] | None = None,
+) -> Interval:
+    """Bootstrap confidence interval for the mean of ``values``.
+
+    ``method`` is ``"studentized"`` (bootstrap-t, the default), ``"bca"``
+    (bias-corrected and accelerated) or ``"percentile"``; ``resamples``
+    defaults to 9999. The result depends only on the values, the arguments
+    and ``seed``: the random generator is local, never numpy's global one.
+
+    ``support=(low, high)`` is the range the values can take (``(0, ln 2)``
+    for Jensen-Shannon divergences): the interval is clipped to it, since
+    the mean cannot leave it. Bootstrap-t bounds otherwise can, at small n.
+
+    All-equal values give the zero-width interval at that value. Bad input
+    raises ``ValueError`` naming the argument.
+    """
+    bootstrap = Bootstrap(confidence=confidence, resamples=resamples, method=method, seed=seed)
+    return bootstrap.interval(values, support=support)
+
+
+def check_values(values) -> np.ndarray:
+    """Return ``values`` as a 1-d float64 array, or raise ``ValueError``."""
+    try:
+        data = np.asarray(values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ValueError(f"values: expected a sequence of numbers ({exc})") from None
+    if data.ndim != 1:
+        raise ValueError(f"values: expected a 1-d sequence of numbers, got shape {data.shape}")
+    if data.size == 0:
+        raise ValueError("values: empty; a confidence interval needs at least 2 values")
+    if data.size == 1:
+        raise ValueError("values: only 1 value; a confidence interval needs at least 2 values")
+    bad = np.flatnonzero(~np.isfinite(data))
+    if bad.size:
+        raise ValueError(
+            f"values: {bad.size} non-finite value(s) (first at index {bad[0]}: {data[bad[0]]}); "
+            "every per-item value must be a finite number"
+        )
+    return data
+
+
+def _check_support(support, data) -> tuple[float, float]:
+    if support is None:
+        return -math.inf, math.inf
+    try:
+        low, high = (float(x) for x in support)
+    except (TypeError, ValueError):
+        raise ValueError(f"support: expected a (low, high) pair of numbers, got {support!r}") from None
+    if not low < high:
+        raise ValueError(f"support: low must be below high, got {support!r}")
+    outside = np.flatnonzero((data < low) | (data > high))
+    if outside.size:
+        raise ValueError(
+            f"values: value {data[outside[0]]!r} at index {outside[0]} lies outside the support {support!r}"
+        )
+    return low, high
+
+
+def check_arguments(confidence, resamples, method) -> tuple[float, int, str]:
+    """Validate and fill in defaults; raise ``ValueError`` naming the argument."""
+    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
+        raise ValueError(f"confidence: expected a number in (0, 1), got {confidence!r}")
+    if not 0.0 < float(confidence) < 1.0:
+        raise ValueError(f"confidence: must lie strictly between 0 and 1, got {confidence!r}")
+    if resamples is None:
+        resamples = DEFAULT_RESAMPLES
+    elif isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)):
+        raise ValueError(f"resamples: expected a positive integer, got {resamples!r}")
+    elif resamples < 1:
+        raise ValueError(f"resamples: must be at least 1, got {resamples!r}")
+    if method is None:
+        method = DEFAULT_METHOD
+    elif method not in METHODS:
+        raise ValueError(f"method: unknown CI method {method!r}; choose one of {', '.join(METHODS)}")
+    return float(confidence), int(resamples), method
+
+
+def batch_intervals(
+    data: np.ndarray, *, confidence: float, resamples: int, methods: tuple[str, ...], seed: int
+) -> dict[str, np.ndarray]:
+    """Intervals for the mean of each row of ``data`` (k x n), one (k, 2) array per method.
+
+    Validated inputs only (see :func:`check_values`, :func:`check_arguments`).
+    All methods share the same resamples. Rows whose values are all equal get
+    the zero-width interval at that value.
+    """
+    k, n = data.shape
+    alpha = 1.0 - confidence
+    mean = data.mean(axis=1)
+    constant = np.all(data == data[:, :1], axis=1)
+    live = np.flatnonzero(~constant)
+    out = {}
+    for method in methods:
+        out[method] = np.empty((k, 2))
+        out[method][constant] = mean[constant, None]
+    if live.size == 0:
+        return out
+    data = data[live]
+    mean = mean[live]
+    need_t = "studentized" in methods
+    boot_mean, boot_sd = _resampled_moments(data, resamples, seed, need_sd=need_t)
+    for method in methods:
+        if method == "percentile":
+            bounds = _order_statistics(boot_mean, np.array([alpha / 2, 1 - alpha / 2]))
+        elif method == "bca":
+            bounds = _order_statistics(boot_mean, _bca_levels(data, mean, boot_mean, alpha))
+        else:
+            bounds = _studentized(data, mean, boot_mean, boot_sd, alpha)
+        out[method][live] = bounds
+    return out
+
+
+def _studentized(data, mean, boot_mean, boot_sd, alpha):
+    """Equal-tailed bootstrap-t: quantiles of t* = (mean* - mean) / se*."""
+    n = data.shape[1]
+    se = data.std(axis=1, ddof=1) / math.sqrt(n)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        t = (boot_mean - mean[:, None]) / (boot_sd / math.sqrt(n))
+    # A resample whose values are all equal has no spread: its t is +-inf,
+    # or 0 when its mean equals the sample's (0/0).
+    t[np.isnan(t)] = 0.0
+    return mean[:, None] - _order_statistics(t, np.array([1 - alpha / 2, alpha / 2])) * se[:, None]
+
+
+def _resampled_moments(data, resamples, seed, *, need_sd):
+    """Means (and sds) of ``resamples`` bootstrap resamples of each row.
+
+    Resamples are drawn in batches so that no gather exceeds
+    ``_MAX_BATCH_ELEMENTS`` elements, whatever the data size.
+    """
+    k, n = data.shape
+    rng = np.random.default_rng(seed)
+    boot_mean = np.empty((k, resamples))
+    boot_sd = np.empty((k, resamples)) if need_sd else None
+    per_batch = max(1, _MAX_BATCH_ELEMENTS // (k * n))
+    rows = np.arange(k)[:, None, None]
+    for start in range(0, resamples, per_batch):
+        stop = min(resamples, start + per_batch)
+        picks = data[rows, rng.integers(0, n, size=(k, stop - start, n))]
+        boot_mean[:, start:stop] = picks.mean(axis=2)
+        if need_sd:
+            boot_sd[:, start:stop] = picks.std(axis=2, ddof=1)
+    return boot_mean, boot_sd
+
+
+def _order_statistics(samples: np.ndarray, levels: np.ndarray) -> np.ndarray:
+    """The ``(B + 1) * p``-th smallest of each row, for each level ``p``.
+
+    ``levels`` is either one row of levels for every dataset (shape (L,)) or
+    one row per dataset (shape (k, L)).
+    """
+    k, b = samples.shape
+    ranks = np.rint((b + 1) * np.broadcast_to(levels, (k, np.shape(levels)[-1]))).astype(np.int64)
+    ranks = np.clip(ranks, 1, b) - 1
+    ordered = np.sort(samples, axis=1)
+    return np.take_along_axis(ordered, ranks, axis=1)
+
+
+def _bca_levels(data, mean, boot_mean, alpha):
+    """Adjusted percentile levels of the BCa interval, shape (k, 2)."""
+    from scipy.special import ndtr, ndtri  # only BCa needs it; it takes 0.3 s to import
+
+    k, n = data.shape
+    b = boot_mean.shape[1]
+    below = (boot_mean < mean[:, None]).sum(axis=1) + 0.5 * (boot_mean == mean[:, None]).sum(axis=1)
+    z0 = ndtri(np.clip(below / b, 1.0 / (b + 1), b / (b + 1)))
+    # Jackknife of the mean in closed form: leave-one-out means.
+    loo = (data.sum(axis=1, keepdims=True) - data) / (n - 1)
+    dev = loo.mean(axis=1, keepdims=True) - loo
+    denom = 6.0 * (dev**2).sum(axis=1) ** 1.5
+    accel = np.divide((dev**3).sum(axis=1), denom, out=np.zeros(k), where=denom > 0)
+    z = ndtri(np.array([alpha / 2, 1 - alpha / 2]))[None, :]
+    shifted = z0[:, None] + z
+    return ndtr(z0[:, None] + shifted / (1 - accel[:, None] * shifted))
