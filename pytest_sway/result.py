@@ -148,7 +148,7 @@ class ProbeResult:
     def describe(self) -> str:
         """Estimate, CI and everything needed to reproduce them."""
         return (
-            f"estimate {self.estimate:.4g}, {self.confidence:.4g} CI [{self.ci.low:.4g}, {self.ci.high:.4g}] "
+            f"estimate {self.estimate:.4g}, {self.confidence * 100:.4g}% CI [{self.ci.low:.4g}, {self.ci.high:.4g}] "
             f"(n={self.n}, {self.method} bootstrap, {self.resamples} resamples, seed {self.seed})"
         )
 

@@ -7,6 +7,7 @@ typed method per built-in probe.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from typing import Any
 
@@ -126,3 +127,10 @@ class Sway:
     def delta_kl(self, prompts, *, divergence: str = "js", chat: bool = False, **ci) -> ProbeResult:
         """Divergence between base and fine-tuned next-token distributions, per prompt."""
         return self.run("delta_kl", prompts=prompts, divergence=divergence, chat=chat, **ci)
+
+
+def derive_seed(base_seed: int, test_id: str) -> int:
+    """A test's bootstrap seed: a stable hash of the run's seed and the test id,
+    so a test gets the same CI alone, in a full run, in any order, on any worker."""
+    digest = hashlib.blake2b(f"{base_seed}\0{test_id}".encode(), digest_size=4, person=b"sway-seed").digest()
+    return int.from_bytes(digest, "little")

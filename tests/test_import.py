@@ -1,5 +1,6 @@
 """Importing pytest_sway, and running the dummy backend, loads no ML framework."""
 
+import json
 import subprocess
 import sys
 import textwrap
@@ -20,3 +21,27 @@ def test_import_and_dummy_run_load_no_ml_framework():
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_loading_the_plugin_imports_no_ml_framework_and_no_numpy(tmp_path):
+    """A pytest run without sway tests pays for the plugin's options and hooks only."""
+    (tmp_path / "test_plain.py").write_text("def test_plain():\n    pass\n")
+    (tmp_path / "conftest.py").write_text(
+        textwrap.dedent(
+            """
+            import json, sys
+
+            def pytest_unconfigure(config):
+                heavy = ["numpy", "scipy", "torch", "transformers", "peft"]
+                with open("loaded.json", "w") as fh:
+                    json.dump({
+                        "plugin": config.pluginmanager.has_plugin("pytest_sway"),
+                        "loaded": [m for m in heavy if m in sys.modules],
+                    }, fh)
+            """
+        )
+    )
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=tmp_path, check=True,
+                   capture_output=True)
+    seen = json.loads((tmp_path / "loaded.json").read_text())
+    assert seen == {"plugin": True, "loaded": []}

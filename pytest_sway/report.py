@@ -1,0 +1,286 @@
+"""Result rows, the terminal summary table and the JSON report (pure).
+
+A *row* is the JSON-able record of one probe run in one test. Rows are built
+where the test runs (an xdist worker, or the only process), travel on the
+pytest report, and are rendered by the controller.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+from .result import FAILED, INCONCLUSIVE, PASSED, REPORTED, Verdict
+
+SCHEMA = 1
+
+#: Row outcomes beyond the gate's: the probe could not run.
+ERROR = "error"
+
+
+def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> dict[str, Any]:
+    """The row for one ``ProbeResult``, judged by the gates checked on it."""
+    above, below, verdict = _judged(result.checks)
+    return {
+        "nodeid": nodeid,
+        "index": index,
+        "order": order,
+        "source": source,
+        "kind": result.kind,
+        "label": result.label,
+        "params": summarize_params(result.params),
+        "n": result.n,
+        "estimate": result.estimate,
+        "ci_low": result.ci.low,
+        "ci_high": result.ci.high,
+        "confidence": result.confidence,
+        "method": result.method,
+        "resamples": result.resamples,
+        "seed": result.seed,
+        "above": above,
+        "below": below,
+        "outcome": verdict.outcome,
+        "items_needed": verdict.items_needed,
+        "message": verdict.message,
+        "values": [float(v) for v in result.values],
+        "items": list(result.items),
+        "duration_s": result.duration_s,
+        "details": jsonable(result.details),
+    }
+
+
+_SEVERITY = (FAILED, INCONCLUSIVE, PASSED, REPORTED)
+
+
+def _judged(checks):
+    """Strictest thresholds and worst verdict over a result's checks."""
+    aboves = [g.above for g, _ in checks if g.above is not None]
+    belows = [g.below for g, _ in checks if g.below is not None]
+    verdicts = [v for _, v in checks] or [Verdict(REPORTED)]
+    worst = min(verdicts, key=lambda v: _SEVERITY.index(v.outcome))
+    return (max(aboves) if aboves else None), (min(belows) if belows else None), worst
+
+
+def rows_for_test(nodeid: str, *, results, request, index: int, error: str | None) -> list[dict[str, Any]]:
+    """Rows for one test: one per probe run, or an error row for a marked test
+    whose probe could not run."""
+    rows = [
+        result_row(r, nodeid=nodeid, index=index, order=i, source="marker" if i == 0 and request else "fixture")
+        for i, r in enumerate(results)
+    ]
+    if error is not None and request is not None and not rows:
+        rows.append(
+            {
+                "nodeid": nodeid,
+                "index": index,
+                "order": 0,
+                "source": "marker",
+                "kind": request.kind,
+                "label": request.kind,
+                "above": request.gate.above,
+                "below": request.gate.below,
+                "outcome": ERROR,
+                "message": error,
+            }
+        )
+    return rows
+
+
+_JUNIT_FIELDS = (
+    "kind", "label", "n", "estimate", "ci_low", "ci_high", "confidence", "method", "resamples", "seed",
+    "above", "below", "outcome", "duration_s",
+)  # fmt: skip
+
+
+def junit_properties(rows: Sequence[dict]) -> list[tuple[str, str]]:
+    """``(name, value)`` pairs for JUnit XML: ``sway.estimate`` etc. for a test's
+    first probe, ``sway[2].estimate`` for its second."""
+    props = []
+    for i, row in enumerate(rows):
+        prefix = "sway" if i == 0 else f"sway[{i + 1}]"
+        for key in _JUNIT_FIELDS:
+            if row.get(key) is not None:
+                props.append((f"{prefix}.{key}", str(row[key])))
+        if row.get("message"):
+            props.append((f"{prefix}.message", row["message"]))
+        if "values" in row:
+            props.append((f"{prefix}.values", json.dumps(row["values"])))
+    return props
+
+
+def summarize_params(params: dict[str, Any]) -> dict[str, Any]:
+    """Parameters for reports: long lists become their length."""
+    out = {}
+    for name, value in params.items():
+        if isinstance(value, (list, tuple)) and value and isinstance(value[0], (str, list, tuple)):
+            out[name] = {"count": len(value)}
+        else:
+            out[name] = jsonable(value)
+    return out
+
+
+def jsonable(value):
+    """numpy scalars and arrays, tuples and non-finite floats made JSON-safe."""
+    if isinstance(value, dict):
+        return {str(k): jsonable(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [jsonable(v) for v in value]
+    if hasattr(value, "tolist"):  # numpy scalar or array
+        return jsonable(value.tolist())
+    if isinstance(value, float) and not math.isfinite(value):
+        return None
+    return value
+
+
+def sort_rows(rows: Iterable[dict]) -> list[dict]:
+    """Collection order, then the order probes ran inside a test.
+
+    Every xdist worker collects the same items in the same order, so this is
+    the serial order whatever the scheduling.
+    """
+    return sorted(rows, key=lambda r: (r["index"], r.get("order", 0), r["nodeid"]))
+
+
+# -- JSON ---------------------------------------------------------------------------
+
+_JSON_FIELDS = (
+    "nodeid", "kind", "label", "source", "params", "n", "estimate", "ci_low", "ci_high", "confidence",
+    "method", "resamples", "seed", "above", "below", "outcome", "items_needed", "message", "values",
+    "duration_s", "details",
+)  # fmt: skip
+
+
+def json_document(rows: Sequence[dict], *, backend: dict, settings: dict) -> dict[str, Any]:
+    return {
+        "schema": SCHEMA,
+        "backend": jsonable(backend),
+        "settings": jsonable(settings),
+        "results": [{k: jsonable(row[k]) for k in _JSON_FIELDS if k in row} for row in sort_rows(rows)],
+    }
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` so that readers see the old file or the new one,
+    never a partial one: write a temporary file beside it, then rename."""
+    path = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except FileNotFoundError:
+            pass
+        raise
+
+
+def dump_json(doc: dict) -> str:
+    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+
+
+# -- terminal summary ---------------------------------------------------------------
+
+_ID_WIDTH = 48
+
+
+def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
+    """The table under pytest's ``sway`` section; no lines when no rows."""
+    if not rows:
+        return []
+    rows = sort_rows(rows)
+    names = _short_ids([r["nodeid"] for r in rows])
+    table = [("test", "probe", "n", "estimate", _ci_header(rows), "gate", "outcome")]
+    for name, row in zip(names, rows):
+        if row["outcome"] == ERROR:
+            table.append((name, row["label"], "-", "-", "-", _gate(row), "ERROR"))
+            continue
+        table.append(
+            (
+                name,
+                row["label"],
+                str(row["n"]),
+                _num(row["estimate"]),
+                f"[{_num(row['ci_low'])}, {_num(row['ci_high'])}]",
+                _gate(row),
+                _outcome(row),
+            )
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    right = {2, 3}  # numbers align right
+    lines = []
+    for r in table:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+    lines.append(footer)
+    return lines
+
+
+def describe_backend(info: dict) -> str:
+    """``hf ./base + ./runs/v3 (cpu, float32)``, ``dummy (effect 0.5)``."""
+    text = str(info.get("name", "?"))
+    if info.get("model"):
+        text += f" {info['model']}"
+        other = info.get("adapter") or info.get("finetuned")
+        if other:
+            text += f" + {other}"
+    extras = [str(info[k]) for k in ("device", "dtype") if info.get(k)]
+    if "effect" in info:
+        extras.append(f"effect {info['effect']:g}")
+    return text + (f" ({', '.join(extras)})" if extras else "")
+
+
+def _ci_header(rows) -> str:
+    levels = {r.get("confidence") for r in rows if r["outcome"] != ERROR}
+    if len(levels) == 1:
+        (level,) = levels
+        return f"{level * 100:.4g}% CI"
+    return "CI"
+
+
+def _num(x) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "inf" if x is not None and x > 0 else ("-inf" if x is not None else "-")
+    return f"{x:.4g}"
+
+
+def _gate(row) -> str:
+    parts = []
+    if row.get("above") is not None:
+        parts.append(f">= {row['above']:g}")
+    if row.get("below") is not None:
+        parts.append(f"<= {row['below']:g}")
+    return ", ".join(parts) if parts else "-"
+
+
+def _outcome(row) -> str:
+    outcome = row["outcome"]
+    if outcome == "failed":
+        return "FAILED"
+    if outcome == "inconclusive":
+        needed = row.get("items_needed")
+        return f"FAILED (inconclusive: ~{needed} items)" if needed else "FAILED (inconclusive)"
+    return outcome
+
+
+def _short_ids(nodeids: list[str]) -> list[str]:
+    """Drop the folder prefix all ids share; shorten long ids from the left,
+    keeping the test name, which is what tells rows apart."""
+    folders = [n.split("::", 1)[0].rpartition("/")[0] for n in nodeids]
+    common = os.path.commonprefix([f + "/" for f in folders]) if all(folders) else ""
+    common = common[: common.rfind("/") + 1]
+    out = []
+    for n in nodeids:
+        n = n[len(common) :]
+        if len(n) > _ID_WIDTH:
+            n = "..." + n[-(_ID_WIDTH - 3) :]
+        out.append(n)
+    return out

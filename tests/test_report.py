@@ -1,0 +1,98 @@
+"""Report building blocks: atomic writes, rows, the summary table."""
+
+import json
+import os
+
+import numpy as np
+import pytest
+
+from pytest_sway import DummyBackend, Gate, run_probe
+from pytest_sway.report import (
+    describe_backend,
+    dump_json,
+    json_document,
+    jsonable,
+    junit_properties,
+    rows_for_test,
+    summary_lines,
+    write_atomic,
+)
+
+
+def test_write_atomic_replaces_the_file(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text("old")
+    write_atomic(path, "new")
+    assert path.read_text() == "new"
+    assert os.listdir(tmp_path) == ["report.json"]
+
+
+def test_a_failed_write_leaves_the_previous_file_and_no_debris(tmp_path, monkeypatch):
+    path = tmp_path / "report.json"
+    path.write_text("old")
+
+    def broken_replace(src, dst):
+        raise OSError("disk full (simulated)")
+
+    monkeypatch.setattr(os, "replace", broken_replace)
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(path, "new")
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["report.json"]
+
+
+def test_jsonable_handles_numpy_tuples_and_non_finite_numbers():
+    value = {"a": np.float64(1.5), "b": (1, np.int64(2)), "c": np.array([0.5, np.inf]), 3: float("nan")}
+    assert jsonable(value) == {"a": 1.5, "b": [1, 2], "c": [0.5, None], "3": None}
+    json.loads(dump_json(jsonable(value)))
+
+
+def _rows():
+    backend = DummyBackend()
+    prompts = [f"p{i}" for i in range(10)]
+    marked = run_probe("delta_kl", backend, prompts=prompts)
+    marked.check(Gate(above=0.01))
+    extra = run_probe("delta_kl", backend, prompts=prompts[:5], divergence="tv")
+    extra.assert_above(0.01)
+    request = type("Req", (), {"kind": "delta_kl", "gate": Gate(above=0.01)})()
+    return rows_for_test("tests/deep/folder/test_x.py::test_a_rather_long_test_name_that_keeps_going[case-1]",
+                         results=[marked, extra], request=request, index=4, error=None)
+
+
+def test_rows_carry_gates_outcomes_and_values():
+    marked, extra = _rows()
+    assert (marked["source"], marked["above"], marked["outcome"], marked["order"]) == ("marker", 0.01, "passed", 0)
+    assert (extra["source"], extra["label"], extra["order"]) == ("fixture", "delta_kl(tv)", 1)
+    assert len(marked["values"]) == 10 and marked["params"]["prompts"] == {"count": 10}
+    props = dict(junit_properties([marked, extra]))
+    assert props["sway.kind"] == "delta_kl" and props["sway[2].label"] == "delta_kl(tv)"
+    doc = json_document([extra, marked], backend={"name": "dummy"}, settings={})
+    assert [r["label"] for r in doc["results"]] == ["delta_kl(js)", "delta_kl(tv)"]  # collection order
+    assert "items" not in doc["results"][0]  # prompts are summarized, not dumped
+
+
+def test_error_row_for_a_marked_test_that_could_not_run():
+    request = type("Req", (), {"kind": "delta_kl", "gate": Gate(below=0.1)})()
+    (row,) = rows_for_test("t.py::test", results=[], request=request, index=0, error="model missing")
+    assert (row["outcome"], row["message"], row["below"]) == ("error", "model missing", 0.1)
+    assert rows_for_test("t.py::test", results=[], request=None, index=0, error="boom") == []
+
+
+def test_summary_aligns_numbers_and_shortens_long_ids():
+    lines = summary_lines(_rows(), footer="FOOTER")
+    header, first, second, footer = lines
+    assert header.split() == ["test", "probe", "n", "estimate", "95%", "CI", "gate", "outcome"]
+    assert first.startswith("...") and "[case-1]" in first and "tests/deep" not in first
+    assert len(first.split("  ")[0]) <= 48
+    # Right-aligned n and estimate columns end at the same offsets on every row.
+    for col in ("n", "estimate"):
+        end = header.index(col) + len(col)
+        assert first[end - 1] != " " and second[end - 1] != " "
+    assert footer == "FOOTER"
+    assert summary_lines([], footer="FOOTER") == []
+
+
+def test_describe_backend():
+    assert describe_backend({"name": "dummy", "effect": 0.5}) == "dummy (effect 0.5)"
+    info = {"name": "hf", "model": "./base", "adapter": "./runs/v3", "device": "cpu", "dtype": "float32"}
+    assert describe_backend(info) == "hf ./base + ./runs/v3 (cpu, float32)"
