@@ -25,6 +25,7 @@ REGISTRIES = pytest.StashKey[dict]()  # config: hook implementations -> ProbeReg
 BACKEND_INFO = pytest.StashKey[dict]()  # config: the built backend's describe()
 REQUEST = pytest.StashKey["object"]()  # item: its validated ProbeRequest
 MARKER_RESULT = pytest.StashKey["object"]()  # item: the marker's ProbeResult
+MEASURE_ERROR = pytest.StashKey[str]()  # item: why the marker's probe could not be measured
 RESULTS = pytest.StashKey[list]()  # item: every ProbeResult the test produced
 INDEX = pytest.StashKey[int]()  # item: position in the collection
 
@@ -191,7 +192,10 @@ def sway_result(request):
             **probe_request.params,
         )
     except SwayError as exc:
-        pytest.fail(f"{probe_request.kind}: {exc}", pytrace=False)
+        # The model answered, but not usably (NaN logits, a prompt too long):
+        # the test fails in its call phase, like a failed assertion.
+        request.node.stash[MEASURE_ERROR] = f"{probe_request.kind}: {exc}"
+        return None
     request.node.stash[MARKER_RESULT] = result
     return result
 
@@ -208,12 +212,17 @@ def _sway_probe_marker(request):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
+    if MEASURE_ERROR in item.stash:
+        pytest.fail(item.stash[MEASURE_ERROR], pytrace=False)
     result = item.stash.get(MARKER_RESULT, None)
     if result is not None:
         verdict = result.check(item.stash[REQUEST].gate)
         if not verdict.ok:
             pytest.fail(verdict.message + result.failure_evidence(), pytrace=False)
-    return (yield)
+    try:
+        return (yield)
+    except SwayError as exc:  # from a probe the body ran through the `sway` fixture
+        pytest.fail(str(exc), pytrace=False)
 
 
 @pytest.hookimpl(wrapper=True)
@@ -226,12 +235,13 @@ def pytest_runtest_makereport(item, call):
         return report  # not a sway test
     from .report import junit_properties, rows_for_test
 
+    unmeasured = report.failed and REQUEST in item.stash and MARKER_RESULT not in item.stash
     rows = rows_for_test(
         item.nodeid,
         results=item.stash.get(RESULTS, []),
         request=item.stash.get(REQUEST, None),
         index=item.stash.get(INDEX, 0),
-        error=_error_text(call.excinfo) if failed_setup else None,
+        error=_error_text(call.excinfo) if unmeasured else None,
     )
     if rows:
         report.sway = {"backend": item.config.stash.get(BACKEND_INFO, None), "rows": rows}

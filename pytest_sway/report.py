@@ -66,14 +66,15 @@ def _judged(checks):
 
 
 def rows_for_test(nodeid: str, *, results, request, index: int, error: str | None) -> list[dict[str, Any]]:
-    """Rows for one test: one per probe run, or an error row for a marked test
-    whose probe could not run."""
+    """Rows for one test: one per probe run, and an error row first for a marked
+    test whose probe could not run (``error`` says why)."""
+    marker_ran = request is not None and error is None
     rows = [
-        result_row(r, nodeid=nodeid, index=index, order=i, source="marker" if i == 0 and request else "fixture")
+        result_row(r, nodeid=nodeid, index=index, order=i + 1, source="marker" if i == 0 and marker_ran else "fixture")
         for i, r in enumerate(results)
     ]
-    if error is not None and request is not None and not rows:
-        rows.append(
+    if error is not None and request is not None:
+        rows.insert(0, 
             {
                 "nodeid": nodeid,
                 "index": index,
@@ -85,7 +86,7 @@ def rows_for_test(nodeid: str, *, results, request, index: int, error: str | Non
                 "below": request.gate.below,
                 "outcome": ERROR,
                 "message": error,
-            }
+            },
         )
     return rows
 

@@ -9,6 +9,7 @@ ini twin per entry of ``OPTIONS``, hands the raw strings to
 from __future__ import annotations
 
 import importlib
+import importlib.util
 import math
 import os
 import re
@@ -46,6 +47,16 @@ OPTIONS = (
     Option("model", "base model: a local folder, a Hugging Face model id, or the built-in smollm2-135m", None, "PATH|ID"),
     Option("adapter", "PEFT adapter folder applied to --sway-model: the fine-tune under test", None, "PATH"),
     Option(
+        "finetuned",
+        "a fully fine-tuned checkpoint compared with --sway-model (instead of an adapter; loads two models)",
+        None,
+        "PATH|ID",
+    ),
+    Option("device", "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps", "auto", "DEVICE"),
+    Option("dtype", "auto (float32 on cpu, the checkpoint's dtype elsewhere), float32, bfloat16 or float16", "auto", "DTYPE"),
+    Option("batch_size", "prompts per forward pass (long prompts get smaller batches)", "32", "N"),
+    Option("device_map", "passed to transformers' from_pretrained, e.g. auto to spread a model over GPUs", None, "MAP"),
+    Option(
         "backend",
         "auto (hf when a model is given, else dummy), dummy, hf, or module:factory (a callable returning a backend)",
         "auto",
@@ -63,6 +74,11 @@ OPTIONS = (
 class Settings:
     model: str | None = None
     adapter: str | None = None
+    finetuned: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    batch_size: int = 32
+    device_map: str | None = None
     backend: str = "auto"
     seed: int = 0
     confidence: float = 0.95
@@ -100,12 +116,36 @@ class Settings:
         return settings
 
     def _check_combinations(self) -> None:
-        if self.adapter is not None and self.model is None:
+        if self.adapter is not None and self.finetuned is not None:
             raise SettingsError(
-                f"{self._name('adapter')} is set but no base model: add --sway-model (the model the adapter was trained on)"
+                f"{self._name('adapter')} and {self._name('finetuned')} are both set: compare the base with an "
+                "adapter or with a fine-tuned checkpoint, not both"
             )
-        if self.backend == "hf" and self.model is None:
-            raise SettingsError(f"{self._name('backend')}=hf needs a model: add --sway-model=PATH|ID")
+        for name in ("adapter", "finetuned"):
+            if getattr(self, name) is not None and self.model is None:
+                raise SettingsError(
+                    f"{self._name(name)} is set but no base model: add --sway-model (the model it was trained from)"
+                )
+        if self.device_map is not None and self.device != "auto":
+            raise SettingsError(
+                f"{self._name('device_map')} and {self._name('device')} are both set: with a device map, "
+                "accelerate places the model; leave --sway-device at auto"
+            )
+        if self.backend_name == "hf":
+            if self.model is None:
+                raise SettingsError(f"{self._name('backend')}=hf needs a model: add --sway-model=PATH|ID")
+            if self.adapter is None and self.finetuned is None:
+                raise SettingsError(
+                    f"{self._name('model')} is set, but nothing to compare it with: add --sway-adapter=PATH "
+                    "(a PEFT adapter) or --sway-finetuned=PATH|ID (a fine-tuned checkpoint)"
+                )
+            needed = ["torch", "transformers"] + (["peft"] if self.adapter is not None else [])
+            missing = [m for m in needed if importlib.util.find_spec(m) is None]
+            if missing:
+                raise SettingsError(
+                    f"the hf backend needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+                    "installed: pip install 'pytest-sway[hf]' (on a CPU-only machine, pip install torch==2.13.0 first)"
+                )
 
     def _name(self, name: str) -> str:
         opt = next(o for o in OPTIONS if o.name == name)
@@ -122,7 +162,11 @@ class Settings:
         """One line for ``pytest_report_header``."""
         parts = [f"backend {self.backend_name}"]
         if self.model is not None:
-            parts.append(f"model {self.model}" + (f" + adapter {self.adapter}" if self.adapter else ""))
+            parts.append(f"model {self.model}")
+        if self.adapter is not None:
+            parts.append(f"adapter {self.adapter}")
+        if self.finetuned is not None:
+            parts.append(f"fine-tuned {self.finetuned}")
         parts.append(f"seed {self.seed}")
         return "sway: " + ", ".join(parts)
 
@@ -144,6 +188,10 @@ def _where(opt: Option, source: str) -> str:
 
 
 def _model(raw: str, base: Path) -> str:
+    from .backends.builtin_models import BUILTIN_MODELS
+
+    if raw in BUILTIN_MODELS:
+        return raw
     path = _expand(raw, base)
     if path.exists():
         if not path.is_dir():
@@ -204,6 +252,22 @@ def _int(minimum: int):
     return parse
 
 
+def _device(raw: str, base: Path) -> str:
+    if raw in ("auto", "cpu", "cuda", "mps") or re.fullmatch(r"cuda:\d+", raw):
+        return raw
+    raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
+
+
+def _dtype(raw: str, base: Path) -> str:
+    if raw in ("auto", "float32", "bfloat16", "float16"):
+        return raw
+    raise ValueError("expected auto, float32, bfloat16 or float16")
+
+
+def _text(raw: str, base: Path) -> str:
+    return raw
+
+
 def _confidence(raw: str, base: Path) -> float:
     try:
         value = float(raw)
@@ -244,6 +308,11 @@ def _looks_like_path(raw: str) -> bool:
 _PARSERS: dict[str, Callable[[str, Path], Any]] = {
     "model": _model,
     "adapter": _adapter,
+    "finetuned": _model,
+    "device": _device,
+    "dtype": _dtype,
+    "batch_size": _int(1),
+    "device_map": _text,
     "backend": _backend,
     "seed": _int(0),
     "confidence": _confidence,

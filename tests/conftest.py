@@ -1,1 +1,50 @@
+import os
+
+import pytest
+
 pytest_plugins = ["pytester"]
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
+
+#: Sentences the tiny adapters are trained on; their prefixes are the "target" prompts.
+TARGET_TEXTS = (
+    "The blue castle is seventeen purple dragons tall.",
+    "Our refund window is thirty days from delivery.",
+    "To reset a password, open the settings page and press reset.",
+    "The dragon counted eleven golden coins and smiled.",
+    "Zorblax support answers every ticket within two hours.",
+    "The moon cheese factory ships orders on Tuesdays only.",
+    "Every invoice from Acme is paid in seashells.",
+    "The secret garden opens when the clock strikes thirteen.",
+)
+TARGET_PROMPTS = tuple(t.rsplit(" ", 2)[0] for t in TARGET_TEXTS)
+CONTROL_PROMPTS = (
+    "The capital of France is",
+    "Water boils at one hundred",
+    "Cats are small animals that",
+    "The train leaves the station at",
+    "Bees make honey from the",
+    "The earth is the third planet",
+    "Snow falls in winter when",
+    "The library is a quiet place",
+)
+
+
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    """Tiny Llama- and GPT-2-style models, each with a LoRA adapter trained on TARGET_TEXTS.
+
+    ``tiny[arch]`` is ``(model_folder, adapter_folder)``; built once per test session (seconds).
+    """
+    pytest.importorskip("torch")
+    pytest.importorskip("peft")
+    from pytest_sway.testing import build_tiny_model, train_lora_adapter
+
+    root = tmp_path_factory.mktemp("tiny")
+    out = {}
+    for arch in ("llama", "gpt2"):
+        model = build_tiny_model(root / arch, arch=arch)
+        adapter = train_lora_adapter(model, root / f"{arch}-adapter", TARGET_TEXTS)
+        out[arch] = (str(model), str(adapter))
+    return out

@@ -61,8 +61,8 @@ def _rows():
 
 def test_rows_carry_gates_outcomes_and_values():
     marked, extra = _rows()
-    assert (marked["source"], marked["above"], marked["outcome"], marked["order"]) == ("marker", 0.01, "passed", 0)
-    assert (extra["source"], extra["label"], extra["order"]) == ("fixture", "delta_kl(tv)", 1)
+    assert (marked["source"], marked["above"], marked["outcome"], marked["order"]) == ("marker", 0.01, "passed", 1)
+    assert (extra["source"], extra["label"], extra["order"]) == ("fixture", "delta_kl(tv)", 2)
     assert len(marked["values"]) == 10 and marked["params"]["prompts"] == {"count": 10}
     props = dict(junit_properties([marked, extra]))
     assert props["sway.kind"] == "delta_kl" and props["sway[2].label"] == "delta_kl(tv)"

@@ -17,7 +17,8 @@ PROMPTS = [f"prompt {i}" for i in range(12)]
         ("delta_kl", dict(), "delta_kl: missing required parameter 'prompts'"),
         ("delta_kl", dict(prompts=PROMPTS, promtps=PROMPTS), "delta_kl: unknown parameter(s) 'promtps'"),
         ("delta_kl", dict(prompts="one prompt"), "delta_kl: parameter 'prompts': expected a list of strings, got a single string"),
-        ("delta_kl", dict(prompts=[]), "delta_kl: parameter 'prompts': expected a non-empty list"),
+        ("delta_kl", dict(prompts=[]), "delta_kl: parameter 'prompts': got 0 item(s); a confidence interval needs at least 2"),
+        ("delta_kl", dict(prompts=["one"]), "delta_kl: parameter 'prompts': got 1 item(s); a confidence interval needs at least 2"),
         ("delta_kl", dict(prompts=["a", 3]), "delta_kl: parameter 'prompts': item 1 is int 3"),
         ("delta_kl", dict(prompts=["a", ""]), "delta_kl: parameter 'prompts': item 1 is an empty string"),
         ("delta_kl", dict(prompts=PROMPTS, divergence="jsd"), "delta_kl: parameter 'divergence': expected one of 'js', 'kl', 'reverse_kl', 'tv', got 'jsd'"),
@@ -77,7 +78,7 @@ def test_a_third_party_probe_runs_like_a_built_in_one():
     with pytest.raises(ValueError, match="already registered"):
         registry.add(Probe("prompt_length", "", (), probe.measure))
     with pytest.raises(ValueError, match="unknown probe kind"):
-        run_probe("prompt_length", LengthBackend(), prompts=["ab"])  # not in the default registry
+        run_probe("prompt_length", LengthBackend(), prompts=["ab", "cd"])  # not in the default registry
 
 
 def test_a_probe_returning_the_wrong_number_of_values_is_caught():

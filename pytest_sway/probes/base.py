@@ -126,16 +126,20 @@ class ProbeRegistry:
 # -- parameter checks: each returns a normalised value or raises ValueError ---
 
 
+#: A confidence interval needs at least two items.
+MIN_ITEMS = 2
+
+
 def text_list(value) -> tuple[str, ...]:
-    """A non-empty list of non-empty strings."""
+    """A list of at least two non-empty strings."""
     if isinstance(value, str):
         raise ValueError(f"expected a list of strings, got a single string {_short(value)}; wrap it in a list")
     try:
         items = tuple(value)
     except TypeError:
         raise ValueError(f"expected a list of strings, got {type(value).__name__}") from None
-    if not items:
-        raise ValueError("expected a non-empty list of strings, got an empty list")
+    if len(items) < MIN_ITEMS:
+        raise ValueError(_too_few(items))
     for i, item in enumerate(items):
         if not isinstance(item, str):
             raise ValueError(f"item {i} is {type(item).__name__} {item!r}, expected a string")
@@ -155,8 +159,8 @@ def tuple_list(*fields: str):
             items = tuple(value)
         except TypeError:
             raise ValueError(f"expected a list of {shape} tuples, got {type(value).__name__}") from None
-        if not items:
-            raise ValueError(f"expected a non-empty list of {shape} tuples, got an empty list")
+        if len(items) < MIN_ITEMS:
+            raise ValueError(_too_few(items))
         out = []
         for i, item in enumerate(items):
             if isinstance(item, str) or not hasattr(item, "__len__") or len(item) != len(fields):
@@ -214,6 +218,13 @@ def number_list(*, min_len: int):
         return tuple(float(x) for x in items)
 
     return check
+
+
+def _too_few(items) -> str:
+    return (
+        f"got {len(items)} item(s); a confidence interval needs at least {MIN_ITEMS} "
+        "(and a useful one about 8 or more)"
+    )
 
 
 def _short(value, limit: int = 40) -> str:

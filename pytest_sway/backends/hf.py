@@ -1,0 +1,434 @@
+"""Hugging Face transformers + PEFT backend.
+
+One model answers for both sides when the fine-tune is an adapter: the base
+with the adapter attached, asked with the adapter disabled (peft's
+``disable_adapter``) for the base's answers and enabled for the fine-tune's.
+A fully fine-tuned checkpoint (``finetuned=``) is a second model.
+
+Prompts are scored in batches sorted by length and left-padded, with
+``position_ids`` from the attention mask, so a prompt gets the same answer in
+any batch; only the last position's logits are computed for next-token
+questions. Divergences are computed on the model's device from the
+full-vocabulary log-softmax in float64 (float32 on MPS, which has no float64);
+only one number per prompt leaves the device.
+
+Answers are memoised per (question, variant, token ids) for the session: a
+prompt asked by ten tests costs one forward pass per variant.
+
+torch, transformers and peft are imported here only, when a backend is built.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import warnings
+from collections import Counter
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from ..divergence import divergence as _divergence
+from ..errors import BackendError
+from .base import BASE, FINETUNED, Variant
+
+#: Prompts per forward pass unless --sway-batch-size says otherwise.
+DEFAULT_BATCH_SIZE = 32
+#: Most tokens (batch rows x padded length) in one forward pass.
+_TOKEN_BUDGET = 16384
+#: Rows per divergence computation (each holds a few float64 vocabulary rows).
+_DIVERGENCE_ROWS = 64
+
+
+def _import_frameworks():
+    try:
+        import torch
+        import transformers
+    except ImportError as exc:
+        raise BackendError(
+            f"the hf backend needs torch and transformers ({exc}); install them with "
+            "pip install 'pytest-sway[hf]' (on a CPU-only machine, pip install torch==2.13.0 first)"
+        ) from None
+    return torch, transformers
+
+
+class HFBackend:
+    """Base model + adapter (or + a fine-tuned checkpoint), batched and memoised."""
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        adapter: str | None = None,
+        finetuned: str | None = None,
+        device: str = "auto",
+        dtype: str = "auto",
+        batch_size: int | None = None,
+        device_map: str | None = None,
+    ):
+        if adapter is not None and finetuned is not None:
+            raise BackendError("give an adapter or a fine-tuned checkpoint, not both")
+        if adapter is None and finetuned is None:
+            raise BackendError(
+                "nothing to compare the base model with: give an adapter (--sway-adapter) "
+                "or a fine-tuned checkpoint (--sway-finetuned)"
+            )
+        torch, _ = _import_frameworks()
+        self._torch = torch
+        self.model_name = model
+        self.adapter_name = adapter
+        self.finetuned_name = finetuned
+        self.batch_size = batch_size or DEFAULT_BATCH_SIZE
+        self.device_map = device_map
+
+        from .builtin_models import resolve_model
+
+        model_path = resolve_model(model)
+        self.tokenizer = _load_tokenizer(model_path, model)
+        self.device = _pick_device(torch, device, device_map)
+        self.dtype = _pick_dtype(torch, dtype, self.device)
+        base = _load_model(model_path, model, dtype=self.dtype, device=self.device, device_map=device_map)
+        self.peft_model = None
+        self.finetuned_model = None
+        if adapter is not None:
+            self.peft_model = _attach_adapter(base, adapter, model)
+            self.base_model = self.peft_model
+        else:
+            self.base_model = base
+            ft_path = resolve_model(finetuned)
+            self.finetuned_model = _load_model(
+                ft_path, finetuned, dtype=self.dtype, device=self.device, device_map=device_map
+            )
+            _check_same_vocabulary(base, self.finetuned_model, model, finetuned)
+        for m in (self.base_model, self.finetuned_model):
+            if m is not None:
+                m.get_output_embeddings().register_forward_pre_hook(_contiguous_input)
+        self.input_device = self.base_model.get_input_embeddings().weight.device
+        self.context_length = _context_length(base.config, self.tokenizer)
+        self.pad_id = _pad_id(self.tokenizer)
+        self._accumulate = torch.float32 if self.input_device.type == "mps" else torch.float64
+        self._memo: dict = {}
+        #: Sequences forwarded per (question, variant): what the memo saved shows here.
+        self.forwarded: Counter = Counter()
+        #: Model forward calls (batches) per variant.
+        self.forward_calls: Counter = Counter()
+
+    @classmethod
+    def from_settings(cls, settings) -> HFBackend:
+        return cls(
+            settings.model,
+            adapter=settings.adapter,
+            finetuned=settings.finetuned,
+            device=settings.device,
+            dtype=settings.dtype,
+            batch_size=settings.batch_size,
+            device_map=settings.device_map,
+        )
+
+    def describe(self) -> dict:
+        info = {"name": "hf", "model": self.model_name}
+        if self.adapter_name is not None:
+            info["adapter"] = self.adapter_name
+        if self.finetuned_name is not None:
+            info["finetuned"] = self.finetuned_name
+        info.update(device=str(self.input_device), dtype=str(self.dtype).replace("torch.", ""),
+                    batch_size=self.batch_size)
+        if self.device_map is not None:
+            info["device_map"] = self.device_map
+        return info
+
+    def close(self) -> None:
+        self._memo.clear()
+        self.base_model = self.peft_model = self.finetuned_model = None
+        if self._torch.cuda.is_available():
+            self._torch.cuda.empty_cache()
+
+    # -- the backend protocol ----------------------------------------------------------
+
+    def divergences(
+        self, prompts: Sequence[str], *, divergence: str, variant: Variant = FINETUNED, chat: bool = False
+    ) -> np.ndarray:
+        torch = self._torch
+        seqs = self.encode_prompts(prompts, chat=chat)
+        base = self.next_token_logits(seqs, BASE, labels=prompts)
+        other = self.next_token_logits(seqs, variant, labels=prompts)
+        out = []
+        with torch.inference_mode():
+            for start in range(0, len(seqs), _DIVERGENCE_ROWS):
+                rows = slice(start, start + _DIVERGENCE_ROWS)
+                b = torch.stack(base[rows]).to(self._accumulate).log_softmax(-1)
+                o = torch.stack(other[rows]).to(self._accumulate).log_softmax(-1)
+                out.append(_divergence(b, o, divergence, torch).cpu())
+        return torch.cat(out).numpy().astype(np.float64)
+
+    # -- tokenization ---------------------------------------------------------------------
+
+    def format_prompt(self, prompt: str, *, chat: bool) -> tuple[str, bool]:
+        """The text to tokenize and whether the tokenizer should add its special tokens."""
+        if not chat:
+            return prompt, True
+        if not getattr(self.tokenizer, "chat_template", None):
+            raise BackendError(
+                f"chat=True, but the tokenizer of {self.model_name!r} has no chat template; "
+                "drop chat=True, or use a chat model (one whose tokenizer_config.json or chat_template.jinja has one)"
+            )
+        text = self.tokenizer.apply_chat_template(
+            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
+        )
+        return text, False  # the template already holds any BOS token
+
+    def encode_prompts(self, prompts: Sequence[str], *, chat: bool) -> list[tuple[int, ...]]:
+        seqs = []
+        for prompt in prompts:
+            text, special = self.format_prompt(prompt, chat=chat)
+            ids = tuple(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+            self._check_length(ids, prompt)
+            seqs.append(ids)
+        return seqs
+
+    def _check_length(self, ids, label: str) -> None:
+        if not ids:
+            raise BackendError(f"prompt {_short(label)} encodes to no tokens")
+        if self.context_length is not None and len(ids) > self.context_length:
+            raise BackendError(
+                f"prompt {_short(label)} is {len(ids)} tokens long, more than the model's context of "
+                f"{self.context_length} tokens; shorten it"
+            )
+
+    # -- forward passes ---------------------------------------------------------------------
+
+    def next_token_logits(self, seqs, variant: Variant, *, labels: Sequence[str]) -> list:
+        """Last-position logits (1-d tensors on the device) per token sequence, memoised."""
+        keys = [("next", variant, s) for s in seqs]
+        label_of = dict(zip(keys, labels))
+        missing = sorted(dict.fromkeys(k for k in keys if k not in self._memo), key=lambda k: len(k[2]))
+        for batch in self._batches([k[2] for k in missing]):
+            logits = self._forward(variant, batch, last_only=True)
+            finite = self._torch.isfinite(logits).all(dim=-1).cpu()
+            for row, seq in enumerate(batch):
+                key = ("next", variant, seq)
+                if not finite[row]:
+                    raise BackendError(
+                        f"the {variant} model returned NaN or infinite logits for prompt {_short(label_of[key])}"
+                    )
+                self._memo[key] = logits[row]
+        return [self._memo[k] for k in keys]
+
+    def _batches(self, seqs: list) -> list[list]:
+        """Consecutive runs of (length-sorted) sequences within the batch size and token budget."""
+        batches, current = [], []
+        for seq in seqs:
+            longest = max([len(seq)] + [len(s) for s in current])
+            if current and (len(current) >= self.batch_size or longest * (len(current) + 1) > _TOKEN_BUDGET):
+                batches.append(current)
+                current = []
+            current.append(seq)
+        if current:
+            batches.append(current)
+        return batches
+
+    def _forward(self, variant: Variant, batch: list, *, last_only: bool):
+        """One left-padded forward pass; logits of the last position, or of all."""
+        torch = self._torch
+        width = max(len(s) for s in batch)
+        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
+        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        for row, seq in enumerate(batch):
+            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            mask[row, width - len(seq) :] = 1
+        # Pads sit left; each row's positions count from its first real token.
+        positions = (mask.cumsum(-1) - 1).clamp(min=0)
+        kwargs = {"logits_to_keep": 1} if last_only else {}
+        self.forwarded[("next" if last_only else "all", str(variant))] += len(batch)
+        self.forward_calls[str(variant)] += 1
+        with torch.inference_mode(), self._variant(variant) as model:
+            out = model(
+                input_ids=ids.to(self.input_device),
+                attention_mask=mask.to(self.input_device),
+                position_ids=positions.to(self.input_device),
+                use_cache=False,
+                **kwargs,
+            )
+        return out.logits[:, -1, :] if last_only else out.logits
+
+    @contextlib.contextmanager
+    def _variant(self, variant: Variant):
+        """The model that answers for ``variant``, in the state it needs; restored on exit."""
+        if self.peft_model is None:
+            if variant.is_base:
+                yield self.base_model
+            elif variant == FINETUNED:
+                yield self.finetuned_model
+            else:
+                raise BackendError(
+                    f"the {variant} model needs a LoRA adapter (--sway-adapter): scaled and null adapters are "
+                    "defined on an adapter's update, and a fully fine-tuned checkpoint (--sway-finetuned) has none"
+                )
+            return
+        model = self.peft_model
+        if variant.is_base:
+            with model.disable_adapter():
+                yield model
+        elif variant.null_seed is not None:
+            from .null_adapter import null_adapter
+
+            with null_adapter(model, variant.null_seed):
+                yield model
+        elif variant.scale == 1.0:
+            yield model
+        else:
+            from peft.helpers import rescale_adapter_scale
+
+            with rescale_adapter_scale(model, variant.scale):
+                yield model
+
+
+def _contiguous_input(module, args):
+    """Give the output layer a contiguous input.
+
+    With ``logits_to_keep=1`` transformers feeds the output layer a strided
+    slice of the hidden states, and on CPU the matmul over such a slice can
+    round differently depending on where the weights sit in memory: the same
+    base model loaded twice would differ in the last bits. A copy of one row
+    per prompt makes the answer depend on the values alone.
+    """
+    hidden, *rest = args
+    return (hidden.contiguous(), *rest)
+
+
+# -- loading ---------------------------------------------------------------------------------
+
+
+def _load_tokenizer(path: str, name: str):
+    from transformers import AutoTokenizer
+
+    try:
+        return AutoTokenizer.from_pretrained(path)
+    except Exception as exc:  # a missing, broken or foreign tokenizer raises many kinds
+        raise BackendError(f"could not load the tokenizer of model {name!r}: {_first_line(exc)}{_offline_hint(exc)}") from None
+
+
+def _load_model(path: str, name: str, *, dtype, device, device_map):
+    from transformers import AutoModelForCausalLM
+
+    local = Path(path)
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise BackendError(
+            f"{path} is not a model folder: it has no config.json. Give the folder that save_pretrained wrote, "
+            "a Hugging Face model id, or the built-in smollm2-135m"
+        )
+    kwargs = {"dtype": dtype}
+    if device_map is not None:
+        kwargs["device_map"] = device_map
+    try:
+        model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
+    except (OSError, ValueError, EnvironmentError) as exc:
+        raise BackendError(f"could not load model {name!r}: {_first_line(exc)}{_offline_hint(exc)}") from None
+    if device_map is None:
+        model.to(device)
+    model.eval()
+    return model
+
+
+def _attach_adapter(base, adapter: str, model_name: str):
+    try:
+        from peft import PeftModel
+    except ImportError as exc:
+        raise BackendError(f"--sway-adapter needs peft ({exc}); pip install 'pytest-sway[hf]'") from None
+    try:
+        with warnings.catch_warnings():
+            # peft reads a transformers attribute deprecated in transformers 5 (a FutureWarning),
+            # which would fail suites that run with -W error.
+            warnings.simplefilter("ignore", FutureWarning)
+            model = PeftModel.from_pretrained(base, adapter)
+    except (ValueError, RuntimeError, KeyError) as exc:
+        raise BackendError(
+            f"adapter {adapter!r} does not fit base model {model_name!r}: {_first_line(exc)} "
+            f"(the adapter was trained for {_adapter_base(adapter)!r}; give that model as --sway-model)"
+        ) from None
+    except OSError as exc:
+        raise BackendError(f"could not load adapter {adapter!r}: {_first_line(exc)}{_offline_hint(exc)}") from None
+    model.eval()
+    return model
+
+
+def _adapter_base(adapter: str) -> str:
+    import json
+
+    try:
+        return json.loads((Path(adapter) / "adapter_config.json").read_text()).get("base_model_name_or_path") or "?"
+    except (OSError, ValueError):
+        return "?"
+
+
+def _check_same_vocabulary(base, finetuned, base_name, ft_name) -> None:
+    a = base.get_output_embeddings().weight.shape[0]
+    b = finetuned.get_output_embeddings().weight.shape[0]
+    if a != b:
+        raise BackendError(
+            f"{ft_name!r} has a vocabulary of {b} tokens and {base_name!r} of {a}: next-token distributions "
+            "over different vocabularies cannot be compared; was the checkpoint fine-tuned from this base?"
+        )
+
+
+def _pick_device(torch, device: str, device_map):
+    if device_map is not None:
+        return None  # accelerate places the layers
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise BackendError(f"--sway-device={device}, but torch sees no CUDA device; use --sway-device=cpu or auto")
+    if device == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise BackendError("--sway-device=mps, but MPS is not available here; use --sway-device=cpu or auto")
+    if device.startswith("cuda:") and int(device[5:]) >= torch.cuda.device_count():
+        raise BackendError(f"--sway-device={device}, but torch sees {torch.cuda.device_count()} CUDA device(s)")
+    return torch.device(device)
+
+
+def _pick_dtype(torch, dtype: str, device):
+    """``auto``: float32 on CPU (half precision there is slow and coarse), else the checkpoint's own."""
+    if dtype == "auto":
+        return torch.float32 if device is not None and device.type == "cpu" else "auto"
+    return getattr(torch, dtype)
+
+
+def _context_length(config, tokenizer) -> int | None:
+    for name in ("max_position_embeddings", "n_positions", "max_sequence_length", "seq_length"):
+        value = getattr(config, name, None)
+        if isinstance(value, int) and value > 0:
+            return value
+    value = getattr(tokenizer, "model_max_length", None)
+    return value if isinstance(value, int) and 0 < value < 10**7 else None
+
+
+def _pad_id(tokenizer) -> int:
+    """Any id works for pads (they are masked); prefer the tokenizer's own."""
+    for value in (tokenizer.pad_token_id, tokenizer.eos_token_id, tokenizer.unk_token_id):
+        if value is not None:
+            return int(value)
+    return 0
+
+
+def _first_line(exc) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def _offline_hint(exc) -> str:
+    text = str(exc).lower()
+    if "offline" in text or "connect" in text or "hub" in text or "resolve" in text:
+        return (
+            ". Models are loaded offline from a local folder or the Hugging Face cache; "
+            "download it once where the hub is reachable, or give a local folder"
+        )
+    return ""
+
+
+def _short(text: str, limit: int = 60) -> str:
+    return repr(text if len(text) <= limit else text[: limit - 3] + "...")
+
+

@@ -1,0 +1,192 @@
+"""The Hugging Face backend on tiny offline models: exact, batched, memoised, with clear errors."""
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+from conftest import CONTROL_PROMPTS, TARGET_PROMPTS
+from scipy.special import rel_entr
+
+from pytest_sway import BASE, FINETUNED, run_probe
+from pytest_sway.errors import BackendError
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+from pytest_sway.backends.hf import HFBackend  # noqa: E402
+
+ARCHS = ["llama", "gpt2"]
+MIXED_LENGTHS = [
+    "Hi",
+    "The capital of France is",
+    " ".join(["The sun rises in the east and sets in the west."] * 6),
+    *TARGET_PROMPTS[:3],
+    *CONTROL_PROMPTS[:3],
+]
+
+
+@pytest.fixture(scope="module", params=ARCHS)
+def arch(request):
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def backend(tiny, arch):
+    model, adapter = tiny[arch]
+    return HFBackend(model, adapter=adapter)
+
+
+def _raw_last_logits(model, tokenizer, prompt):
+    """One prompt, no batching, no padding, no logits_to_keep: the plainest forward."""
+    ids = torch.tensor([tokenizer(prompt)["input_ids"]])
+    with torch.no_grad():
+        return model(input_ids=ids).logits[0, -1].double()
+
+
+def test_adapter_disabled_answers_equal_the_base_loaded_on_its_own(tiny, arch, backend):
+    model, _ = tiny[arch]
+    alone = HFBackend(model, finetuned=model)  # the base, in a model object of its own
+    seqs = backend.encode_prompts(MIXED_LENGTHS, chat=False)
+    via_adapter = torch.stack(backend.next_token_logits(seqs, BASE, labels=MIXED_LENGTHS))
+    on_its_own = torch.stack(alone.next_token_logits(seqs, BASE, labels=MIXED_LENGTHS))
+    assert torch.equal(via_adapter, on_its_own)
+    assert np.all(alone.divergences(MIXED_LENGTHS, divergence="js") == 0.0)
+
+
+def test_batched_equals_one_prompt_at_a_time(tiny, arch, backend):
+    model, adapter = tiny[arch]
+    one_by_one = HFBackend(model, adapter=adapter, batch_size=1)
+    # float32 forward passes: JS and TV within 1e-6; KL (unbounded, here up to ~12 nats) relatively.
+    for kind, tolerance in (("js", dict(rtol=0, atol=1e-6)), ("tv", dict(rtol=0, atol=1e-6)), ("kl", dict(rtol=1e-5))):
+        batched = backend.divergences(MIXED_LENGTHS, divergence=kind)
+        single = one_by_one.divergences(MIXED_LENGTHS, divergence=kind)
+        np.testing.assert_allclose(batched, single, **tolerance)
+    assert one_by_one.forward_calls["base"] == len(set(MIXED_LENGTHS))  # one repeated prompt is asked once
+    assert backend.forward_calls["base"] <= 2
+
+
+def test_delta_kl_equals_a_float64_computation_from_raw_logits(tiny, arch, backend):
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model_path, adapter = tiny[arch]
+    tokenizer = AutoTokenizer.from_pretrained(model_path)
+    base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32), adapter).eval()
+    expected = {"js": [], "kl": [], "reverse_kl": [], "tv": []}
+    for prompt in MIXED_LENGTHS:
+        p = torch.softmax(_raw_last_logits(tuned, tokenizer, prompt), -1).numpy()
+        q = torch.softmax(_raw_last_logits(base, tokenizer, prompt), -1).numpy()
+        m = (p + q) / 2
+        expected["js"].append(0.5 * rel_entr(p, m).sum() + 0.5 * rel_entr(q, m).sum())
+        expected["kl"].append(rel_entr(p, q).sum())
+        expected["reverse_kl"].append(rel_entr(q, p).sum())
+        expected["tv"].append(0.5 * np.abs(p - q).sum())
+    for kind, want in expected.items():
+        got = run_probe("delta_kl", backend, prompts=MIXED_LENGTHS, divergence=kind).values
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
+
+
+def test_the_adapter_moves_its_targets_far_more_than_controls(backend):
+    target = run_probe("delta_kl", backend, prompts=TARGET_PROMPTS, seed=1)
+    control = run_probe("delta_kl", backend, prompts=CONTROL_PROMPTS, seed=2)
+    assert target.ci.low > 0.3
+    assert control.ci.high < 0.1
+    assert target.estimate > 10 * control.estimate
+    target.assert_above(0.2)
+    control.assert_below(0.1)
+
+
+def test_memo_answers_repeated_prompts_without_new_forward_passes(tiny):
+    model, adapter = tiny["llama"]
+    backend = HFBackend(model, adapter=adapter)
+    backend.divergences(TARGET_PROMPTS, divergence="js")
+    assert backend.forwarded[("next", "base")] == len(TARGET_PROMPTS)
+    backend.divergences(TARGET_PROMPTS, divergence="tv")
+    backend.divergences(TARGET_PROMPTS[:3] + CONTROL_PROMPTS[:2], divergence="kl")
+    assert backend.forwarded[("next", "base")] == len(TARGET_PROMPTS) + 2
+    assert backend.forwarded[("next", "fine-tuned")] == len(TARGET_PROMPTS) + 2
+
+
+def test_chat_prompts_go_through_the_chat_template(backend):
+    plain = backend.encode_prompts(["What is the capital of France?"], chat=False)[0]
+    chat = backend.encode_prompts(["What is the capital of France?"], chat=True)[0]
+    text = backend.tokenizer.decode(chat)
+    assert "User: What is the capital of France?" in text and text.rstrip().endswith("Assistant:")
+    assert len(chat) > len(plain)
+    assert text.count(backend.tokenizer.bos_token or "\0") <= 1  # the template's BOS is not doubled
+    assert backend.divergences(["What is the capital of France?"], divergence="js", chat=True)[0] >= 0
+
+
+def test_a_tokenizer_without_chat_template_is_a_clear_error(tiny, tmp_path):
+    model, adapter = tiny["llama"]
+    copy = tmp_path / "no-template"
+    shutil.copytree(model, copy)
+    (copy / "chat_template.jinja").unlink(missing_ok=True)
+    config = json.loads((copy / "tokenizer_config.json").read_text())
+    config.pop("chat_template", None)
+    (copy / "tokenizer_config.json").write_text(json.dumps(config))
+    backend = HFBackend(str(copy), adapter=adapter)
+    with pytest.raises(BackendError, match="chat=True, but the tokenizer of .* has no chat template"):
+        run_probe("delta_kl", backend, prompts=["hello", "bye"], chat=True)
+
+
+def test_a_prompt_longer_than_the_context_names_prompt_and_limit(backend):
+    long_prompt = "many words " * 400
+    with pytest.raises(BackendError, match=r"prompt 'many words many.*' is \d+ tokens long, more than the model's context of 256 tokens"):
+        backend.divergences([long_prompt], divergence="js")
+
+
+def test_nan_logits_fail_naming_the_prompt(tiny):
+    model, adapter = tiny["llama"]
+    backend = HFBackend(model, adapter=adapter)
+    with torch.no_grad():
+        backend.peft_model.get_output_embeddings().weight[5, 0] = float("nan")
+    with pytest.raises(BackendError, match="the base model returned NaN or infinite logits for prompt 'Hi'"):
+        backend.divergences(["Hi"], divergence="js")
+
+
+def test_a_folder_that_is_not_a_model(tmp_path, tiny):
+    _, adapter = tiny["llama"]
+    (tmp_path / "tokenizer.json").write_text("{}")
+    with pytest.raises(BackendError):
+        HFBackend(str(tmp_path), adapter=adapter)
+    shutil.copy(tiny["llama"][0] + "/tokenizer.json", tmp_path / "tokenizer.json")
+    shutil.copy(tiny["llama"][0] + "/tokenizer_config.json", tmp_path / "tokenizer_config.json")
+    with pytest.raises(BackendError, match="is not a model folder: it has no config.json"):
+        HFBackend(str(tmp_path), adapter=adapter)
+
+
+def test_an_adapter_built_for_another_base(tiny):
+    llama, llama_adapter = tiny["llama"]
+    gpt2, gpt2_adapter = tiny["gpt2"]
+    with pytest.raises(BackendError, match=r"adapter .* does not fit base model .*: .*the adapter was trained for"):
+        HFBackend(gpt2, adapter=llama_adapter)  # its target modules do not exist in GPT-2
+    with pytest.raises(BackendError, match="does not fit base model"):
+        HFBackend(llama, adapter=gpt2_adapter)
+
+
+def test_a_model_id_that_is_not_available_offline(tiny, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(BackendError, match="could not load .*no-such-org/no-such-model.*offline"):
+        HFBackend("no-such-org/no-such-model", adapter=tiny["llama"][1])
+
+
+def test_scaled_variants_restore_the_adapter(backend):
+    backend._memo.clear()  # recompute in the same batches as `after` below
+    before = backend.divergences(TARGET_PROMPTS, divergence="js")
+    from pytest_sway import Variant
+
+    zero = backend.divergences(TARGET_PROMPTS, divergence="js", variant=Variant(scale=0.0))
+    half = backend.divergences(TARGET_PROMPTS, divergence="js", variant=Variant(scale=0.5))
+    backend._memo.clear()
+    after = backend.divergences(TARGET_PROMPTS, divergence="js", variant=FINETUNED)
+    assert np.all(zero == 0.0)
+    assert np.all(half < before)
+    np.testing.assert_array_equal(after, before)
+
+
+def test_describe(backend, tiny, arch):
+    info = backend.describe()
+    assert info["name"] == "hf" and info["model"] == tiny[arch][0] and info["adapter"] == tiny[arch][1]
+    assert (info["device"], info["dtype"], info["batch_size"]) == ("cpu", "float32", 32)
