@@ -29,6 +29,8 @@ DISTRIBUTIONS = {
     "exponential(1)": (lambda rng, shape: rng.exponential(1.0, shape), 1.0),
     # Bounded in [0, ln 2] like a Jensen-Shannon divergence, and as skewed.
     "ln2*Beta(0.5,5)": (lambda rng, shape: math.log(2) * rng.beta(0.5, 5.0, shape), math.log(2) * 0.5 / 5.5),
+    # Values piled up at a bound, like per-prompt rank correlations that are mostly exactly 1.
+    "0.7*δ(1)+0.3*U(0,1)": (lambda rng, shape: np.where(rng.random(shape) < 0.7, 1.0, rng.random(shape)), 0.85),
 }
 SIZES = (4, 8, 16, 32, 64)
 

@@ -204,10 +204,11 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
         if row["outcome"] == ERROR:
             table.append((name, row["label"], "-", "-", "-", _gate(row), "ERROR"))
             continue
+        curve = (row.get("details") or {}).get("curve")
         table.append(
             (
                 name,
-                row["label"],
+                row["label"] + (" " + sparkline([point["mean"] for point in curve]) if curve else ""),
                 str(row["n"]),
                 _num(row["estimate"]),
                 f"[{_num(row['ci_low'])}, {_num(row['ci_high'])}]",
@@ -223,6 +224,25 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
         lines.append("  ".join(cells).rstrip())
     lines.append(footer)
     return lines
+
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float]) -> str:
+    """``▁▂▄▆█``: each value's height between the smallest and the largest."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return ""
+    low, high = min(finite), max(finite)
+    span = high - low
+    out = []
+    for v in values:
+        if v is None or not math.isfinite(v):
+            out.append(" ")
+        else:
+            out.append(_BARS[round((v - low) / span * (len(_BARS) - 1)) if span > 0 else 0])
+    return "".join(out)
 
 
 def describe_backend(info: dict) -> str:

@@ -147,9 +147,14 @@ class ProbeResult:
 
     def describe(self) -> str:
         """Estimate, CI and everything needed to reproduce them."""
+        how = (
+            "Wilson score interval"
+            if self.method == "wilson"
+            else f"{self.method} bootstrap, {self.resamples} resamples, seed {self.seed}"
+        )
         return (
             f"estimate {self.estimate:.4g}, {self.confidence * 100:.4g}% CI [{self.ci.low:.4g}, {self.ci.high:.4g}] "
-            f"(n={self.n}, {self.method} bootstrap, {self.resamples} resamples, seed {self.seed})"
+            f"(n={self.n}, {how})"
         )
 
     def check(self, gate: Gate) -> Verdict:

@@ -15,8 +15,9 @@ import numpy as np
 
 from .errors import ProbeParamError
 from .probes import ProbeRegistry, default_registry
+from .probes.adapter_ablation import DEFAULT_SCALES
 from .result import ProbeResult
-from .stats import Bootstrap
+from .stats import Bootstrap, wilson_interval
 
 
 def run_probe(
@@ -56,7 +57,10 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap) -> ProbeResult:
             f"probe {probe.kind!r} returned {values.shape} values for {len(m.items)} items; "
             "a probe must return one value per item"
         )
-    ci = bootstrap.interval(values, support=m.support)
+    if m.binary:
+        ci, method, resamples = wilson_interval(values, confidence=bootstrap.confidence), "wilson", 0
+    else:
+        ci, method, resamples = bootstrap.interval(values, support=m.support), bootstrap.method, bootstrap.resamples
     return ProbeResult(
         kind=probe.kind,
         estimate=float(values.mean()),
@@ -64,8 +68,8 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap) -> ProbeResult:
         confidence=bootstrap.confidence,
         n=int(values.size),
         values=values,
-        method=bootstrap.method,
-        resamples=bootstrap.resamples,
+        method=method,
+        resamples=resamples,
         seed=bootstrap.seed,
         params=params,
         details=m.details,
@@ -124,9 +128,39 @@ class Sway:
             self._on_result(result)
         return result
 
+    # One typed method per built-in probe; ``**ci`` takes confidence, resamples, method.
+
     def delta_kl(self, prompts, *, divergence: str = "js", chat: bool = False, **ci) -> ProbeResult:
         """Divergence between base and fine-tuned next-token distributions, per prompt."""
         return self.run("delta_kl", prompts=prompts, divergence=divergence, chat=chat, **ci)
+
+    def completion_lift(self, cases, *, per_token: bool = True, chat: bool = False, **ci) -> ProbeResult:
+        """log p_ft(completion | prompt) - log p_base(completion | prompt), per (prompt, completion)."""
+        return self.run("completion_lift", cases=cases, per_token=per_token, chat=chat, **ci)
+
+    def perplexity_shift(self, texts, *, window: int | None = None, stride: int | None = None, **ci) -> ProbeResult:
+        """Mean NLL per token under the fine-tune minus under the base, per text (positive = worse)."""
+        return self.run("perplexity_shift", texts=texts, window=window, stride=stride, **ci)
+
+    def preference_shift(self, triples, *, per_token: bool = False, chat: bool = False, **ci) -> ProbeResult:
+        """Change in the margin log p(chosen) - log p(rejected), per (prompt, chosen, rejected)."""
+        return self.run("preference_shift", triples=triples, per_token=per_token, chat=chat, **ci)
+
+    def adapter_ablation(
+        self, prompts, *, scales=DEFAULT_SCALES, divergence: str = "js", chat: bool = False, **ci
+    ) -> ProbeResult:
+        """Spearman correlation of adapter scale with divergence from the base, per prompt."""
+        return self.run("adapter_ablation", prompts=prompts, scales=scales, divergence=divergence, chat=chat, **ci)
+
+    def null_contrast(
+        self, prompts, *, seeds: int = 3, divergence: str = "js", chat: bool = False, **ci
+    ) -> ProbeResult:
+        """Divergence under the adapter minus under random adapters of its size, per prompt."""
+        return self.run("null_contrast", prompts=prompts, seeds=seeds, divergence=divergence, chat=chat, **ci)
+
+    def greedy_change(self, prompts, *, max_new_tokens: int = 16, chat: bool = False, **ci) -> ProbeResult:
+        """1 if the greedy continuation changes, else 0, per prompt (Wilson interval)."""
+        return self.run("greedy_change", prompts=prompts, max_new_tokens=max_new_tokens, chat=chat, **ci)
 
 
 def derive_seed(base_seed: int, test_id: str) -> int:

@@ -69,6 +69,8 @@ class Bootstrap:
         """Bootstrap interval for the mean of ``values`` (see :func:`bootstrap_ci`)."""
         data = check_values(values)
         low, high = _check_support(support, data)
+        if np.all(data == data[0]):
+            return Interval(float(data[0]), float(data[0]))
         bounds = batch_intervals(
             data[None, :],
             confidence=self.confidence,
@@ -126,6 +128,25 @@ def check_values(values) -> np.ndarray:
             "every per-item value must be a finite number"
         )
     return data
+
+
+def wilson_interval(values, *, confidence: float = 0.95) -> Interval:
+    """Wilson score interval for the rate of 1s among 0/1 ``values``.
+
+    Unlike a bootstrap of 0/1 values, it does not collapse to a zero-width
+    interval when every value is the same: 0 of 16 gives [0, 0.19].
+    """
+    data = check_values(values)
+    if not np.all((data == 0) | (data == 1)):
+        raise ValueError("values: the Wilson interval needs 0/1 values")
+    confidence, _, _ = check_arguments(confidence, None, None)
+    from statistics import NormalDist
+
+    n, p = data.size, float(data.mean())
+    z = NormalDist().inv_cdf(0.5 + confidence / 2)
+    center = (p + z * z / (2 * n)) / (1 + z * z / n)
+    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
+    return Interval(max(0.0, center - half), min(1.0, center + half))
 
 
 def _check_support(support, data) -> tuple[float, float]:
@@ -200,15 +221,21 @@ def batch_intervals(
 
 
 def _studentized(data, mean, boot_mean, boot_sd, alpha):
-    """Equal-tailed bootstrap-t: quantiles of t* = (mean* - mean) / se*."""
+    """Equal-tailed bootstrap-t: quantiles of t* = (mean* - mean) / se*.
+
+    A resample whose values are all equal has no spread of its own (se* = 0);
+    its t uses the sample's standard error instead of dividing by zero. With
+    continuous data such resamples are rare, but per-item values often pile
+    up at a bound (a rank correlation of exactly 1, a divergence saturated at
+    ln 2), and then infinite t values would stretch the interval to the whole
+    range, whatever the data say.
+    """
     n = data.shape[1]
-    se = data.std(axis=1, ddof=1) / math.sqrt(n)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        t = (boot_mean - mean[:, None]) / (boot_sd / math.sqrt(n))
-    # A resample whose values are all equal has no spread: its t is +-inf,
-    # or 0 when its mean equals the sample's (0/0).
-    t[np.isnan(t)] = 0.0
-    return mean[:, None] - _order_statistics(t, np.array([1 - alpha / 2, alpha / 2])) * se[:, None]
+    sd = data.std(axis=1, ddof=1)
+    # Rounding leaves ~1e-17 instead of 0 for some all-equal resamples.
+    spread = np.where(boot_sd > 1e-9 * sd[:, None], boot_sd, sd[:, None])
+    t = (boot_mean - mean[:, None]) / (spread / math.sqrt(n))
+    return mean[:, None] - _order_statistics(t, np.array([1 - alpha / 2, alpha / 2])) * (sd / math.sqrt(n))[:, None]
 
 
 def _resampled_moments(data, resamples, seed, *, need_sd):

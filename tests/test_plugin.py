@@ -144,7 +144,7 @@ def test_marker_is_registered_with_its_signature(pytester):
 @pytest.mark.parametrize(
     "marker, message",
     [
-        ('"delta_kI", prompts=["a", "b"]', "unknown probe kind 'delta_kI'; known kinds: delta_kl"),
+        ('"delta_kI", prompts=["a", "b"]', "unknown probe kind 'delta_kI'; known kinds: adapter_ablation, completion_lift, delta_kl, greedy_change, null_contrast, perplexity_shift, preference_shift"),
         ('"delta_kl", prompts=["a", "b"], promtps=["b"]', "delta_kl: unknown parameter(s) 'promtps'"),
         ('"delta_kl"', "delta_kl: missing required parameter 'prompts'"),
         ('"delta_kl", prompts="a"', "parameter 'prompts': expected a list of strings, got a single string"),

@@ -13,7 +13,7 @@ PROMPTS = [f"prompt {i}" for i in range(12)]
 @pytest.mark.parametrize(
     "kind, params, message",
     [
-        ("delta_kI", dict(prompts=PROMPTS), "unknown probe kind 'delta_kI'; known kinds: delta_kl"),
+        ("delta_kI", dict(prompts=PROMPTS), "unknown probe kind 'delta_kI'; known kinds: adapter_ablation, completion_lift, delta_kl, greedy_change, null_contrast, perplexity_shift, preference_shift"),
         ("delta_kl", dict(), "delta_kl: missing required parameter 'prompts'"),
         ("delta_kl", dict(prompts=PROMPTS, promtps=PROMPTS), "delta_kl: unknown parameter(s) 'promtps'"),
         ("delta_kl", dict(prompts="one prompt"), "delta_kl: parameter 'prompts': expected a list of strings, got a single string"),

@@ -53,3 +53,45 @@ class Backend(Protocol):
     ):
         """Per prompt: divergence (see ``pytest_sway.divergence``) between the
         base's and ``variant``'s next-token distributions after the prompt."""
+
+    def completion_logprobs(
+        self, pairs: Sequence[tuple[str, str]], *, variant: Variant = FINETUNED, chat: bool = False
+    ):
+        """Per ``(prompt, completion)``: ``(sum of log p(token | everything before),
+        number of tokens)`` over exactly the tokens that spell the completion."""
+
+    def text_logprobs(
+        self, texts: Sequence[str], *, variant: Variant = FINETUNED, window: int | None = None,
+        stride: int | None = None,
+    ):
+        """Per text: ``(sum of log p, number of scored tokens)`` over every token
+        that has context before it, in windows of at most ``window`` tokens."""
+
+    def greedy(
+        self, prompts: Sequence[str], *, variant: Variant = FINETUNED, max_new_tokens: int = 16, chat: bool = False
+    ):
+        """Per prompt: the token ids of the greedy continuation (stopping at end-of-sequence)."""
+
+    def decode(self, ids) -> str:
+        """Text of token ids (for reports)."""
+
+
+def scoring_windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int]]:
+    """``(begin, end, score_from)`` spans that score tokens 1..n-1 exactly once.
+
+    Each span is one forward pass over tokens ``[begin, end)`` (at most
+    ``window`` of them) that scores tokens ``[score_from, end)``; after the
+    first, spans start ``stride`` tokens apart, so every scored token has at
+    least ``window - stride`` tokens of context (or all of them, near the start).
+    ``stride < window``: a token that opens a span has no context in it.
+    """
+    if not 0 < stride < window:
+        raise ValueError(f"stride must be between 1 and window - 1 ({window - 1}), got {stride}")
+    spans, scored_to, begin = [], 1, 0
+    while scored_to < n_tokens:
+        end = min(begin + window, n_tokens)
+        if end > scored_to:
+            spans.append((begin, end, max(scored_to, begin + 1)))
+            scored_to = end
+        begin += stride
+    return spans

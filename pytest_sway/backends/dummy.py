@@ -20,7 +20,8 @@ from typing import Sequence
 import numpy as np
 
 from ..divergence import divergence as _divergence
-from .base import FINETUNED, Variant
+from ..errors import BackendError
+from .base import BASE, FINETUNED, Variant, scoring_windows
 
 # Spread of base logits, and of the per-context size of the fine-tune's shift.
 _BASE_SCALE = 2.0
@@ -53,15 +54,68 @@ class DummyBackend:
         self, prompts: Sequence[str], *, divergence: str, variant: Variant = FINETUNED, chat: bool = False
     ) -> np.ndarray:
         contexts = [self._format(p, chat) for p in prompts]
-        base = np.stack([self._logprobs(c, _BASE) for c in contexts])
+        base = np.stack([self._logprobs(c, BASE) for c in contexts])
         other = np.stack([self._logprobs(c, variant) for c in contexts])
         return _divergence(base, other, divergence, np)
+
+    def completion_logprobs(
+        self, pairs: Sequence[tuple[str, str]], *, variant: Variant = FINETUNED, chat: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        sums, counts = [], []
+        for prompt, completion in pairs:
+            context = self._format(prompt, chat)
+            sums.append(self._score(context + completion, len(context), variant))
+            counts.append(len(completion))
+        return np.array(sums), np.array(counts)
+
+    def text_logprobs(
+        self, texts: Sequence[str], *, variant: Variant = FINETUNED, window: int | None = None,
+        stride: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        sums, counts = [], []
+        for text in texts:
+            if len(text) < 2:
+                raise BackendError(f"text {text!r} is a single token; nothing in it can be scored")
+            total, n = 0.0, 0
+            w = window or len(text)
+            spans = [(0, len(text), 1)] if w >= len(text) else scoring_windows(len(text), w, stride or max(1, w // 2))
+            for begin, end, score_from in spans:
+                total += self._score(text[begin:end], score_from - begin, variant)
+                n += end - score_from
+            sums.append(total)
+            counts.append(n)
+        return np.array(sums), np.array(counts)
+
+    def greedy(
+        self, prompts: Sequence[str], *, variant: Variant = FINETUNED, max_new_tokens: int = 16, chat: bool = False
+    ) -> list[tuple[int, ...]]:
+        out = []
+        for prompt in prompts:
+            context, ids = self._format(prompt, chat), []
+            for _ in range(max_new_tokens):
+                token = int(np.argmax(self._logprobs(context, variant)))
+                ids.append(token)
+                context += self.decode([token])
+            out.append(tuple(ids))
+        return out
+
+    def decode(self, ids) -> str:
+        return "".join(_ALPHABET[i % len(_ALPHABET)] for i in ids)
 
     # -- the toy models ----------------------------------------------------------
 
     @staticmethod
     def _format(prompt: str, chat: bool) -> str:
         return f"<user>{prompt}</user><assistant>" if chat else prompt
+
+    def _token(self, char: str) -> int:
+        """Characters are the dummy's tokens."""
+        index = _ALPHABET.find(char)
+        return index % self.vocab_size if index >= 0 else _stable_words(char)[0] % self.vocab_size
+
+    def _score(self, text: str, start: int, variant: Variant) -> float:
+        """Sum of log p(text[j] | text[:j]) for j >= start."""
+        return float(sum(self._logprobs(text[:j], variant)[self._token(text[j])] for j in range(start, len(text))))
 
     def _logprobs(self, context: str, variant: Variant) -> np.ndarray:
         """Next-token log-probabilities (float64) after ``context``."""
@@ -79,7 +133,8 @@ class DummyBackend:
         return logits - _logsumexp(logits)
 
 
-_BASE = Variant(scale=0.0)
+# Printable characters, in the order the dummy numbers them as tokens.
+_ALPHABET = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?'-()\"/&%$#@*+=<>[]{}_|~^`\n"
 
 
 def _stable_words(text: str) -> list[int]:

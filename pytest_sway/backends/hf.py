@@ -30,12 +30,14 @@ import numpy as np
 
 from ..divergence import divergence as _divergence
 from ..errors import BackendError
-from .base import BASE, FINETUNED, Variant
+from .base import BASE, FINETUNED, Variant, scoring_windows
 
 #: Prompts per forward pass unless --sway-batch-size says otherwise.
 DEFAULT_BATCH_SIZE = 32
 #: Most tokens (batch rows x padded length) in one forward pass.
 _TOKEN_BUDGET = 16384
+#: Most logits (rows x kept positions x vocabulary) one scoring pass may hold.
+_LOGIT_BUDGET = 1 << 27
 #: Rows per divergence computation (each holds a few float64 vocabulary rows).
 _DIVERGENCE_ROWS = 64
 
@@ -106,6 +108,7 @@ class HFBackend:
         self.input_device = self.base_model.get_input_embeddings().weight.device
         self.context_length = _context_length(base.config, self.tokenizer)
         self.pad_id = _pad_id(self.tokenizer)
+        self.vocab_size = self.base_model.get_output_embeddings().weight.shape[0]
         self._accumulate = torch.float32 if self.input_device.type == "mps" else torch.float64
         self._memo: dict = {}
         #: Sequences forwarded per (question, variant): what the memo saved shows here.
@@ -161,6 +164,58 @@ class HFBackend:
                 out.append(_divergence(b, o, divergence, torch).cpu())
         return torch.cat(out).numpy().astype(np.float64)
 
+    def completion_logprobs(
+        self, pairs: Sequence[tuple[str, str]], *, variant: Variant = FINETUNED, chat: bool = False
+    ) -> tuple[np.ndarray, np.ndarray]:
+        items = [self.completion_tokens(prompt, completion, chat=chat) for prompt, completion in pairs]
+        scores = self.token_logprobs(items, variant, labels=[repr(pair) for pair in pairs])
+        return np.array([s.sum() for s in scores]), np.array([len(s) for s in scores])
+
+    def text_logprobs(
+        self, texts: Sequence[str], *, variant: Variant = FINETUNED, window: int | None = None,
+        stride: int | None = None,
+    ) -> tuple[np.ndarray, np.ndarray]:
+        window = window or self.context_length or 2048
+        if self.context_length is not None and window > self.context_length:
+            raise BackendError(f"window={window} exceeds the model's context of {self.context_length} tokens")
+        stride = stride or max(1, window // 2)
+        items, owner = [], []
+        for i, text in enumerate(texts):
+            ids = tuple(self.tokenizer(text)["input_ids"])
+            spans = scoring_windows(len(ids), window, stride)
+            if not spans:
+                raise BackendError(f"text {_short(text)} is a single token; nothing in it can be scored")
+            for begin, end, score_from in spans:
+                items.append((ids[begin:end], score_from - begin))
+                owner.append(i)
+        scores = self.token_logprobs(items, variant, labels=[texts[i] for i in owner])
+        sums, counts = np.zeros(len(texts)), np.zeros(len(texts), dtype=np.int64)
+        for i, s in zip(owner, scores):
+            sums[i] += s.sum()
+            counts[i] += len(s)
+        return sums, counts
+
+    def greedy(
+        self, prompts: Sequence[str], *, variant: Variant = FINETUNED, max_new_tokens: int = 16, chat: bool = False
+    ) -> list[tuple[int, ...]]:
+        seqs = self.encode_prompts(prompts, chat=chat)
+        if self.context_length is not None:
+            for seq, prompt in zip(seqs, prompts):
+                if len(seq) + max_new_tokens > self.context_length:
+                    raise BackendError(
+                        f"prompt {_short(prompt)} ({len(seq)} tokens) plus {max_new_tokens} new tokens exceeds the "
+                        f"model's context of {self.context_length} tokens"
+                    )
+        keys = [("greedy", variant, s, max_new_tokens) for s in seqs]
+        missing = sorted(dict.fromkeys(k for k in keys if k not in self._memo), key=lambda k: len(k[2]))
+        for batch in self._batches([k[2] for k in missing], length=lambda seq: len(seq) + max_new_tokens):
+            for seq, new in zip(batch, self._generate(variant, batch, max_new_tokens)):
+                self._memo[("greedy", variant, seq, max_new_tokens)] = new
+        return [self._memo[k] for k in keys]
+
+    def decode(self, ids) -> str:
+        return self.tokenizer.decode(list(ids), skip_special_tokens=True)
+
     # -- tokenization ---------------------------------------------------------------------
 
     def format_prompt(self, prompt: str, *, chat: bool) -> tuple[str, bool]:
@@ -186,6 +241,37 @@ class HFBackend:
             seqs.append(ids)
         return seqs
 
+    def completion_tokens(self, prompt: str, completion: str, *, chat: bool) -> tuple[tuple[int, ...], int]:
+        """``(ids, start)``: the tokens of prompt + completion, and where the completion's begin.
+
+        The text is tokenized whole, as the model would see it, and the
+        completion's tokens are those that cover any of its characters. Where
+        the tokenizer merges across the boundary (a prompt ending in a space,
+        then a word), the merged token belongs to the completion: splitting
+        "prompt tokens" + "completion tokens" instead would score a
+        tokenization the model never produces.
+        """
+        text, special = self.format_prompt(prompt, chat=chat)
+        boundary = len(text)
+        full = text + completion
+        try:
+            enc = self.tokenizer(full, add_special_tokens=special, return_offsets_mapping=True)
+            ids, spans = list(enc["input_ids"]), enc["offset_mapping"]
+            covering = [i for i, (lo, hi) in enumerate(spans) if hi > boundary and hi > lo]
+            start, stop = (covering[0], covering[-1] + 1) if covering else (len(ids), len(ids))
+        except NotImplementedError:  # a slow tokenizer has no offsets: longest common prefix
+            ids = list(self.tokenizer(full, add_special_tokens=special)["input_ids"])
+            head = self.tokenizer(text, add_special_tokens=special)["input_ids"]
+            start = next((i for i, (x, y) in enumerate(zip(ids, head)) if x != y), min(len(ids), len(head)))
+            stop = len(ids)
+        label = f"{prompt!r} + {completion!r}"
+        if start >= stop:
+            raise BackendError(f"completion of {label} encodes to no tokens")
+        if start == 0:
+            raise BackendError(f"completion of {label} starts the sequence; it needs a prompt before it")
+        self._check_length(ids[:stop], label)
+        return tuple(ids[:stop]), start
+
     def _check_length(self, ids, label: str) -> None:
         if not ids:
             raise BackendError(f"prompt {_short(label)} encodes to no tokens")
@@ -203,7 +289,7 @@ class HFBackend:
         label_of = dict(zip(keys, labels))
         missing = sorted(dict.fromkeys(k for k in keys if k not in self._memo), key=lambda k: len(k[2]))
         for batch in self._batches([k[2] for k in missing]):
-            logits = self._forward(variant, batch, last_only=True)
+            logits = self._forward(variant, batch, keep=1)[:, -1, :]
             finite = self._torch.isfinite(logits).all(dim=-1).cpu()
             for row, seq in enumerate(batch):
                 key = ("next", variant, seq)
@@ -214,21 +300,52 @@ class HFBackend:
                 self._memo[key] = logits[row]
         return [self._memo[k] for k in keys]
 
-    def _batches(self, seqs: list) -> list[list]:
-        """Consecutive runs of (length-sorted) sequences within the batch size and token budget."""
-        batches, current = [], []
-        for seq in seqs:
-            longest = max([len(seq)] + [len(s) for s in current])
-            if current and (len(current) >= self.batch_size or longest * (len(current) + 1) > _TOKEN_BUDGET):
+    def token_logprobs(self, items, variant: Variant, *, labels: Sequence[str]) -> list[np.ndarray]:
+        """Per ``(ids, start)``: log p(ids[j] | ids[:j]) for j >= start (float64 numpy), memoised."""
+        torch = self._torch
+        keys = [("score", variant, ids, start) for ids, start in items]
+        label_of = dict(zip(keys, labels))
+        missing = sorted(dict.fromkeys(k for k in keys if k not in self._memo), key=lambda k: len(k[2]))
+        scored = [k[2:] for k in missing]
+        for batch in self._batches(scored, length=lambda it: len(it[0]), keep=lambda it: len(it[0]) - it[1] + 1):
+            keep = max(len(ids) - start for ids, start in batch) + 1
+            logits = self._forward(variant, [ids for ids, _ in batch], keep=keep)
+            with torch.inference_mode():
+                for row, (ids, start) in enumerate(batch):
+                    n = len(ids) - start
+                    # Position p predicts token p + 1: the logits before each scored token.
+                    rows = logits[row, keep - n - 1 : keep - 1].to(self._accumulate)
+                    key = ("score", variant, ids, start)
+                    if not torch.isfinite(rows).all():
+                        raise BackendError(
+                            f"the {variant} model returned NaN or infinite logits for {_short(label_of[key])}"
+                        )
+                    targets = torch.tensor(ids[start:], device=rows.device).unsqueeze(-1)
+                    lp = rows.log_softmax(-1).gather(-1, targets).squeeze(-1)
+                    self._memo[key] = lp.cpu().numpy().astype(np.float64)
+        return [self._memo[k] for k in keys]
+
+    def _batches(self, items: list, *, length=len, keep=lambda item: 1) -> list[list]:
+        """Group length-sorted items into forward passes that respect the batch size,
+        the token budget (rows x ``length``) and the logit budget (rows x ``keep``
+        positions x vocabulary)."""
+        batches, current, width, kept = [], [], 0, 0
+        for item in items:
+            w, k = max(width, length(item)), max(kept, keep(item))
+            rows = len(current) + 1
+            if current and (
+                rows > self.batch_size or rows * w > _TOKEN_BUDGET or rows * k * self.vocab_size > _LOGIT_BUDGET
+            ):
                 batches.append(current)
-                current = []
-            current.append(seq)
+                current, w, k = [], length(item), keep(item)
+            current.append(item)
+            width, kept = w, k
         if current:
             batches.append(current)
         return batches
 
-    def _forward(self, variant: Variant, batch: list, *, last_only: bool):
-        """One left-padded forward pass; logits of the last position, or of all."""
+    def _padded(self, batch: list):
+        """Left-padded ids, attention mask and position ids for a batch of token sequences."""
         torch = self._torch
         width = max(len(s) for s in batch)
         ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
@@ -238,18 +355,38 @@ class HFBackend:
             mask[row, width - len(seq) :] = 1
         # Pads sit left; each row's positions count from its first real token.
         positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        kwargs = {"logits_to_keep": 1} if last_only else {}
-        self.forwarded[("next" if last_only else "all", str(variant))] += len(batch)
+        return ids.to(self.input_device), mask.to(self.input_device), positions.to(self.input_device)
+
+    def _forward(self, variant: Variant, batch: list, *, keep: int):
+        """One left-padded forward pass; the logits of the last ``keep`` positions."""
+        torch = self._torch
+        ids, mask, positions = self._padded(batch)
+        self.forwarded[("next" if keep == 1 else "score", str(variant))] += len(batch)
         self.forward_calls[str(variant)] += 1
         with torch.inference_mode(), self._variant(variant) as model:
-            out = model(
-                input_ids=ids.to(self.input_device),
-                attention_mask=mask.to(self.input_device),
-                position_ids=positions.to(self.input_device),
-                use_cache=False,
-                **kwargs,
-            )
-        return out.logits[:, -1, :] if last_only else out.logits
+            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=keep)
+        return out.logits[:, -keep:, :]
+
+    def _generate(self, variant: Variant, batch: list, max_new_tokens: int) -> list[tuple[int, ...]]:
+        """Greedy continuations of a left-padded batch (generate derives position ids from the mask)."""
+        from transformers import GenerationConfig
+
+        torch = self._torch
+        ids, mask, _ = self._padded(batch)
+        eos = self.tokenizer.eos_token_id
+        config = GenerationConfig(
+            do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=self.pad_id, eos_token_id=eos
+        )
+        self.forwarded[("greedy", str(variant))] += len(batch)
+        self.forward_calls[str(variant)] += 1
+        with torch.inference_mode(), self._variant(variant) as model:
+            out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
+        continuations = []
+        for row in out[:, ids.shape[1] :].tolist():
+            if eos is not None and eos in row:
+                row = row[: row.index(eos)]
+            continuations.append(tuple(row))
+        return continuations
 
     @contextlib.contextmanager
     def _variant(self, variant: Variant):

@@ -7,9 +7,25 @@ from .base import Measurement, Param, Probe, ProbeRegistry
 
 def builtin_probes() -> list[Probe]:
     """The probes pytest-sway ships, in the order the README lists them."""
-    from . import delta_kl
+    from . import (
+        adapter_ablation,
+        completion_lift,
+        delta_kl,
+        greedy_change,
+        null_contrast,
+        perplexity_shift,
+        preference_shift,
+    )
 
-    return [delta_kl.PROBE]
+    return [
+        delta_kl.PROBE,
+        completion_lift.PROBE,
+        perplexity_shift.PROBE,
+        preference_shift.PROBE,
+        adapter_ablation.PROBE,
+        null_contrast.PROBE,
+        greedy_change.PROBE,
+    ]
 
 
 def default_registry() -> ProbeRegistry:

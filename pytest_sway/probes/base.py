@@ -46,6 +46,9 @@ class Measurement:
     #: The range a value can take, e.g. (0, ln 2) for Jensen-Shannon: the
     #: interval is clipped to it.
     support: tuple[float, float] = (-math.inf, math.inf)
+    #: Values are 0/1 outcomes: the interval is the Wilson score interval for
+    #: a proportion, not a bootstrap.
+    binary: bool = False
 
 
 @dataclass(frozen=True)
@@ -56,6 +59,8 @@ class Probe:
     measure: Callable  # (backend, params: dict, bootstrap: Bootstrap) -> Measurement
     #: Main option shown next to the kind in the summary, e.g. "divergence".
     label_param: str | None = None
+    #: Checks that involve several parameters: ``check(params)`` raises ValueError.
+    check: Callable[[dict], None] | None = None
 
     def validate(self, params: dict[str, Any]) -> dict[str, Any]:
         """Check ``params`` and fill in defaults; raise ``ProbeParamError``."""
@@ -79,6 +84,11 @@ class Probe:
                 out[p.name] = p.check(params[p.name])
             except ValueError as exc:
                 raise ProbeParamError(f"{self.kind}: parameter {p.name!r}: {exc}") from None
+        if self.check is not None:
+            try:
+                self.check(out)
+            except ValueError as exc:
+                raise ProbeParamError(f"{self.kind}: {exc}") from None
         return out
 
     def label(self, params: dict[str, Any]) -> str:
@@ -198,6 +208,15 @@ def integer(minimum: int):
         return value
 
     return check
+
+
+def optional(check):
+    """``None`` or whatever ``check`` accepts."""
+
+    def optional_check(value):
+        return None if value is None else check(value)
+
+    return optional_check
 
 
 def number_list(*, min_len: int):

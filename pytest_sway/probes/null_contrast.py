@@ -1,0 +1,54 @@
+"""null_contrast: does the adapter move these prompts more than a random update of its size?
+
+A null adapter has the real adapter's structure and per-module update norm
+``||B A||_F`` but random directions (seeded). Per prompt: delta_kl(adapter)
+minus the mean over ``seeds`` null adapters of delta_kl(null). ``above=0``
+gates "more than chance"; the real weights are restored afterwards.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..backends.base import FINETUNED, Variant
+from ..divergence import DIVERGENCES, SUPPORT
+from .base import Measurement, Param, Probe, boolean, choice, integer, text_list
+
+
+def measure(backend, params, bootstrap) -> Measurement:
+    prompts, kind, chat = params["prompts"], params["divergence"], params["chat"]
+    real = np.asarray(backend.divergences(prompts, divergence=kind, variant=FINETUNED, chat=chat), dtype=float)
+    nulls = np.stack(
+        [
+            np.asarray(backend.divergences(prompts, divergence=kind, variant=Variant(null_seed=seed), chat=chat),
+                       dtype=float)
+            for seed in range(1, params["seeds"] + 1)
+        ]
+    )
+    floor = nulls.mean(axis=0)
+    low, high = SUPPORT[kind]
+    return Measurement(
+        values=real - floor,
+        items=prompts,
+        details={
+            "adapter_mean": float(real.mean()),
+            "null_mean": float(floor.mean()),
+            "null_per_seed": [float(x) for x in nulls.mean(axis=1)],
+            "ratio": float(real.mean() / floor.mean()) if floor.mean() > 0 else None,
+        },
+        support=(low - high, high - low),
+    )
+
+
+PROBE = Probe(
+    kind="null_contrast",
+    doc="divergence under the adapter minus under random adapters of the same size, per prompt",
+    params=(
+        Param("prompts", text_list, doc="prompts the adapter should move"),
+        Param("seeds", integer(1), 3, doc="how many null adapters to average"),
+        Param("divergence", choice(*DIVERGENCES), "js", doc="js (default), kl, reverse_kl or tv"),
+        Param("chat", boolean, False, doc="format each prompt with the tokenizer's chat template"),
+    ),
+    measure=measure,
+    label_param="divergence",
+)
