@@ -1,9 +1,9 @@
 """pytest-sway's pytest entry point: options, marker, fixtures and hooks.
 
 Everything that computes lives in plain modules (settings, request, runner,
-report, probes, backends); this module only connects them to pytest. It
-imports nothing heavy at load time: numpy and the probes load when the first
-sway marker or fixture needs them, torch only when the hf backend is built.
+report, baseline, probes, backends); this module only connects them to pytest.
+It imports nothing heavy at load time: numpy and the probes load when the
+first sway marker or fixture needs them, torch only when the hf backend is built.
 """
 
 from __future__ import annotations
@@ -14,19 +14,23 @@ from .errors import SwayError
 from .settings import OPTIONS, Settings, SettingsError
 
 MARKER_LINE = (
-    "sway_probe(kind, *, above=None, below=None, confidence=None, resamples=None, method=None, **params): "
-    "run probe `kind` (e.g. 'delta_kl') comparing the base and fine-tuned models before the test body; "
-    "the test fails unless the probe's confidence interval lies at or above `above` and at or below `below`. "
-    "The result is the `sway_result` fixture."
+    "sway_probe(kind, *, above=None, below=None, confidence=None, resamples=None, method=None, "
+    "max_regression=None, **params): run probe `kind` (e.g. 'delta_kl') comparing the base and fine-tuned "
+    "models before the test body; the test fails unless the probe's confidence interval lies at or above "
+    "`above` and at or below `below`. The result is the `sway_result` fixture."
 )
 
 SETTINGS = pytest.StashKey["Settings"]()
 REGISTRIES = pytest.StashKey[dict]()  # config: hook implementations -> ProbeRegistry
 BACKEND_INFO = pytest.StashKey[dict]()  # config: the built backend's describe()
+PROVENANCE = pytest.StashKey[dict]()  # config: the built backend's provenance, when a report needs it
+BASELINE = pytest.StashKey[dict]()  # config: the --sway-baseline document
+FAMILY = pytest.StashKey[int]()  # config: gated sway tests selected (m for the correction)
 REQUEST = pytest.StashKey["object"]()  # item: its validated ProbeRequest
 MARKER_RESULT = pytest.StashKey["object"]()  # item: the marker's ProbeResult
 MEASURE_ERROR = pytest.StashKey[str]()  # item: why the marker's probe could not be measured
 RESULTS = pytest.StashKey[list]()  # item: every ProbeResult the test produced
+COMPARISONS = pytest.StashKey[dict]()  # item: result position -> its baseline comparison
 INDEX = pytest.StashKey[int]()  # item: position in the collection
 
 
@@ -61,6 +65,13 @@ def pytest_configure(config):
     except SettingsError as exc:
         raise pytest.UsageError(f"pytest-sway: {exc}") from None
     config.stash[SETTINGS] = settings
+    if settings.baseline is not None:
+        from .baseline import load_baseline
+
+        try:
+            config.stash[BASELINE] = load_baseline(settings.baseline)
+        except ValueError as exc:
+            raise pytest.UsageError(f"pytest-sway: --sway-baseline: {exc}") from None
     if not hasattr(config, "workerinput"):  # the controller (or a plain run) reports
         from .reporter import SwayReporter
 
@@ -125,8 +136,15 @@ def pytest_pycollect_makeitem(collector, name, obj):
 
 
 def pytest_collection_finish(session):
+    family = 0
     for index, item in enumerate(session.items):
         item.stash[INDEX] = index
+        request = item.stash.get(REQUEST, None)
+        gated_marker = request is not None and request.gate.active
+        if gated_marker or "sway" in getattr(item, "fixturenames", ()):
+            family += 1
+    # Every xdist worker collects the same items, so every worker gets the same m.
+    session.config.stash[FAMILY] = family
 
 
 # -- fixtures ---------------------------------------------------------------------------
@@ -138,16 +156,26 @@ def sway_backend(pytestconfig):
     settings = pytestconfig.stash[SETTINGS]
     try:
         backend = pytestconfig.hook.pytest_sway_make_backend(settings=settings, config=pytestconfig)
+        if backend is None:
+            raise SwayError("no pytest_sway_make_backend implementation returned a backend")
+        describe = getattr(backend, "describe", None)
+        pytestconfig.stash[BACKEND_INFO] = describe() if describe else {"name": type(backend).__name__}
+        if settings.save_baseline or settings.baseline or settings.html:
+            provenance = getattr(backend, "provenance", None)
+            pytestconfig.stash[PROVENANCE] = provenance() if provenance else pytestconfig.stash[BACKEND_INFO]
     except SwayError as exc:
         pytest.fail(f"pytest-sway: the {settings.backend_name} backend could not be built: {exc}", pytrace=False)
-    if backend is None:
-        pytest.fail("pytest-sway: no pytest_sway_make_backend implementation returned a backend", pytrace=False)
-    describe = getattr(backend, "describe", None)
-    pytestconfig.stash[BACKEND_INFO] = describe() if describe else {"name": type(backend).__name__}
     yield backend
     close = getattr(backend, "close", None)
     if close is not None:
         close()
+
+
+def _confidence(config, confidence: float) -> float:
+    from .runner import bonferroni
+
+    settings = config.stash[SETTINGS]
+    return bonferroni(confidence, config.stash.get(FAMILY, 1)) if settings.correction == "bonferroni" else confidence
 
 
 @pytest.fixture
@@ -164,7 +192,7 @@ def sway(request, sway_backend):
     return Sway(
         sway_backend,
         seed=derive_seed(settings.seed, request.node.nodeid),
-        confidence=settings.confidence,
+        confidence=_confidence(request.config, settings.confidence),
         resamples=settings.resamples,
         method=settings.ci_method,
         registry=_registry(request.node),
@@ -183,10 +211,11 @@ def sway_result(request):
             pytrace=False,
         )
     runner = request.getfixturevalue("sway")
+    confidence = probe_request.confidence
     try:
         result = runner.run(
             probe_request.kind,
-            confidence=probe_request.confidence,
+            confidence=None if confidence is None else _confidence(request.config, confidence),
             resamples=probe_request.resamples,
             method=probe_request.method,
             **probe_request.params,
@@ -216,13 +245,40 @@ def pytest_runtest_call(item):
         pytest.fail(item.stash[MEASURE_ERROR], pytrace=False)
     result = item.stash.get(MARKER_RESULT, None)
     if result is not None:
-        verdict = result.check(item.stash[REQUEST].gate)
+        probe_request = item.stash[REQUEST]
+        verdict = result.check(probe_request.gate)
         if not verdict.ok:
             pytest.fail(verdict.message + result.failure_evidence(), pytrace=False)
+        if BASELINE in item.config.stash:
+            comparison = _compare(item, result, 1, probe_request.gate, probe_request.max_regression)
+            if comparison["outcome"] not in ("passed", "reported"):
+                pytest.fail(comparison["message"], pytrace=False)
     try:
         return (yield)
     except SwayError as exc:  # from a probe the body ran through the `sway` fixture
         pytest.fail(str(exc), pytrace=False)
+
+
+def _compare(item, result, order: int, gate, max_regression):
+    """Compare one result with its saved values; remembered for the test's row."""
+    from .baseline import compare, direction_of, find_entry
+    from .stats import Bootstrap
+
+    config = item.config
+    settings = config.stash[SETTINGS]
+    baseline = config.stash[BASELINE]
+    comparison = compare(
+        result,
+        find_entry(baseline, item.nodeid, result.label, order),
+        provenance_now=config.stash.get(PROVENANCE, {}),
+        provenance_then=baseline.get("provenance", {}),
+        bootstrap=Bootstrap(confidence=result.confidence, resamples=result.resamples if result.resamples else None,
+                            method=settings.ci_method, seed=result.seed),
+        max_regression=max_regression if max_regression is not None else settings.max_regression,
+        direction=direction_of(gate.above, gate.below) if gate is not None else None,
+    )
+    item.stash.setdefault(COMPARISONS, {})[order] = comparison
+    return comparison
 
 
 @pytest.hookimpl(wrapper=True)
@@ -235,16 +291,30 @@ def pytest_runtest_makereport(item, call):
         return report  # not a sway test
     from .report import junit_properties, rows_for_test
 
+    results = item.stash.get(RESULTS, [])
+    if BASELINE in item.config.stash:  # results the body ran: compared and reported, not gated
+        done = item.stash.get(COMPARISONS, {})
+        for order, result in enumerate(results, 1):
+            if order not in done:
+                _compare(item, result, order, None, None)
+    config = item.config
+    settings = config.stash[SETTINGS]
     unmeasured = report.failed and REQUEST in item.stash and MARKER_RESULT not in item.stash
     rows = rows_for_test(
         item.nodeid,
-        results=item.stash.get(RESULTS, []),
+        results=results,
         request=item.stash.get(REQUEST, None),
         index=item.stash.get(INDEX, 0),
         error=_error_text(call.excinfo) if unmeasured else None,
+        comparisons=item.stash.get(COMPARISONS, {}),
     )
     if rows:
-        report.sway = {"backend": item.config.stash.get(BACKEND_INFO, None), "rows": rows}
+        report.sway = {
+            "backend": config.stash.get(BACKEND_INFO, None),
+            "provenance": config.stash.get(PROVENANCE, None),
+            "correction": {"method": settings.correction, "m": config.stash.get(FAMILY, 0)},
+            "rows": rows,
+        }
         item.user_properties.extend(junit_properties(rows))
     return report
 

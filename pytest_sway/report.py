@@ -65,14 +65,20 @@ def _judged(checks):
     return (max(aboves) if aboves else None), (min(belows) if belows else None), worst
 
 
-def rows_for_test(nodeid: str, *, results, request, index: int, error: str | None) -> list[dict[str, Any]]:
-    """Rows for one test: one per probe run, and an error row first for a marked
-    test whose probe could not run (``error`` says why)."""
+def rows_for_test(
+    nodeid: str, *, results, request, index: int, error: str | None, comparisons: dict | None = None
+) -> list[dict[str, Any]]:
+    """Rows for one test: one per probe run (with its baseline comparison, by
+    position), and an error row first for a marked test whose probe could not
+    run (``error`` says why)."""
     marker_ran = request is not None and error is None
-    rows = [
-        result_row(r, nodeid=nodeid, index=index, order=i + 1, source="marker" if i == 0 and marker_ran else "fixture")
-        for i, r in enumerate(results)
-    ]
+    rows = []
+    for i, r in enumerate(results):
+        row = result_row(r, nodeid=nodeid, index=index, order=i + 1,
+                         source="marker" if i == 0 and marker_ran else "fixture")
+        if comparisons and i + 1 in comparisons:
+            row["baseline"] = jsonable(comparisons[i + 1])
+        rows.append(row)
     if error is not None and request is not None:
         rows.insert(0, 
             {
@@ -151,17 +157,25 @@ def sort_rows(rows: Iterable[dict]) -> list[dict]:
 _JSON_FIELDS = (
     "nodeid", "kind", "label", "source", "params", "n", "estimate", "ci_low", "ci_high", "confidence",
     "method", "resamples", "seed", "above", "below", "outcome", "items_needed", "message", "values",
-    "duration_s", "details",
+    "duration_s", "details", "baseline",
 )  # fmt: skip
 
 
-def json_document(rows: Sequence[dict], *, backend: dict, settings: dict) -> dict[str, Any]:
-    return {
+def json_document(
+    rows: Sequence[dict], *, backend: dict, settings: dict, provenance: dict | None = None,
+    correction: dict | None = None,
+) -> dict[str, Any]:
+    doc = {
         "schema": SCHEMA,
         "backend": jsonable(backend),
         "settings": jsonable(settings),
         "results": [{k: jsonable(row[k]) for k in _JSON_FIELDS if k in row} for row in sort_rows(rows)],
     }
+    if provenance:
+        doc["provenance"] = jsonable(provenance)
+    if correction and correction.get("method") not in (None, "none"):
+        doc["correction"] = jsonable(correction)
+    return doc
 
 
 def write_atomic(path: Path, text: str) -> None:
@@ -199,10 +213,13 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
         return []
     rows = sort_rows(rows)
     names = _short_ids([r["nodeid"] for r in rows])
+    with_baseline = any("baseline" in r for r in rows)
     table = [("test", "probe", "n", "estimate", _ci_header(rows), "gate", "outcome")]
+    if with_baseline:
+        table[0] += ("vs baseline",)
     for name, row in zip(names, rows):
         if row["outcome"] == ERROR:
-            table.append((name, row["label"], "-", "-", "-", _gate(row), "ERROR"))
+            table.append((name, row["label"], "-", "-", "-", _gate(row), "ERROR") + (("-",) if with_baseline else ()))
             continue
         curve = (row.get("details") or {}).get("curve")
         table.append(
@@ -215,6 +232,7 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
                 _gate(row),
                 _outcome(row),
             )
+            + ((_versus(row.get("baseline")),) if with_baseline else ())
         )
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     right = {2, 3}  # numbers align right
@@ -290,6 +308,17 @@ def _outcome(row) -> str:
         needed = row.get("items_needed")
         return f"FAILED (inconclusive: ~{needed} items)" if needed else "FAILED (inconclusive)"
     return outcome
+
+
+def _versus(comparison: dict | None) -> str:
+    if not comparison:
+        return "-"
+    if comparison["status"] != "compared":
+        return comparison["status"]
+    text = f"Δ {comparison['delta']:+.3g} [{_num(comparison['ci_low'])}, {_num(comparison['ci_high'])}]"
+    if comparison["outcome"] in ("failed", "inconclusive"):
+        text += " REGRESSED" if comparison["outcome"] == "failed" else " REGRESSED? (inconclusive)"
+    return text
 
 
 def _short_ids(nodeids: list[str]) -> list[str]:

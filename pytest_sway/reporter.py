@@ -1,5 +1,5 @@
 """The controller's reporter: gathers result rows from test reports (its own,
-or those xdist workers send) and writes the summary, JSON and JUnit data.
+or those xdist workers send) and writes the summary, JSON, HTML and baseline.
 
 Registered by the plugin only where results are aggregated: a plain run or
 the xdist controller, never a worker.
@@ -18,39 +18,61 @@ class SwayReporter:
         self.settings = settings
         self.rows: list[dict] = []
         self.backend: dict | None = None
+        self.provenance: dict | None = None
+        self.correction: dict | None = None
         self.notes: list[tuple[str, dict]] = []  # (line, markup) for the summary
 
     def pytest_runtest_logreport(self, report):
         data = getattr(report, "sway", None)
-        if data:
-            self.rows.extend(data["rows"])
-            if self.backend is None and data.get("backend"):
-                self.backend = data["backend"]
+        if not data:
+            return
+        self.rows.extend(data["rows"])
+        self.backend = self.backend or data.get("backend")
+        self.provenance = self.provenance or data.get("provenance")
+        self.correction = self.correction or data.get("correction")
 
     def backend_info(self) -> dict:
         if self.backend is not None:
             return self.backend
         s = self.settings
-        return {"name": s.backend_name, **({"model": s.model} if s.model else {}), **({"adapter": s.adapter} if s.adapter else {})}
+        info = {"name": s.backend_name}
+        info.update({k: getattr(s, k) for k in ("model", "adapter", "finetuned") if getattr(s, k)})
+        return info
 
     def pytest_sessionfinish(self, session, exitstatus):
-        path = self.settings.json
-        if path is None:
+        outputs = [(p, kind) for p, kind in ((self.settings.json, "JSON report"), (self.settings.html, "HTML report"),
+                                            (self.settings.save_baseline, "baseline")) if p is not None]
+        if not outputs:
             return
         if exitstatus not in _WRITE_ON:
-            self.notes.append((f"sway: run interrupted; {path} left as it was", {"yellow": True}))
+            for path, _ in outputs:
+                self.notes.append((f"sway: run interrupted; {path} left as it was", {"yellow": True}))
             return
         from .report import dump_json, json_document, write_atomic
 
-        doc = json_document(self.rows, backend=self.backend_info(), settings=self.settings.as_json())
-        try:
-            write_atomic(path, dump_json(doc))
-        except OSError as exc:
-            self.notes.append((f"sway: could not write {path} ({exc}); any previous file is intact", {"red": True}))
-            if session.exitstatus == pytest.ExitCode.OK:
-                session.exitstatus = pytest.ExitCode.TESTS_FAILED
-            return
-        self.notes.append((f"sway: JSON report written to {path}", {}))
+        doc = json_document(self.rows, backend=self.backend_info(), settings=self.settings.as_json(),
+                            provenance=self.provenance, correction=self.correction)
+        for path, kind in outputs:
+            try:
+                write_atomic(path, self._render(kind, doc, dump_json))
+            except OSError as exc:
+                self.notes.append((f"sway: could not write {path} ({exc}); any previous file is intact", {"red": True}))
+                if session.exitstatus == pytest.ExitCode.OK:
+                    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+                continue
+            self.notes.append((f"sway: {kind} written to {path}", {}))
+
+    def _render(self, kind: str, doc: dict, dump_json) -> str:
+        if kind == "JSON report":
+            return dump_json(doc)
+        if kind == "HTML report":
+            from .html_report import render_html
+
+            return render_html(doc)
+        from .baseline import baseline_document
+
+        return dump_json(baseline_document(self.rows, provenance=self.provenance or self.backend_info(),
+                                           settings=self.settings.as_json()))
 
     def pytest_terminal_summary(self, terminalreporter):
         if self.rows:
@@ -66,7 +88,15 @@ class SwayReporter:
         from .report import describe_backend
 
         s = self.settings
-        return (
-            f"backend {describe_backend(self.backend_info())} · {s.ci_method} bootstrap, {s.resamples} resamples "
-            f"· confidence {s.confidence:g} · seed {s.seed}"
-        )
+        parts = [
+            f"backend {describe_backend(self.backend_info())}",
+            f"{s.ci_method} bootstrap, {s.resamples} resamples",
+            f"confidence {s.confidence:g}",
+        ]
+        if self.correction and self.correction.get("method") == "bonferroni":
+            m = self.correction["m"]
+            from .runner import bonferroni
+
+            parts.append(f"bonferroni over m={m} gated tests: each CI at {bonferroni(s.confidence, m):.4g}")
+        parts.append(f"seed {s.seed}")
+        return " · ".join(parts)

@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .baseline import direction_of
 from .errors import ProbeParamError
 from .probes.base import ProbeRegistry
 from .result import Gate
@@ -27,6 +28,8 @@ class ProbeRequest:
     confidence: float | None = None
     resamples: int | None = None
     method: str | None = None
+    #: With --sway-baseline: the largest allowed move against the gate's direction.
+    max_regression: float | None = None
 
 
 def parse_marker(args: tuple, kwargs: dict[str, Any], registry: ProbeRegistry) -> ProbeRequest:
@@ -43,6 +46,7 @@ def parse_marker(args: tuple, kwargs: dict[str, Any], registry: ProbeRegistry) -
     confidence = kwargs.pop("confidence", None)
     resamples = kwargs.pop("resamples", None)
     method = kwargs.pop("method", None)
+    max_regression = kwargs.pop("max_regression", None)
     try:
         gate = Gate(above=above, below=below)
     except ValueError as exc:
@@ -51,6 +55,13 @@ def parse_marker(args: tuple, kwargs: dict[str, Any], registry: ProbeRegistry) -
         check_arguments(0.95 if confidence is None else confidence, resamples, method)
     except ValueError as exc:
         raise ProbeParamError(f"{kind}: {exc}") from None
+    if max_regression is not None:
+        if isinstance(max_regression, bool) or not isinstance(max_regression, (int, float)) or not max_regression >= 0:
+            raise ProbeParamError(f"{kind}: max_regression must be a number >= 0, got {max_regression!r}")
+        if direction_of(gate.above, gate.below) is None:
+            raise ProbeParamError(
+                f"{kind}: max_regression needs exactly one of above= or below=, which says which way is a regression"
+            )
     return ProbeRequest(
         kind=kind,
         params=probe.validate(kwargs),
@@ -58,4 +69,5 @@ def parse_marker(args: tuple, kwargs: dict[str, Any], registry: ProbeRegistry) -
         confidence=None if confidence is None else float(confidence),
         resamples=resamples,
         method=method,
+        max_regression=None if max_regression is None else float(max_regression),
     )

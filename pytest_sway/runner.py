@@ -168,3 +168,8 @@ def derive_seed(base_seed: int, test_id: str) -> int:
     so a test gets the same CI alone, in a full run, in any order, on any worker."""
     digest = hashlib.blake2b(f"{base_seed}\0{test_id}".encode(), digest_size=4, person=b"sway-seed").digest()
     return int.from_bytes(digest, "little")
+
+
+def bonferroni(confidence: float, m: int) -> float:
+    """Per-test confidence that keeps the family-wise error rate of ``m`` gates at ``1 - confidence``."""
+    return 1.0 - (1.0 - confidence) / m if m > 1 else confidence

@@ -67,6 +67,21 @@ OPTIONS = (
     Option("resamples", "bootstrap resamples per interval", str(DEFAULT_RESAMPLES), "N"),
     Option("ci_method", f"bootstrap interval method: {', '.join(CI_METHODS)}", DEFAULT_METHOD, "METHOD"),
     Option("json", "write every probe result to this JSON file (atomically)", None, "PATH"),
+    Option("html", "write a self-contained HTML report (forest plot, distributions) to this file", None, "PATH"),
+    Option(
+        "correction",
+        "multiple-testing correction across the gated sway tests: none or bonferroni",
+        "none",
+        "METHOD",
+    ),
+    Option("save_baseline", "save every probe's per-item values, with provenance, to this file", None, "PATH"),
+    Option("baseline", "compare every probe, item by item, with the values saved in this file", None, "PATH"),
+    Option(
+        "max_regression",
+        "with --sway-baseline: fail a gated test whose paired CI shows a regression beyond this amount",
+        None,
+        "X",
+    ),
 )
 
 
@@ -85,6 +100,11 @@ class Settings:
     resamples: int = DEFAULT_RESAMPLES
     ci_method: str = DEFAULT_METHOD
     json: Path | None = None
+    html: Path | None = None
+    correction: str = "none"
+    save_baseline: Path | None = None
+    baseline: Path | None = None
+    max_regression: float | None = None
     #: Where each value came from, for messages: name -> "command line" / "ini file".
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -295,6 +315,29 @@ def _output_file(raw: str, base: Path) -> Path:
     return path
 
 
+def _input_file(raw: str, base: Path) -> Path:
+    path = _expand(raw, base)
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}; create it first with --sway-save-baseline")
+    return path
+
+
+def _correction(raw: str, base: Path) -> str:
+    if raw not in ("none", "bonferroni"):
+        raise ValueError("expected none or bonferroni")
+    return raw
+
+
+def _non_negative(raw: str, base: Path) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise ValueError("expected a number >= 0") from None
+    if not (math.isfinite(value) and value >= 0):
+        raise ValueError("expected a number >= 0")
+    return value
+
+
 def _expand(raw: str, base: Path) -> Path:
     path = Path(raw).expanduser()
     return path if path.is_absolute() else (base / path)
@@ -319,4 +362,9 @@ _PARSERS: dict[str, Callable[[str, Path], Any]] = {
     "resamples": _int(1),
     "ci_method": _ci_method,
     "json": _output_file,
+    "html": _output_file,
+    "correction": _correction,
+    "save_baseline": _output_file,
+    "baseline": _input_file,
+    "max_regression": _non_negative,
 }

@@ -132,7 +132,7 @@ def test_report_header_and_help(pytester):
 def test_marker_is_registered_with_its_signature(pytester):
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(
-        ["@pytest.mark.sway_probe(kind, *, above=None, below=None, confidence=None, resamples=None, method=None, **params):*"]
+        ["@pytest.mark.sway_probe(kind, *, above=None, below=None, confidence=None, resamples=None, method=None, max_regression=None, **params):*"]
     )
     pytester.makepyfile(SUITE)
     pytester.runpytest("--strict-markers").assert_outcomes(passed=4, failed=1)

@@ -45,6 +45,11 @@ class DummyBackend:
     def describe(self) -> dict:
         return {"name": "dummy", "effect": self.effect, "vocab_size": self.vocab_size, "seed": self.seed}
 
+    def provenance(self) -> dict:
+        from ..provenance import package_versions
+
+        return {**self.describe(), "versions": package_versions()}
+
     def __repr__(self) -> str:
         return f"DummyBackend(effect={self.effect}, vocab_size={self.vocab_size}, seed={self.seed})"
 

@@ -86,6 +86,7 @@ class HFBackend:
         from .builtin_models import resolve_model
 
         model_path = resolve_model(model)
+        self._paths = {"model": model_path}
         self.tokenizer = _load_tokenizer(model_path, model)
         self.device = _pick_device(torch, device, device_map)
         self.dtype = _pick_dtype(torch, dtype, self.device)
@@ -93,11 +94,13 @@ class HFBackend:
         self.peft_model = None
         self.finetuned_model = None
         if adapter is not None:
+            self._paths["adapter"] = adapter
             self.peft_model = _attach_adapter(base, adapter, model)
             self.base_model = self.peft_model
         else:
             self.base_model = base
             ft_path = resolve_model(finetuned)
+            self._paths["finetuned"] = ft_path
             self.finetuned_model = _load_model(
                 ft_path, finetuned, dtype=self.dtype, device=self.device, device_map=device_map
             )
@@ -111,6 +114,7 @@ class HFBackend:
         self.vocab_size = self.base_model.get_output_embeddings().weight.shape[0]
         self._accumulate = torch.float32 if self.input_device.type == "mps" else torch.float64
         self._memo: dict = {}
+        self._provenance: dict | None = None
         #: Sequences forwarded per (question, variant): what the memo saved shows here.
         self.forwarded: Counter = Counter()
         #: Model forward calls (batches) per variant.
@@ -139,6 +143,24 @@ class HFBackend:
         if self.device_map is not None:
             info["device_map"] = self.device_map
         return info
+
+    def provenance(self) -> dict:
+        """describe() plus content hashes of the model, adapter or checkpoint, and package versions."""
+        if self._provenance is None:
+            from ..provenance import folder_sha256, package_versions, platform_summary
+
+            info = self.describe()
+            for role, path in self._paths.items():
+                if Path(path).is_dir():
+                    info[f"{role}_sha256"] = folder_sha256(path)
+                else:  # a hub id: its identity is the resolved commit
+                    source = self.base_model if role == "model" else self.finetuned_model
+                    commit = getattr(getattr(source, "config", None), "_commit_hash", None)
+                    info[f"{role}_sha256"] = f"hub:{path}@{commit or 'unknown'}"
+            info["versions"] = package_versions()
+            info["platform"] = platform_summary()
+            self._provenance = info
+        return dict(self._provenance)
 
     def close(self) -> None:
         self._memo.clear()
