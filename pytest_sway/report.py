@@ -80,7 +80,8 @@ def rows_for_test(
             row["baseline"] = jsonable(comparisons[i + 1])
         rows.append(row)
     if error is not None and request is not None:
-        rows.insert(0, 
+        rows.insert(
+            0,
             {
                 "nodeid": nodeid,
                 "index": index,
@@ -188,7 +189,9 @@ def write_atomic(path: Path, text: str) -> None:
             fh.write(text)
             fh.flush()
             os.fsync(fh.fileno())
-        os.chmod(tmp, 0o644)
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file would be
         os.replace(tmp, path)
     except BaseException:
         try:
@@ -204,7 +207,7 @@ def dump_json(doc: dict) -> str:
 
 # -- terminal summary ---------------------------------------------------------------
 
-_ID_WIDTH = 48
+_ID_WIDTH = 60
 
 
 def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
@@ -212,7 +215,7 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
     if not rows:
         return []
     rows = sort_rows(rows)
-    names = _short_ids([r["nodeid"] for r in rows])
+    names = short_ids([r["nodeid"] for r in rows])
     with_baseline = any("baseline" in r for r in rows)
     table = [("test", "probe", "n", "estimate", _ci_header(rows), "gate", "outcome")]
     if with_baseline:
@@ -272,8 +275,8 @@ def describe_backend(info: dict) -> str:
         if other:
             text += f" + {other}"
     extras = [str(info[k]) for k in ("device", "dtype") if info.get(k)]
-    if "effect" in info:
-        extras.append(f"effect {info['effect']:g}")
+    if info.get("effect") is not None:
+        extras.append(f"effect {info['effect']}")
     return text + (f" ({', '.join(extras)})" if extras else "")
 
 
@@ -315,22 +318,24 @@ def _versus(comparison: dict | None) -> str:
         return "-"
     if comparison["status"] != "compared":
         return comparison["status"]
-    text = f"Δ {comparison['delta']:+.3g} [{_num(comparison['ci_low'])}, {_num(comparison['ci_high'])}]"
+    delta = comparison.get("delta")
+    sign = "+" if delta is not None and delta >= 0 else ""
+    text = f"Δ {sign}{_num(delta)} [{_num(comparison.get('ci_low'))}, {_num(comparison.get('ci_high'))}]"
     if comparison["outcome"] in ("failed", "inconclusive"):
         text += " REGRESSED" if comparison["outcome"] == "failed" else " REGRESSED? (inconclusive)"
     return text
 
 
-def _short_ids(nodeids: list[str]) -> list[str]:
-    """Drop the folder prefix all ids share; shorten long ids from the left,
-    keeping the test name, which is what tells rows apart."""
-    folders = [n.split("::", 1)[0].rpartition("/")[0] for n in nodeids]
-    common = os.path.commonprefix([f + "/" for f in folders]) if all(folders) else ""
-    common = common[: common.rfind("/") + 1]
-    out = []
-    for n in nodeids:
-        n = n[len(common) :]
-        if len(n) > _ID_WIDTH:
-            n = "..." + n[-(_ID_WIDTH - 3) :]
-        out.append(n)
-    return out
+def short_ids(nodeids: list[str], width: int = _ID_WIDTH) -> list[str]:
+    """Drop the file (or else the folders) every id shares; shorten long ids
+    from the left, keeping the test name, which is what tells rows apart."""
+    files = [n.split("::", 1)[0] for n in nodeids]
+    folders = [f.split("/")[:-1] for f in files]
+    common = 0
+    if folders and all(folders):
+        while all(len(f) > common and f[common] == folders[0][common] for f in folders):
+            common += 1
+    cut = len("/".join(folders[0][:common])) + 1 if common else 0
+    if len(set(files)) == 1 and all("::" in n for n in nodeids):
+        cut = len(files[0]) + 2
+    return [n[cut:] if len(n) - cut <= width else "..." + n[-(width - 3) :] for n in nodeids]

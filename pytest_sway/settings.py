@@ -288,14 +288,18 @@ def _text(raw: str, base: Path) -> str:
     return raw
 
 
-def _confidence(raw: str, base: Path) -> float:
+def _number(raw: str, expected: str, ok) -> float:
     try:
         value = float(raw)
     except ValueError:
-        raise ValueError("expected a number between 0 and 1, e.g. 0.95") from None
-    if not (math.isfinite(value) and 0.0 < value < 1.0):
-        raise ValueError("must lie strictly between 0 and 1, e.g. 0.95")
+        raise ValueError(f"expected {expected}") from None
+    if not (math.isfinite(value) and ok(value)):
+        raise ValueError(f"must be {expected}")
     return value
+
+
+def _confidence(raw: str, base: Path) -> float:
+    return _number(raw, "a number strictly between 0 and 1, e.g. 0.95", lambda v: 0.0 < v < 1.0)
 
 
 def _ci_method(raw: str, base: Path) -> str:
@@ -329,13 +333,7 @@ def _correction(raw: str, base: Path) -> str:
 
 
 def _non_negative(raw: str, base: Path) -> float:
-    try:
-        value = float(raw)
-    except ValueError:
-        raise ValueError("expected a number >= 0") from None
-    if not (math.isfinite(value) and value >= 0):
-        raise ValueError("expected a number >= 0")
-    return value
+    return _number(raw, "a number >= 0", lambda v: v >= 0)
 
 
 def _expand(raw: str, base: Path) -> Path:

@@ -249,12 +249,13 @@ def _concat(a: Batch, b: Batch, *, pad_id: int) -> Batch:
     return {k: torch.cat([right_pad(a[k], v), right_pad(b[k], v)]) for k, v in fill.items()}
 
 
-def _sample(batch: Batch, size: int, generator: torch.Generator) -> Batch:
-    """Random rows (without replacement), trimmed to the longest sample."""
-    n = batch["input_ids"].shape[0]
-    if n <= size:
-        return batch
-    idx = torch.randperm(n, generator=generator)[:size]
+def _sample(n: int, size: int, generator: torch.Generator) -> torch.Tensor:
+    """``size`` random row indices out of ``n`` (all of them if ``n <= size``)."""
+    return torch.arange(n) if n <= size else torch.randperm(n, generator=generator)[:size]
+
+
+def _rows(batch: Batch, idx: torch.Tensor) -> Batch:
+    """The rows ``idx`` of a right-padded batch, trimmed to their longest."""
     rows = {k: v[idx] for k, v in batch.items()}
     width = int(rows["attention_mask"].sum(-1).max())
     return {k: v[:, :width] for k, v in rows.items()}
@@ -339,7 +340,7 @@ def build_tiny_model(
 
     with _seeded(seed, single_thread=True) as gen:
         model = AutoModelForCausalLM.from_config(_make_config(arch, tokenizer))
-        _fit(model, lambda: model(**_sample(data, batch_size, gen)).loss, steps=steps, lr=lr)
+        _fit(model, lambda: model(**_rows(data, _sample(data["input_ids"].shape[0], batch_size, gen))).loss, steps=steps, lr=lr)
 
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
@@ -363,14 +364,23 @@ def _default_targets(model_type: str) -> tuple[list[str], bool]:
     raise ValueError(f"no default LoRA targets for model_type {model_type!r}; pass target_modules")
 
 
-def _kl_to_base(model, batch: Batch) -> torch.Tensor:
+def _base_logprobs(model, batch: Batch) -> torch.Tensor:
+    """Next-token log-probabilities of the model as it is now, for every row (no gradients)."""
+    with torch.no_grad():
+        return torch.cat(
+            [
+                model(input_ids=batch["input_ids"][i : i + 16], attention_mask=batch["attention_mask"][i : i + 16])
+                .logits.log_softmax(-1)
+                for i in range(0, batch["input_ids"].shape[0], 16)
+            ]
+        )
+
+
+def _kl_to_base(model, batch: Batch, base_logprobs: torch.Tensor) -> torch.Tensor:
     """Mean per-token KL(base || adapted) over the non-pad positions of ``batch``."""
-    inputs = {"input_ids": batch["input_ids"], "attention_mask": batch["attention_mask"]}
-    with torch.no_grad(), model.disable_adapter():
-        ref = model(**inputs).logits.log_softmax(-1)
-    out = model(**inputs).logits.log_softmax(-1)
+    out = model(input_ids=batch["input_ids"], attention_mask=batch["attention_mask"]).logits.log_softmax(-1)
     keep = batch["attention_mask"].bool()
-    return torch.nn.functional.kl_div(out[keep], ref[keep], log_target=True, reduction="batchmean")
+    return torch.nn.functional.kl_div(out[keep], base_logprobs[keep], log_target=True, reduction="batchmean")
 
 
 def train_lora_adapter(
@@ -426,11 +436,16 @@ def train_lora_adapter(
             # transformers 5), which would fail test suites run with -W error.
             warnings.simplefilter("ignore", FutureWarning)
             model = get_peft_model(base, config)  # LoRA A matrices draw from the (forked) global RNG
+        # A fresh LoRA adapter is a no-op (B = 0): the model still answers as the base.
+        anchor_base = _base_logprobs(model, anchor) if anchor is not None else None
 
         def loss_fn() -> torch.Tensor:
             loss = model(**data).loss
             if anchor is not None:
-                loss = loss + anchor_weight * _kl_to_base(model, _sample(anchor, anchor_batch_size, gen))
+                idx = _sample(anchor["input_ids"].shape[0], anchor_batch_size, gen)
+                rows = _rows(anchor, idx)
+                width = rows["input_ids"].shape[1]
+                loss = loss + anchor_weight * _kl_to_base(model, rows, anchor_base[idx, :width])
             return loss
 
         _fit(model, loss_fn, steps=steps, lr=lr)

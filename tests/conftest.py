@@ -48,3 +48,18 @@ def tiny(tmp_path_factory):
         adapter = train_lora_adapter(model, root / f"{arch}-adapter", TARGET_TEXTS)
         out[arch] = (str(model), str(adapter))
     return out
+
+
+@pytest.fixture(scope="module", params=["llama", "gpt2"])
+def arch(request):
+    """Each architecture the tiny models come in: Llama-style and GPT-2-style (fused c_attn)."""
+    return request.param
+
+
+@pytest.fixture(scope="module")
+def backend(tiny, arch):
+    """The Hugging Face backend on the tiny model of ``arch`` and its adapter."""
+    from pytest_sway.backends.hf import HFBackend
+
+    model, adapter = tiny[arch]
+    return HFBackend(model, adapter=adapter)

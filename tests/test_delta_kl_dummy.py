@@ -9,7 +9,6 @@ import numpy as np
 import pytest
 
 from pytest_sway import BASE, DummyBackend, Variant, run_probe
-from pytest_sway.divergence import divergence
 
 PROMPTS = [f"Question {i}: what changed in release {i * 7}?" for i in range(32)]
 

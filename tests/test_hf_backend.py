@@ -15,7 +15,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 from pytest_sway.backends.hf import HFBackend  # noqa: E402
 
-ARCHS = ["llama", "gpt2"]
 MIXED_LENGTHS = [
     "Hi",
     "The capital of France is",
@@ -25,15 +24,6 @@ MIXED_LENGTHS = [
 ]
 
 
-@pytest.fixture(scope="module", params=ARCHS)
-def arch(request):
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def backend(tiny, arch):
-    model, adapter = tiny[arch]
-    return HFBackend(model, adapter=adapter)
 
 
 def _raw_last_logits(model, tokenizer, prompt):

@@ -13,15 +13,6 @@ pytest.importorskip("peft")
 from pytest_sway.backends.hf import HFBackend  # noqa: E402
 
 
-@pytest.fixture(scope="module", params=["llama", "gpt2"])
-def arch(request):
-    return request.param
-
-
-@pytest.fixture(scope="module")
-def backend(tiny, arch):
-    model, adapter = tiny[arch]
-    return HFBackend(model, adapter=adapter)
 
 
 @pytest.fixture(scope="module")

@@ -55,7 +55,7 @@ def _rows():
     extra = run_probe("delta_kl", backend, prompts=prompts[:5], divergence="tv")
     extra.assert_above(0.01)
     request = type("Req", (), {"kind": "delta_kl", "gate": Gate(above=0.01)})()
-    return rows_for_test("tests/deep/folder/test_x.py::test_a_rather_long_test_name_that_keeps_going[case-1]",
+    return rows_for_test("tests/deep/folder/test_x.py::test_a_rather_long_test_name_that_keeps_going_and_going_and_going[case-1]",
                          results=[marked, extra], request=request, index=4, error=None)
 
 
@@ -83,7 +83,7 @@ def test_summary_aligns_numbers_and_shortens_long_ids():
     header, first, second, footer = lines
     assert header.split() == ["test", "probe", "n", "estimate", "95%", "CI", "gate", "outcome"]
     assert first.startswith("...") and "[case-1]" in first and "tests/deep" not in first
-    assert len(first.split("  ")[0]) <= 48
+    assert len(first.split("  ")[0]) <= 60
     # Right-aligned n and estimate columns end at the same offsets on every row.
     for col in ("n", "estimate"):
         end = header.index(col) + len(col)

@@ -13,8 +13,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import Variant
-from ..divergence import DIVERGENCES, SUPPORT
-from .base import Measurement, Param, Probe, boolean, choice, number_list, text_list
+from ..divergence import SUPPORT
+from .base import CHAT, Measurement, Param, Probe, divergence_param, number_list, text_list
 
 DEFAULT_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
 
@@ -59,8 +59,8 @@ PROBE = Probe(
     params=(
         Param("prompts", text_list, doc="prompts whose response to the adapter's strength is traced"),
         Param("scales", number_list(min_len=3), DEFAULT_SCALES, doc="multipliers of the adapter's update"),
-        Param("divergence", choice(*DIVERGENCES), "js", doc="js (default), kl, reverse_kl or tv"),
-        Param("chat", boolean, False, doc="format each prompt with the tokenizer's chat template"),
+        divergence_param(),
+        CHAT,
     ),
     measure=measure,
     label_param="divergence",

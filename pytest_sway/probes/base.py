@@ -140,16 +140,26 @@ class ProbeRegistry:
 MIN_ITEMS = 2
 
 
-def text_list(value) -> tuple[str, ...]:
-    """A list of at least two non-empty strings."""
-    if isinstance(value, str):
-        raise ValueError(f"expected a list of strings, got a single string {_short(value)}; wrap it in a list")
+def _items(value, what: str, minimum: int = MIN_ITEMS) -> tuple:
+    """``value`` as a tuple of at least ``minimum`` items, or ValueError."""
+    if isinstance(value, (str, bytes)):
+        raise ValueError(f"expected a list of {what}, got a single string {_short(value)}; wrap it in a list")
     try:
         items = tuple(value)
     except TypeError:
-        raise ValueError(f"expected a list of strings, got {type(value).__name__}") from None
-    if len(items) < MIN_ITEMS:
-        raise ValueError(_too_few(items))
+        raise ValueError(f"expected a list of {what}, got {type(value).__name__}") from None
+    if len(items) < minimum:
+        raise ValueError(
+            f"got {len(items)} item(s); a confidence interval needs at least {MIN_ITEMS} (and a useful one about 8 or more)"
+            if minimum == MIN_ITEMS
+            else f"expected at least {minimum} {what}, got {len(items)}"
+        )
+    return items
+
+
+def text_list(value) -> tuple[str, ...]:
+    """A list of at least two non-empty strings."""
+    items = _items(value, "strings")
     for i, item in enumerate(items):
         if not isinstance(item, str):
             raise ValueError(f"item {i} is {type(item).__name__} {item!r}, expected a string")
@@ -159,20 +169,12 @@ def text_list(value) -> tuple[str, ...]:
 
 
 def tuple_list(*fields: str):
-    """A non-empty list of tuples of strings, e.g. ``(prompt, completion)``."""
+    """A list of at least two tuples of non-empty strings, e.g. ``(prompt, completion)``."""
     shape = "(" + ", ".join(fields) + ")"
 
     def check(value) -> tuple[tuple[str, ...], ...]:
-        if isinstance(value, (str, bytes)):
-            raise ValueError(f"expected a list of {shape} tuples, got a string")
-        try:
-            items = tuple(value)
-        except TypeError:
-            raise ValueError(f"expected a list of {shape} tuples, got {type(value).__name__}") from None
-        if len(items) < MIN_ITEMS:
-            raise ValueError(_too_few(items))
         out = []
-        for i, item in enumerate(items):
+        for i, item in enumerate(_items(value, f"{shape} tuples")):
             if isinstance(item, str) or not hasattr(item, "__len__") or len(item) != len(fields):
                 raise ValueError(f"item {i} is {_short(item)}, expected a {shape} tuple")
             for name, part in zip(fields, item):
@@ -220,15 +222,10 @@ def optional(check):
 
 
 def number_list(*, min_len: int):
+    """A list of at least ``min_len`` distinct finite numbers."""
+
     def check(value) -> tuple[float, ...]:
-        if isinstance(value, (str, bytes)):
-            raise ValueError("expected a list of numbers, got a string")
-        try:
-            items = tuple(value)
-        except TypeError:
-            raise ValueError(f"expected a list of numbers, got {type(value).__name__}") from None
-        if len(items) < min_len:
-            raise ValueError(f"expected at least {min_len} numbers, got {len(items)}")
+        items = _items(value, "numbers", min_len)
         for i, item in enumerate(items):
             if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
                 raise ValueError(f"item {i} is {item!r}, expected a finite number")
@@ -239,13 +236,17 @@ def number_list(*, min_len: int):
     return check
 
 
-def _too_few(items) -> str:
-    return (
-        f"got {len(items)} item(s); a confidence interval needs at least {MIN_ITEMS} "
-        "(and a useful one about 8 or more)"
-    )
-
-
 def _short(value, limit: int = 40) -> str:
     text = repr(value)
     return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+# -- parameters several probes share ----------------------------------------------
+
+CHAT = Param("chat", boolean, False, doc="format each prompt with the tokenizer's chat template (as a user turn)")
+
+
+def divergence_param():
+    from ..divergence import DIVERGENCES
+
+    return Param("divergence", choice(*DIVERGENCES), "js", doc="js (default), kl, reverse_kl or tv")

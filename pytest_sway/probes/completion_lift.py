@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import BASE, FINETUNED
-from .base import Measurement, Param, Probe, boolean, tuple_list
+from .base import CHAT, Measurement, Param, Probe, boolean, tuple_list
 
 _TOP = 3
 
@@ -42,7 +42,7 @@ PROBE = Probe(
     params=(
         Param("cases", tuple_list("prompt", "completion"), doc="(prompt, completion) pairs"),
         Param("per_token", boolean, True, doc="average over the completion's tokens (else sum)"),
-        Param("chat", boolean, False, doc="format each prompt with the tokenizer's chat template"),
+        CHAT,
     ),
     measure=measure,
 )

@@ -10,8 +10,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import FINETUNED
-from ..divergence import DIVERGENCES, SUPPORT
-from .base import Measurement, Param, Probe, boolean, choice, text_list
+from ..divergence import SUPPORT
+from .base import CHAT, Measurement, Param, Probe, divergence_param, text_list
 
 # How many of the most-moved prompts to keep in the details.
 _TOP = 3
@@ -36,8 +36,8 @@ PROBE = Probe(
     doc="divergence between base and fine-tuned next-token distributions, per prompt",
     params=(
         Param("prompts", text_list, doc="prompts whose next-token distribution is compared"),
-        Param("divergence", choice(*DIVERGENCES), "js", doc="js (default), kl, reverse_kl or tv"),
-        Param("chat", boolean, False, doc="format each prompt with the tokenizer's chat template"),
+        divergence_param(),
+        CHAT,
     ),
     measure=measure,
     label_param="divergence",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import BASE, FINETUNED
-from .base import Measurement, Param, Probe, boolean, integer, text_list
+from .base import CHAT, Measurement, Param, Probe, integer, text_list
 
 _EXAMPLES = 3
 
@@ -62,7 +62,7 @@ PROBE = Probe(
     params=(
         Param("prompts", text_list, doc="prompts to continue greedily with both models"),
         Param("max_new_tokens", integer(1), 16, doc="length of each continuation"),
-        Param("chat", boolean, False, doc="format each prompt with the tokenizer's chat template"),
+        CHAT,
     ),
     measure=measure,
 )

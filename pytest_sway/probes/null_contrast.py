@@ -11,8 +11,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import FINETUNED, Variant
-from ..divergence import DIVERGENCES, SUPPORT
-from .base import Measurement, Param, Probe, boolean, choice, integer, text_list
+from ..divergence import SUPPORT
+from .base import CHAT, Measurement, Param, Probe, divergence_param, integer, text_list
 
 
 def measure(backend, params, bootstrap) -> Measurement:
@@ -46,8 +46,8 @@ PROBE = Probe(
     params=(
         Param("prompts", text_list, doc="prompts the adapter should move"),
         Param("seeds", integer(1), 3, doc="how many null adapters to average"),
-        Param("divergence", choice(*DIVERGENCES), "js", doc="js (default), kl, reverse_kl or tv"),
-        Param("chat", boolean, False, doc="format each prompt with the tokenizer's chat template"),
+        divergence_param(),
+        CHAT,
     ),
     measure=measure,
     label_param="divergence",

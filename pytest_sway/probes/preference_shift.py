@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import BASE, FINETUNED
-from .base import Measurement, Param, Probe, boolean, tuple_list
+from .base import CHAT, Measurement, Param, Probe, boolean, tuple_list
 
 
 def _margins(backend, triples, variant, *, per_token, chat):
@@ -55,7 +55,7 @@ PROBE = Probe(
     params=(
         Param("triples", tuple_list("prompt", "chosen", "rejected"), doc="(prompt, chosen, rejected) triples"),
         Param("per_token", boolean, False, doc="average each completion's log-probability over its tokens"),
-        Param("chat", boolean, False, doc="format each prompt with the tokenizer's chat template"),
+        CHAT,
     ),
     measure=measure,
 )
