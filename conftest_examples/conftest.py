@@ -11,9 +11,13 @@ from its training pipeline: it is trained on first use (about two minutes on
 two CPU cores) and cached under .sway-demo/.
 """
 
+import os
 from pathlib import Path
 
 import pytest
+
+# Everything here is local (the built-in model, the demo adapter): never ask the hub.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
 DEMO_ADAPTER = Path(__file__).parent / ".sway-demo" / "support-adapter"
 
