@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .backends.builtin_models import cache_root
-from .report import write_atomic
+from .files import write_atomic
 
 _PACKAGES = ("pytest-sway", "torch", "transformers", "peft", "numpy", "scipy", "pytest")
 

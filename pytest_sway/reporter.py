@@ -48,7 +48,8 @@ class SwayReporter:
             for path, _ in outputs:
                 self.notes.append((f"sway: run interrupted; {path} left as it was", {"yellow": True}))
             return
-        from .report import dump_json, json_document, write_atomic
+        from .files import write_atomic
+        from .report import dump_json, json_document
 
         doc = json_document(self.rows, backend=self.backend_info(), settings=self.settings.as_json(),
                             provenance=self.provenance, correction=self.correction)

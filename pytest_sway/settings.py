@@ -57,6 +57,12 @@ OPTIONS = (
     Option("batch_size", "prompts per forward pass (long prompts get smaller batches)", "32", "N"),
     Option("device_map", "passed to transformers' from_pretrained, e.g. auto to spread a model over GPUs", None, "MAP"),
     Option(
+        "cache_dir",
+        "keep the base model's answers here across runs, so a new adapter costs only its own forward passes",
+        None,
+        "DIR",
+    ),
+    Option(
         "backend",
         "auto (hf when a model is given, else dummy), dummy, hf, or module:factory (a callable returning a backend)",
         "auto",
@@ -94,6 +100,7 @@ class Settings:
     dtype: str = "auto"
     batch_size: int = 32
     device_map: str | None = None
+    cache_dir: Path | None = None
     backend: str = "auto"
     seed: int = 0
     confidence: float = 0.95
@@ -319,6 +326,19 @@ def _output_file(raw: str, base: Path) -> Path:
     return path
 
 
+def _folder(raw: str, base: Path) -> Path:
+    path = _expand(raw, base)
+    if path.exists() and not path.is_dir():
+        raise ValueError(f"{path} is a file; give a folder (it is created if missing)")
+    try:
+        path.mkdir(parents=True, exist_ok=True)
+    except OSError as exc:
+        raise ValueError(f"cannot create folder {path} ({exc.strerror})") from None
+    if not os.access(path, os.W_OK):
+        raise ValueError(f"folder {path} is not writable")
+    return path
+
+
 def _input_file(raw: str, base: Path) -> Path:
     path = _expand(raw, base)
     if not path.is_file():
@@ -354,6 +374,7 @@ _PARSERS: dict[str, Callable[[str, Path], Any]] = {
     "dtype": _dtype,
     "batch_size": _int(1),
     "device_map": _text,
+    "cache_dir": _folder,
     "backend": _backend,
     "seed": _int(0),
     "confidence": _confidence,

@@ -23,7 +23,6 @@ import numpy as np
 
 from .ci_methods import DEFAULT_METHOD, DEFAULT_RESAMPLES, METHODS
 
-
 # Upper bound on the elements of one (datasets x resamples x items) gather:
 # 2**22 int64 indices = 32 MiB, plus the float64 values of the same shape.
 _MAX_BATCH_ELEMENTS = 1 << 22

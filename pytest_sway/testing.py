@@ -150,7 +150,14 @@ def _chat_template(add_bos: bool) -> str:
 
 
 def _train_tokenizer(texts: Sequence[str], *, arch: str, vocab_size: int):
-    from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+    from tokenizers import (
+        Tokenizer,
+        decoders,
+        models,
+        pre_tokenizers,
+        processors,
+        trainers,
+    )
     from transformers import PreTrainedTokenizerFast
 
     raw = Tokenizer(models.BPE(unk_token=UNK))

@@ -13,8 +13,6 @@ pytest.importorskip("peft")
 from pytest_sway.backends.hf import HFBackend  # noqa: E402
 
 
-
-
 @pytest.fixture(scope="module")
 def raw(tiny, arch):
     """The base and the fine-tuned model, loaded plainly, and the tokenizer."""
@@ -162,7 +160,11 @@ def test_adapter_scaling_through_the_model_matches_disabled_and_restores(tiny, a
 
 
 def test_null_contrast_restores_the_adapter_and_matches_update_norms(tiny, arch):
-    from pytest_sway.backends.null_adapter import _lora_layers, null_adapter, update_norm
+    from pytest_sway.backends.null_adapter import (
+        _lora_layers,
+        null_adapter,
+        update_norm,
+    )
 
     model, adapter = tiny[arch]
     backend = HFBackend(model, adapter=adapter)

@@ -7,6 +7,7 @@ import numpy as np
 import pytest
 
 from pytest_sway import DummyBackend, Gate, run_probe
+from pytest_sway.files import write_atomic
 from pytest_sway.report import (
     describe_backend,
     dump_json,
@@ -15,7 +16,6 @@ from pytest_sway.report import (
     junit_properties,
     rows_for_test,
     summary_lines,
-    write_atomic,
 )
 
 

@@ -3,7 +3,16 @@
 import numpy as np
 import pytest
 
-from pytest_sway import DummyBackend, Measurement, Param, Probe, ProbeRegistry, ProbeResult, Sway, run_probe
+from pytest_sway import (
+    DummyBackend,
+    Measurement,
+    Param,
+    Probe,
+    ProbeRegistry,
+    ProbeResult,
+    Sway,
+    run_probe,
+)
 from pytest_sway.probes import default_registry
 from pytest_sway.probes.base import text_list
 

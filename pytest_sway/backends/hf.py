@@ -67,6 +67,7 @@ class HFBackend:
         dtype: str = "auto",
         batch_size: int | None = None,
         device_map: str | None = None,
+        cache_dir: str | None = None,
     ):
         if adapter is not None and finetuned is not None:
             raise BackendError("give an adapter or a fine-tuned checkpoint, not both")
@@ -115,6 +116,7 @@ class HFBackend:
         self._accumulate = torch.float32 if self.input_device.type == "mps" else torch.float64
         self._memo: dict = {}
         self._provenance: dict | None = None
+        self.cache = self._open_cache(cache_dir) if cache_dir is not None else None
         #: Sequences forwarded per (question, variant): what the memo saved shows here.
         self.forwarded: Counter = Counter()
         #: Model forward calls (batches) per variant.
@@ -130,6 +132,7 @@ class HFBackend:
             dtype=settings.dtype,
             batch_size=settings.batch_size,
             device_map=settings.device_map,
+            cache_dir=settings.cache_dir,
         )
 
     def describe(self) -> dict:
@@ -143,6 +146,21 @@ class HFBackend:
         if self.device_map is not None:
             info["device_map"] = self.device_map
         return info
+
+    def _open_cache(self, cache_dir):
+        """The disk cache for this base model, dtype, device kind and library versions."""
+        import transformers
+
+        from ..cache import ResultCache
+
+        identity = {
+            "model_sha256": self.provenance()["model_sha256"],
+            "dtype": str(self.dtype),
+            "device": self.input_device.type,
+            "torch": self._torch.__version__,
+            "transformers": transformers.__version__,
+        }
+        return ResultCache(cache_dir, identity)
 
     def provenance(self) -> dict:
         """describe() plus content hashes of the model, adapter or checkpoint, and package versions."""
@@ -181,8 +199,8 @@ class HFBackend:
         with torch.inference_mode():
             for start in range(0, len(seqs), _DIVERGENCE_ROWS):
                 rows = slice(start, start + _DIVERGENCE_ROWS)
-                b = torch.stack(base[rows]).to(self._accumulate).log_softmax(-1)
-                o = torch.stack(other[rows]).to(self._accumulate).log_softmax(-1)
+                b = torch.stack([r.to(self._accumulate) for r in base[rows]]).log_softmax(-1)
+                o = torch.stack([r.to(self._accumulate) for r in other[rows]]).log_softmax(-1)
                 out.append(_divergence(b, o, divergence, torch).cpu())
         return torch.cat(out).numpy().astype(np.float64)
 
@@ -228,12 +246,16 @@ class HFBackend:
                         f"prompt {_short(prompt)} ({len(seq)} tokens) plus {max_new_tokens} new tokens exceeds the "
                         f"model's context of {self.context_length} tokens"
                     )
-        keys = [("greedy", variant, s, max_new_tokens) for s in seqs]
-        missing = sorted(dict.fromkeys(k for k in keys if k not in self._memo), key=lambda k: len(k[2]))
-        for batch in self._batches([k[2] for k in missing], length=lambda seq: len(seq) + max_new_tokens):
-            for seq, new in zip(batch, self._generate(variant, batch, max_new_tokens)):
-                self._memo[("greedy", variant, seq, max_new_tokens)] = new
-        return [self._memo[k] for k in keys]
+        items = [(seq, max_new_tokens) for seq in seqs]
+        return self._answers("greedy", variant, items, prompts, self._compute_greedy)
+
+    def _compute_greedy(self, variant: Variant, items: list, label_of: dict) -> dict:
+        out = {}
+        n = items[0][1]
+        for batch in self._batches([seq for seq, _ in items], length=lambda seq: len(seq) + n):
+            for seq, new in zip(batch, self._generate(variant, batch, n)):
+                out[(seq, n)] = new
+        return out
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
@@ -306,30 +328,67 @@ class HFBackend:
     # -- forward passes ---------------------------------------------------------------------
 
     def next_token_logits(self, seqs, variant: Variant, *, labels: Sequence[str]) -> list:
-        """Last-position logits (1-d tensors on the device) per token sequence, memoised."""
-        keys = [("next", variant, s) for s in seqs]
-        label_of = dict(zip(keys, labels))
-        missing = sorted(dict.fromkeys(k for k in keys if k not in self._memo), key=lambda k: len(k[2]))
-        for batch in self._batches([k[2] for k in missing]):
+        """Last-position logits (1-d tensors on the device) per token sequence."""
+        return self._answers("next", variant, list(seqs), labels, self._compute_next)
+
+    def token_logprobs(self, items, variant: Variant, *, labels: Sequence[str]) -> list[np.ndarray]:
+        """Per ``(ids, start)``: log p(ids[j] | ids[:j]) for j >= start (float64 numpy)."""
+        return self._answers("score", variant, list(items), labels, self._compute_scores)
+
+    def _answers(self, op: str, variant: Variant, items: list, labels: Sequence[str], compute) -> list:
+        """Answers to ``op`` for ``items``: from the session memo, then (for the base)
+        the disk cache, then ``compute(variant, missing items, labels)``."""
+        label_of = dict(zip(items, labels))
+        missing = [item for item in dict.fromkeys(items) if (op, variant, item) not in self._memo]
+        if missing and variant.is_base and self.cache is not None:
+            still = []
+            for item in missing:
+                stored = self.cache.get((op, item))
+                if stored is None:
+                    still.append(item)
+                else:
+                    self._memo[(op, variant, item)] = self._from_store(op, stored)
+            missing = still
+        if missing:
+            missing.sort(key=_length)  # shortest first: less padding per batch
+            computed = compute(variant, missing, label_of)
+            for item in missing:
+                self._memo[(op, variant, item)] = computed[item]
+                if variant.is_base and self.cache is not None:
+                    self.cache.put((op, item), self._to_store(computed[item]))
+        return [self._memo[(op, variant, item)] for item in items]
+
+    def _to_store(self, value) -> np.ndarray:
+        if isinstance(value, tuple):
+            return np.array(value, dtype=np.int64)
+        if hasattr(value, "cpu"):
+            return value.float().cpu().numpy()  # exact for float16/bfloat16/float32 logits
+        return value
+
+    def _from_store(self, op: str, stored: np.ndarray):
+        if op == "greedy":
+            return tuple(int(t) for t in stored)
+        if op == "next":  # float32 holds half-precision logits exactly; divergences upcast anyway
+            return self._torch.from_numpy(stored).to(self.input_device)
+        return stored
+
+    def _compute_next(self, variant: Variant, seqs: list, label_of: dict) -> dict:
+        out = {}
+        for batch in self._batches(seqs):
             logits = self._forward(variant, batch, keep=1)[:, -1, :]
             finite = self._torch.isfinite(logits).all(dim=-1).cpu()
             for row, seq in enumerate(batch):
-                key = ("next", variant, seq)
                 if not finite[row]:
                     raise BackendError(
-                        f"the {variant} model returned NaN or infinite logits for prompt {_short(label_of[key])}"
+                        f"the {variant} model returned NaN or infinite logits for prompt {_short(label_of[seq])}"
                     )
-                self._memo[key] = logits[row]
-        return [self._memo[k] for k in keys]
+                out[seq] = logits[row]
+        return out
 
-    def token_logprobs(self, items, variant: Variant, *, labels: Sequence[str]) -> list[np.ndarray]:
-        """Per ``(ids, start)``: log p(ids[j] | ids[:j]) for j >= start (float64 numpy), memoised."""
+    def _compute_scores(self, variant: Variant, items: list, label_of: dict) -> dict:
         torch = self._torch
-        keys = [("score", variant, ids, start) for ids, start in items]
-        label_of = dict(zip(keys, labels))
-        missing = sorted(dict.fromkeys(k for k in keys if k not in self._memo), key=lambda k: len(k[2]))
-        scored = [k[2:] for k in missing]
-        for batch in self._batches(scored, length=lambda it: len(it[0]), keep=lambda it: len(it[0]) - it[1] + 1):
+        out = {}
+        for batch in self._batches(items, length=lambda it: len(it[0]), keep=lambda it: len(it[0]) - it[1] + 1):
             keep = max(len(ids) - start for ids, start in batch) + 1
             logits = self._forward(variant, [ids for ids, _ in batch], keep=keep)
             with torch.inference_mode():
@@ -337,15 +396,13 @@ class HFBackend:
                     n = len(ids) - start
                     # Position p predicts token p + 1: the logits before each scored token.
                     rows = logits[row, keep - n - 1 : keep - 1].to(self._accumulate)
-                    key = ("score", variant, ids, start)
                     if not torch.isfinite(rows).all():
                         raise BackendError(
-                            f"the {variant} model returned NaN or infinite logits for {_short(label_of[key])}"
+                            f"the {variant} model returned NaN or infinite logits for {_short(label_of[(ids, start)])}"
                         )
                     targets = torch.tensor(ids[start:], device=rows.device).unsqueeze(-1)
-                    lp = rows.log_softmax(-1).gather(-1, targets).squeeze(-1)
-                    self._memo[key] = lp.cpu().numpy().astype(np.float64)
-        return [self._memo[k] for k in keys]
+                    out[(ids, start)] = rows.log_softmax(-1).gather(-1, targets).squeeze(-1).cpu().numpy().astype(np.float64)
+        return out
 
     def _batches(self, items: list, *, length=len, keep=lambda item: 1) -> list[list]:
         """Group length-sorted items into forward passes that respect the batch size,
@@ -585,6 +642,11 @@ def _offline_hint(exc) -> str:
             "download it once where the hub is reachable, or give a local folder"
         )
     return ""
+
+
+def _length(item) -> int:
+    """Tokens in a memo item: a token sequence, or a (sequence, number) pair."""
+    return len(item[0]) if isinstance(item[0], tuple) else len(item)
 
 
 def _short(text: str, limit: int = 60) -> str:

@@ -14,7 +14,15 @@ import numpy as np
 
 from ..backends.base import Variant
 from ..divergence import SUPPORT
-from .base import CHAT, Measurement, Param, Probe, divergence_param, number_list, text_list
+from .base import (
+    CHAT,
+    Measurement,
+    Param,
+    Probe,
+    divergence_param,
+    number_list,
+    text_list,
+)
 
 DEFAULT_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
 
