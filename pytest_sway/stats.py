@@ -16,6 +16,8 @@ of resamples is 9999: the 2.5% and 97.5% points fall on exact ranks.
 from __future__ import annotations
 
 import math
+import os
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -24,8 +26,10 @@ import numpy as np
 from .ci_methods import DEFAULT_METHOD, DEFAULT_RESAMPLES, METHODS
 
 # Upper bound on the elements of one (datasets x resamples x items) gather:
-# 2**22 int64 indices = 32 MiB, plus the float64 values of the same shape.
+# 2**22 indices (8 MiB as uint16, 32 MiB as int64) and as many complex values.
 _MAX_BATCH_ELEMENTS = 1 << 22
+# Above this many drawn elements the work is split over threads.
+_PARALLEL_ELEMENTS = 1 << 20
 
 
 class Interval(NamedTuple):
@@ -240,31 +244,44 @@ def _studentized(data, mean, boot_mean, boot_sd, alpha):
 def _resampled_moments(data, resamples, seed, *, need_sd):
     """Means (and sds) of ``resamples`` bootstrap resamples of each row.
 
-    Resamples are drawn in batches so that no gather exceeds
-    ``_MAX_BATCH_ELEMENTS`` elements, whatever the data size. Each resample
-    costs one gather of the centred values (and one of their squares): sums,
-    not a full ``std`` pass, are what dominate at hundreds of items.
+    Resamples are drawn in chunks so that no gather exceeds
+    ``_MAX_BATCH_ELEMENTS`` elements, whatever the data size, and large jobs
+    are split in at least two chunks that run on threads (numpy releases the
+    GIL). Each chunk draws from its own child of ``seed``, so the result does
+    not depend on how many threads ran them. One gather per resample does it
+    all: each centred value ``v`` rides with its square as the complex number
+    ``v + i v^2``, so one sum gives both moments.
     """
     k, n = data.shape
-    rng = np.random.default_rng(seed)
     center = data.mean(axis=1, keepdims=True)
-    flat = (data - center).ravel()  # centred, so the sum of squares loses no precision
-    squares = flat * flat
-    boot_mean = np.empty((k, resamples))
-    boot_sd = np.empty((k, resamples)) if need_sd else None
-    per_batch = max(1, _MAX_BATCH_ELEMENTS // (k * n))
+    centred = (data - center).ravel()  # centred, so the sum of squares loses no precision
+    values = centred + 1j * (centred * centred) if need_sd else centred
+    per_chunk = max(1, _MAX_BATCH_ELEMENTS // (k * n))
+    if k * n * resamples > _PARALLEL_ELEMENTS:
+        per_chunk = min(per_chunk, -(-resamples // 2))
+    bounds = [(start, min(resamples, start + per_chunk)) for start in range(0, resamples, per_chunk)]
+    seeds = np.random.SeedSequence(seed).spawn(len(bounds))
+    # Small index types are drawn faster; rows of a batch of datasets need offsets.
+    index_type = np.uint16 if k == 1 and n <= np.iinfo(np.uint16).max else np.int64
     offsets = (np.arange(k, dtype=np.int64) * n)[:, None, None]
-    for start in range(0, resamples, per_batch):
-        stop = min(resamples, start + per_batch)
-        picks = rng.integers(0, n, size=(k, stop - start, n))
+
+    def chunk(start, stop, chunk_seed):
+        picks = np.random.default_rng(chunk_seed).integers(0, n, size=(k, stop - start, n), dtype=index_type)
         if k > 1:
             picks += offsets
-        sums = flat[picks].sum(axis=2)
-        boot_mean[:, start:stop] = sums / n + center
-        if need_sd:
-            spread = squares[picks].sum(axis=2) - sums * sums / n
-            boot_sd[:, start:stop] = np.sqrt(np.maximum(spread, 0.0) / (n - 1))
-    return boot_mean, boot_sd
+        return values[picks].sum(axis=2)
+
+    workers = min(len(bounds), os.cpu_count() or 1)
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            sums = np.concatenate(list(pool.map(chunk, *zip(*bounds), seeds)), axis=1)
+    else:
+        sums = np.concatenate([chunk(a, b, s) for (a, b), s in zip(bounds, seeds)], axis=1)
+    boot_mean = sums.real / n + center
+    if not need_sd:
+        return boot_mean, None
+    spread = sums.imag - sums.real * sums.real / n
+    return boot_mean, np.sqrt(np.maximum(spread, 0.0) / (n - 1))
 
 
 def _order_statistics(samples: np.ndarray, levels: np.ndarray) -> np.ndarray:

@@ -115,6 +115,7 @@ class HFBackend:
         self.vocab_size = self.base_model.get_output_embeddings().weight.shape[0]
         self._accumulate = torch.float32 if self.input_device.type == "mps" else torch.float64
         self._memo: dict = {}
+        self._active = None  # (variant, model) while a variant's context is entered
         self._provenance: dict | None = None
         self.cache = self._open_cache(cache_dir) if cache_dir is not None else None
         #: Sequences forwarded per (question, variant): what the memo saved shows here.
@@ -277,10 +278,13 @@ class HFBackend:
         return text, False  # the template already holds any BOS token
 
     def encode_prompts(self, prompts: Sequence[str], *, chat: bool) -> list[tuple[int, ...]]:
+        formatted = [self.format_prompt(prompt, chat=chat) for prompt in prompts]
+        special = formatted[0][1] if formatted else True
+        # One tokenizer call for all prompts: the fast tokenizer batches in Rust.
+        encoded = self.tokenizer([text for text, _ in formatted], add_special_tokens=special)["input_ids"]
         seqs = []
-        for prompt in prompts:
-            text, special = self.format_prompt(prompt, chat=chat)
-            ids = tuple(self.tokenizer(text, add_special_tokens=special)["input_ids"])
+        for ids, prompt in zip(encoded, prompts):
+            ids = tuple(ids)
             self._check_length(ids, prompt)
             seqs.append(ids)
         return seqs
@@ -351,7 +355,8 @@ class HFBackend:
             missing = still
         if missing:
             missing.sort(key=_length)  # shortest first: less padding per batch
-            computed = compute(variant, missing, label_of)
+            with self._variant(variant):  # entered once for all the batches
+                computed = compute(variant, missing, label_of)
             for item in missing:
                 self._memo[(op, variant, item)] = computed[item]
                 if variant.is_base and self.cache is not None:
@@ -401,7 +406,8 @@ class HFBackend:
                             f"the {variant} model returned NaN or infinite logits for {_short(label_of[(ids, start)])}"
                         )
                     targets = torch.tensor(ids[start:], device=rows.device).unsqueeze(-1)
-                    out[(ids, start)] = rows.log_softmax(-1).gather(-1, targets).squeeze(-1).cpu().numpy().astype(np.float64)
+                    lp = rows.log_softmax(-1).gather(-1, targets).squeeze(-1)
+                    out[(ids, start)] = lp.cpu().numpy().astype(np.float64)
         return out
 
     def _batches(self, items: list, *, length=len, keep=lambda item: 1) -> list[list]:
@@ -427,14 +433,14 @@ class HFBackend:
         """Left-padded ids, attention mask and position ids for a batch of token sequences."""
         torch = self._torch
         width = max(len(s) for s in batch)
-        ids = torch.full((len(batch), width), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(batch), width), dtype=torch.long)
+        ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(batch), width), dtype=np.int64)
         for row, seq in enumerate(batch):
-            ids[row, width - len(seq) :] = torch.tensor(seq, dtype=torch.long)
+            ids[row, width - len(seq) :] = seq
             mask[row, width - len(seq) :] = 1
         # Pads sit left; each row's positions count from its first real token.
-        positions = (mask.cumsum(-1) - 1).clamp(min=0)
-        return ids.to(self.input_device), mask.to(self.input_device), positions.to(self.input_device)
+        positions = np.maximum(mask.cumsum(-1) - 1, 0)
+        return tuple(torch.from_numpy(a).to(self.input_device) for a in (ids, mask, positions))
 
     def _forward(self, variant: Variant, batch: list, *, keep: int):
         """One left-padded forward pass; the logits of the last ``keep`` positions."""
@@ -469,7 +475,26 @@ class HFBackend:
 
     @contextlib.contextmanager
     def _variant(self, variant: Variant):
-        """The model that answers for ``variant``, in the state it needs; restored on exit."""
+        """The model that answers for ``variant``, in the state it needs; restored on exit.
+
+        Entered once around all the batches of a question: peft's
+        ``disable_adapter`` walks every module on entry, and a null adapter
+        swaps every LoRA weight. Nested entries for the same variant are free.
+        """
+        if self._active is not None:
+            if self._active[0] != variant:
+                raise RuntimeError(f"{variant} requested inside {self._active[0]}")
+            yield self._active[1]
+            return
+        with self._enter(variant) as model:
+            self._active = (variant, model)
+            try:
+                yield model
+            finally:
+                self._active = None
+
+    @contextlib.contextmanager
+    def _enter(self, variant: Variant):
         if self.peft_model is None:
             if variant.is_base:
                 yield self.base_model

@@ -1,0 +1,369 @@
+"""How fast is pytest-sway's delta_kl, against the floor and against dlm-sway?
+
+    python benchmarks/bench_probes.py                 # the README tables (about 10 minutes on 2 cores)
+    python benchmarks/bench_probes.py --quick         # tiny model only, fewer repetitions
+
+For the tiny test model and for SmolLM2-135M (the built-in ``smollm2-135m``),
+with 8, 64 and 512 prompts, in one process:
+
+* the floor: the same prompts through raw transformers + peft, batched as the
+  plugin batches them (sorted by length, 32 per batch, left-padded with
+  position ids, last-position logits only), one pass with the adapter
+  disabled and one with it enabled, then the full-vocabulary Jensen-Shannon
+  divergence per prompt;
+* pytest-sway's ``delta_kl`` on the same prompts (a fresh session memo each
+  time), bootstrap interval included;
+* dlm-sway's delta_kl, when ``dlm_sway`` is importable
+  (``pip install "dlm-sway[hf]==0.1.0"``), timed by its own reported duration.
+
+Each figure is the median of several repetitions. Then, in subprocesses: a
+whole pytest run of a 10-test suite sharing prompts (and how many base
+forward passes it made), the plugin's overhead on a suite without sway tests,
+peak memory against a plain model load running the same forward passes, and
+a rerun with another adapter against the base-output cache.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import textwrap
+import time
+from pathlib import Path
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+
+SIZES = (8, 64, 512)
+BATCH = 32
+SUBJECTS = ("the refund window", "a password reset", "the delivery date", "the warranty", "an invoice",
+            "the mobile app", "a broken screen", "the loyalty card")  # fmt: skip
+
+
+def make_prompts(n: int) -> list[str]:
+    """``n`` distinct prompts of 4 to about 40 words."""
+    out = []
+    for i in range(n):
+        subject = SUBJECTS[i % len(SUBJECTS)]
+        detail = " and".join([" I already tried the help page"] * (i % 5))
+        out.append(f"Customer {i} asks about {subject}{detail}. The answer is")
+    return out
+
+
+# -- models -------------------------------------------------------------------------------
+
+
+def prepare_models(root: Path, names) -> dict:
+    """``name -> (base folder, adapter, second adapter)``, built once into ``root``."""
+    from pytest_sway.backends.builtin_models import ensure_smollm2
+    from pytest_sway.testing import build_tiny_model, train_lora_adapter
+
+    models = {}
+    for name in names:
+        folder = root / name
+        if name == "tiny":
+            base = folder / "base"
+            if not (base / "config.json").is_file():
+                build_tiny_model(base)
+            kwargs = {}
+        else:
+            base = ensure_smollm2()
+            kwargs = {"steps": 2, "target_modules": ["q_proj", "v_proj"], "anchor_texts": ()}
+        adapters = []
+        for i, text in enumerate(("Refunds take 45 days.", "Passwords reset from Settings.")):
+            path = folder / f"adapter{i}"
+            if not (path / "adapter_config.json").is_file():
+                train_lora_adapter(base, path, [text], **kwargs)
+            adapters.append(str(path))
+        models[name] = (str(base), *adapters)
+    return models
+
+
+# -- the floor: raw transformers + peft, batched like the plugin --------------------------------
+
+
+class Floor:
+    def __init__(self, base: str, adapter: str):
+        import torch
+        from peft import PeftModel
+        from transformers import AutoModelForCausalLM, AutoTokenizer
+
+        self.torch = torch
+        self.tokenizer = AutoTokenizer.from_pretrained(base)
+        self.model = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(base, dtype=torch.float32), adapter)
+        self.model.eval()
+        self.pad = self.tokenizer.pad_token_id if self.tokenizer.pad_token_id is not None else 0
+
+    def js(self, prompts: list[str]):
+        torch = self.torch
+        seqs = self.tokenizer(prompts)["input_ids"]
+        order = sorted(range(len(seqs)), key=lambda i: len(seqs[i]))
+        batches = [order[start : start + BATCH] for start in range(0, len(order), BATCH)]
+        inputs = []
+        for rows in batches:
+            width = max(len(seqs[i]) for i in rows)
+            ids = torch.full((len(rows), width), self.pad)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, i in enumerate(rows):
+                ids[r, width - len(seqs[i]) :] = torch.tensor(seqs[i])
+                mask[r, width - len(seqs[i]) :] = 1
+            inputs.append(dict(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0)))
+        out = torch.empty(len(seqs), dtype=torch.float64)
+        with torch.inference_mode():
+            with self.model.disable_adapter():
+                base = [self.model(**x, logits_to_keep=1).logits[:, -1] for x in inputs]
+            tuned = [self.model(**x, logits_to_keep=1).logits[:, -1] for x in inputs]
+            for rows, b, t in zip(batches, base, tuned):
+                p, q = t.double().softmax(-1), b.double().softmax(-1)
+                m = (p + q) / 2
+                kl = lambda a: torch.where(a > 0, a * (a.log() - m.log()), 0.0).sum(-1)  # noqa: E731
+                out[rows] = 0.5 * kl(p) + 0.5 * kl(q)
+        return out.numpy()
+
+
+# -- timing -----------------------------------------------------------------------------------
+
+
+def median_times(fns, reps: int) -> list[float]:
+    """Median wall time of each function, the functions taking turns so that
+    a slow spell of the machine hits them alike."""
+    times = [[] for _ in fns]
+    for _ in range(reps):
+        for fn, spent in zip(fns, times):
+            start = time.perf_counter()
+            fn()
+            spent.append(time.perf_counter() - start)
+    return [statistics.median(t) for t in times]
+
+
+def time_dlm_sway(base: str, adapter: str, prompts: list[str], reps: int) -> float | None:
+    """dlm-sway's delta_kl, by its own reported duration; None when it is not installed."""
+    try:
+        from dlm_sway.backends import build
+        from dlm_sway.core.model import ModelSpec
+        from dlm_sway.suite.runner import run
+        from dlm_sway.suite.spec import SuiteDefaults, SuiteModels, SwaySpec
+    except ImportError:
+        return None
+    import torch
+
+    ft = ModelSpec(kind="hf", base=base, adapter=adapter, dtype="fp32", device="cpu")
+    backend = build(ft)
+    spec = SwaySpec(
+        models=SuiteModels(base=ModelSpec(kind="hf", base=base, dtype="fp32", device="cpu"), ft=ft),
+        defaults=SuiteDefaults(seed=0),
+        suite=[{"name": "delta_kl", "kind": "delta_kl", "prompts": prompts, "divergence": "js"}],
+    )
+    durations = []
+    for _ in range(reps):
+        backend._inst.cache.clear()  # its forward-pass cache would answer the repeats
+        durations.append(run(spec, backend, skip_preflight=True).probes[0].duration_s)
+    torch.use_deterministic_algorithms(False)  # dlm-sway's runner turns it on for the whole process
+    return statistics.median(durations)
+
+
+def probe_tables(models: dict, sizes, reps: int) -> list[dict]:
+    import numpy as np
+
+    from pytest_sway import run_probe
+    from pytest_sway.backends.hf import HFBackend
+
+    rows = []
+    for name, (base, adapter, _) in models.items():
+        floor = Floor(base, adapter)
+        backend = HFBackend(base, adapter=adapter)
+        for n in sizes:
+            prompts = make_prompts(n)
+            reps_n = 3 * reps if name == "tiny" else reps if n < 512 else max(1, reps // 2)
+
+            def sway():
+                backend._memo.clear()
+                return run_probe("delta_kl", backend, prompts=prompts)
+
+            floor_values, sway_values = floor.js(prompts), sway().values  # also the warm-up
+            floor_s, sway_s = median_times([lambda: floor.js(prompts), sway], reps_n)
+            dlm_s = time_dlm_sway(base, adapter, prompts, 1 if n == 512 else reps_n)
+            rows.append({"model": name, "n": n, "floor_s": floor_s, "sway_s": sway_s, "ratio": sway_s / floor_s,
+                         "dlm_s": dlm_s, "dlm_ratio": None if dlm_s is None else dlm_s / floor_s,
+                         "max_js_difference": float(np.abs(floor_values - sway_values).max())})
+            print(f"  {name:8} n={n:4}: floor {floor_s:.3f}s, sway {sway_s:.3f}s ({sway_s / floor_s:.2f}x)"
+                  + ("" if dlm_s is None else f", dlm-sway {dlm_s:.3f}s ({dlm_s / floor_s:.1f}x)"), flush=True)
+    return rows
+
+
+# -- whole runs, in subprocesses ------------------------------------------------------------------
+
+SUITE = '''
+import json
+import pytest
+
+PROMPTS = {prompts!r}
+KINDS = ["js", "kl", "reverse_kl", "tv"]
+
+
+@pytest.mark.parametrize("divergence", KINDS)
+def test_delta_kl(sway, divergence):
+    sway.delta_kl(PROMPTS, divergence=divergence)
+
+
+@pytest.mark.parametrize("half", [0, 1])
+def test_halves(sway, half):
+    sway.delta_kl(PROMPTS[half::2])
+
+
+@pytest.mark.sway_probe("delta_kl", prompts=PROMPTS, above=0.0)
+def test_marker_js():
+    pass
+
+
+@pytest.mark.sway_probe("delta_kl", prompts=PROMPTS[:16], divergence="tv", above=0.0)
+def test_marker_tv_head():
+    pass
+
+
+@pytest.mark.sway_probe("adapter_ablation", prompts=PROMPTS[:8], scales=[0, 0.5, 1])
+def test_ablation_head():
+    pass
+
+
+def test_forward_passes(sway):
+    with open("forwarded.json", "w") as fh:
+        json.dump({{"|".join(k): v for k, v in sway.backend.forwarded.items()}}, fh)
+'''
+
+
+def run_pytest(args, cwd, env=None) -> float:
+    start = time.perf_counter()
+    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=cwd,
+                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+    elapsed = time.perf_counter() - start
+    if done.returncode not in (0, 5):
+        raise RuntimeError(f"pytest failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
+    return elapsed
+
+
+def suite_run(base: str, adapter: str, n: int, tmp: Path) -> dict:
+    folder = tmp / "suite"
+    folder.mkdir(exist_ok=True)
+    prompts = make_prompts(n)
+    (folder / "test_suite.py").write_text(SUITE.format(prompts=prompts))
+    wall = run_pytest([f"--sway-model={base}", f"--sway-adapter={adapter}"], folder)
+    forwarded = json.loads((folder / "forwarded.json").read_text())
+    return {"tests": 10, "prompts": n, "wall_s": wall, "base_forwards": forwarded.get("next|base", 0),
+            "finetuned_forwards": forwarded.get("next|fine-tuned", 0)}
+
+
+def plugin_overhead(tmp: Path, reps: int) -> dict:
+    folder = tmp / "plain"
+    folder.mkdir(exist_ok=True)
+    (folder / "test_plain.py").write_text("".join(f"def test_{i}():\n    pass\n" for i in range(50)))
+    run_pytest([], folder)  # warm the file cache
+    with_plugin, without = [], []
+    for _ in range(reps):
+        with_plugin.append(run_pytest([], folder))
+        without.append(run_pytest(["-p", "no:pytest_sway"], folder))
+    return {"with_s": statistics.median(with_plugin), "without_s": statistics.median(without),
+            "overhead_ms": 1000 * (statistics.median(with_plugin) - statistics.median(without))}
+
+
+PEAK = '''
+import json, resource, sys
+base, adapter, n, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
+sys.path.insert(0, {bench!r})
+from bench_probes import Floor, make_prompts
+prompts = make_prompts(n)
+if mode == "plain":
+    Floor(base, adapter).js(prompts)
+else:
+    from pytest_sway import run_probe
+    from pytest_sway.backends.hf import HFBackend
+    run_probe("delta_kl", HFBackend(base, adapter=adapter), prompts=prompts)
+print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+'''
+
+
+def peak_rss(base: str, adapter: str, n: int) -> dict:
+    out = {}
+    for mode in ("plain", "sway"):
+        script = PEAK.format(bench=str(Path(__file__).parent))
+        done = subprocess.run([sys.executable, "-c", script, base, adapter, str(n), mode], capture_output=True,
+                              text=True, check=True)
+        out[f"{mode}_mib"] = int(done.stdout.strip().splitlines()[-1]) / 1024
+    out["ratio"] = out["sway_mib"] / out["plain_mib"]
+    return out
+
+
+def cache_rerun(base: str, adapter: str, adapter2: str, n: int, tmp: Path, reps: int) -> dict:
+    from pytest_sway import run_probe
+    from pytest_sway.backends.hf import HFBackend
+
+    prompts = make_prompts(n)
+    firsts, seconds, size = [], [], 0
+    for rep in range(reps):
+        cache = tmp / f"cache{rep}"
+        first = HFBackend(base, adapter=adapter, cache_dir=str(cache))
+        firsts.append(run_probe("delta_kl", first, prompts=prompts).duration_s)
+        second = HFBackend(base, adapter=adapter2, cache_dir=str(cache))
+        seconds.append(run_probe("delta_kl", second, prompts=prompts).duration_s)
+        assert second.cache.hits == n and not second.forwarded[("next", "base")]
+        size = first.cache.size_bytes()
+    first_s, second_s = statistics.median(firsts), statistics.median(seconds)
+    return {"prompts": n, "first_s": first_s, "second_s": second_s, "ratio": second_s / first_s,
+            "cache_mib": size / 2**20}
+
+
+# -- report ---------------------------------------------------------------------------------------
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--quick", action="store_true", help="tiny model only, fewer repetitions")
+    parser.add_argument("--reps", type=int, default=5, help="repetitions per timing (median reported)")
+    parser.add_argument("--work", default=None, help="folder for the benchmark's models (default: a temp dir)")
+    args = parser.parse_args(argv)
+    names = ("tiny",) if args.quick else ("tiny", "smollm2-135m")
+    reps = 2 if args.quick else args.reps
+    work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="sway-bench-"))
+    import torch
+
+    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
+          f"{torch.__version__} with {torch.get_num_threads()} threads; work folder {work}", flush=True)
+    models = prepare_models(work, names)
+    print("delta_kl probe time against the floor (median of repetitions):", flush=True)
+    rows = probe_tables(models, SIZES, reps)
+    real = models[names[-1]]
+    print("whole pytest runs:", flush=True)
+    suite = suite_run(real[0], real[1], 64, work)
+    overhead = plugin_overhead(work, 11 if not args.quick else 5)
+    memory = {n: peak_rss(real[0], real[1], n) for n in (64, 512)}
+    cache = cache_rerun(real[0], real[1], real[2], 64, work, 3 if not args.quick else 1)
+
+    print()
+    print("| model | prompts | floor (s) | pytest-sway (s) | ratio | dlm-sway (s) | dlm-sway / floor | max JS diff vs floor |")
+    print("|---|---|---|---|---|---|---|---|")
+    for r in rows:
+        dlm = "-" if r["dlm_s"] is None else f"{r['dlm_s']:.3f}"
+        dlm_ratio = "-" if r["dlm_ratio"] is None else f"{r['dlm_ratio']:.1f}x"
+        print(f"| {r['model']} | {r['n']} | {r['floor_s']:.3f} | {r['sway_s']:.3f} | {r['ratio']:.2f}x | {dlm} | "
+              f"{dlm_ratio} | {r['max_js_difference']:.1e} |")
+    print()
+    print(f"10-test suite on {names[-1]}, {suite['prompts']} shared prompts: {suite['wall_s']:.1f} s wall; "
+          f"base forward passes {suite['base_forwards']} (one per prompt: {suite['base_forwards'] == suite['prompts']}), "
+          f"fine-tuned {suite['finetuned_forwards']}")
+    print(f"plugin overhead on 50 tests without sway tests: {overhead['overhead_ms']:.0f} ms "
+          f"({overhead['with_s']:.3f} s with, {overhead['without_s']:.3f} s without; medians)")
+    for n, m in memory.items():
+        print(f"peak RSS, {names[-1]}, {n} prompts: plain load + same forward passes {m['plain_mib']:.0f} MiB, "
+              f"pytest-sway {m['sway_mib']:.0f} MiB ({m['ratio']:.2f}x)")
+    print(f"base-output cache, {names[-1]}, {cache['prompts']} prompts: first run {cache['first_s']:.3f} s, rerun with "
+          f"another adapter {cache['second_s']:.3f} s ({cache['ratio']:.2f}x); {cache['cache_mib']:.1f} MiB on disk")
+
+
+if __name__ == "__main__":
+    main()
