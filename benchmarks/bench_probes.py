@@ -33,7 +33,6 @@ import statistics
 import subprocess
 import sys
 import tempfile
-import textwrap
 import time
 from pathlib import Path
 
@@ -142,8 +141,8 @@ def median_times(fns, reps: int) -> list[float]:
     return [statistics.median(t) for t in times]
 
 
-def time_dlm_sway(base: str, adapter: str, prompts: list[str], reps: int) -> float | None:
-    """dlm-sway's delta_kl, by its own reported duration; None when it is not installed."""
+def time_dlm_sway(base: str, adapter: str, prompts: list[str], reps: int):
+    """dlm-sway's delta_kl: (median reported duration, its per-prompt values), or None if not installed."""
     try:
         from dlm_sway.backends import build
         from dlm_sway.core.model import ModelSpec
@@ -163,9 +162,10 @@ def time_dlm_sway(base: str, adapter: str, prompts: list[str], reps: int) -> flo
     durations = []
     for _ in range(reps):
         backend._inst.cache.clear()  # its forward-pass cache would answer the repeats
-        durations.append(run(spec, backend, skip_preflight=True).probes[0].duration_s)
+        result = run(spec, backend, skip_preflight=True).probes[0]
+        durations.append(result.duration_s)
     torch.use_deterministic_algorithms(False)  # dlm-sway's runner turns it on for the whole process
-    return statistics.median(durations)
+    return statistics.median(durations), list(result.evidence["per_prompt"])
 
 
 def probe_tables(models: dict, sizes, reps: int) -> list[dict]:
@@ -188,10 +188,15 @@ def probe_tables(models: dict, sizes, reps: int) -> list[dict]:
 
             floor_values, sway_values = floor.js(prompts), sway().values  # also the warm-up
             floor_s, sway_s = median_times([lambda: floor.js(prompts), sway], reps_n)
-            dlm_s = time_dlm_sway(base, adapter, prompts, 1 if n == 512 else reps_n)
+            dlm = time_dlm_sway(base, adapter, prompts, 1 if n == 512 else reps_n)
+            dlm_s, dlm_error = None, None
+            if dlm is not None:
+                dlm_s, dlm_values = dlm
+                dlm_error = float(np.max(np.abs(np.array(dlm_values) - floor_values) / floor_values))
             rows.append({"model": name, "n": n, "floor_s": floor_s, "sway_s": sway_s, "ratio": sway_s / floor_s,
                          "dlm_s": dlm_s, "dlm_ratio": None if dlm_s is None else dlm_s / floor_s,
-                         "max_js_difference": float(np.abs(floor_values - sway_values).max())})
+                         "max_js_difference": float(np.abs(floor_values - sway_values).max()),
+                         "dlm_max_relative_error": dlm_error})
             print(f"  {name:8} n={n:4}: floor {floor_s:.3f}s, sway {sway_s:.3f}s ({sway_s / floor_s:.2f}x)"
                   + ("" if dlm_s is None else f", dlm-sway {dlm_s:.3f}s ({dlm_s / floor_s:.1f}x)"), flush=True)
     return rows
@@ -284,7 +289,8 @@ else:
     from pytest_sway import run_probe
     from pytest_sway.backends.hf import HFBackend
     run_probe("delta_kl", HFBackend(base, adapter=adapter), prompts=prompts)
-print(json.dumps(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss))
+now = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:"))
+print(json.dumps([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, now]))
 '''
 
 
@@ -294,7 +300,8 @@ def peak_rss(base: str, adapter: str, n: int) -> dict:
         script = PEAK.format(bench=str(Path(__file__).parent))
         done = subprocess.run([sys.executable, "-c", script, base, adapter, str(n), mode], capture_output=True,
                               text=True, check=True)
-        out[f"{mode}_mib"] = int(done.stdout.strip().splitlines()[-1]) / 1024
+        peak, end = json.loads(done.stdout.strip().splitlines()[-1])
+        out[f"{mode}_mib"], out[f"{mode}_end_mib"] = peak / 1024, end / 1024
     out["ratio"] = out["sway_mib"] / out["plain_mib"]
     return out
 
@@ -345,13 +352,15 @@ def main(argv=None) -> None:
     cache = cache_rerun(real[0], real[1], real[2], 64, work, 3 if not args.quick else 1)
 
     print()
-    print("| model | prompts | floor (s) | pytest-sway (s) | ratio | dlm-sway (s) | dlm-sway / floor | max JS diff vs floor |")
-    print("|---|---|---|---|---|---|---|---|")
+    print("| model | prompts | floor (s) | pytest-sway (s) | pytest-sway / floor | largest JS difference from the floor "
+          "| dlm-sway (s) | dlm-sway / floor | dlm-sway's largest JS error |")
+    print("|---|---|---|---|---|---|---|---|---|")
     for r in rows:
         dlm = "-" if r["dlm_s"] is None else f"{r['dlm_s']:.3f}"
         dlm_ratio = "-" if r["dlm_ratio"] is None else f"{r['dlm_ratio']:.1f}x"
-        print(f"| {r['model']} | {r['n']} | {r['floor_s']:.3f} | {r['sway_s']:.3f} | {r['ratio']:.2f}x | {dlm} | "
-              f"{dlm_ratio} | {r['max_js_difference']:.1e} |")
+        dlm_error = "-" if r["dlm_max_relative_error"] is None else f"{100 * r['dlm_max_relative_error']:.0f}%"
+        print(f"| {r['model']} | {r['n']} | {r['floor_s']:.3f} | {r['sway_s']:.3f} | {r['ratio']:.2f}x | "
+              f"{r['max_js_difference']:.1e} | {dlm} | {dlm_ratio} | {dlm_error} |")
     print()
     print(f"10-test suite on {names[-1]}, {suite['prompts']} shared prompts: {suite['wall_s']:.1f} s wall; "
           f"base forward passes {suite['base_forwards']} (one per prompt: {suite['base_forwards'] == suite['prompts']}), "
@@ -360,7 +369,8 @@ def main(argv=None) -> None:
           f"({overhead['with_s']:.3f} s with, {overhead['without_s']:.3f} s without; medians)")
     for n, m in memory.items():
         print(f"peak RSS, {names[-1]}, {n} prompts: plain load + same forward passes {m['plain_mib']:.0f} MiB, "
-              f"pytest-sway {m['sway_mib']:.0f} MiB ({m['ratio']:.2f}x)")
+              f"pytest-sway {m['sway_mib']:.0f} MiB ({m['ratio']:.2f}x); at the end {m['plain_end_mib']:.0f} and "
+              f"{m['sway_end_mib']:.0f} MiB")
     print(f"base-output cache, {names[-1]}, {cache['prompts']} prompts: first run {cache['first_s']:.3f} s, rerun with "
           f"another adapter {cache['second_s']:.3f} s ({cache['ratio']:.2f}x); {cache['cache_mib']:.1f} MiB on disk")
 
