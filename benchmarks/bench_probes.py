@@ -177,7 +177,9 @@ def probe_tables(models: dict, sizes, reps: int) -> list[dict]:
     rows = []
     for name, (base, adapter, _) in models.items():
         floor = Floor(base, adapter)
-        backend = HFBackend(base, adapter=adapter)
+        start = time.perf_counter()
+        backend = HFBackend("smollm2-135m" if name == "smollm2-135m" else base, adapter=adapter)
+        print(f"  {name}: backend built (tokenizer, model, adapter) in {time.perf_counter() - start:.2f} s", flush=True)
         for n in sizes:
             prompts = make_prompts(n)
             reps_n = 3 * reps if name == "tiny" else reps if n < 512 else max(1, reps // 2)

@@ -98,15 +98,31 @@ def _header(doc: dict, results: list[dict]) -> str:
             f"<p><b>Multiple-testing correction</b> {_e(corr['method'])} over m = {_e(corr.get('m', '?'))} "
             f"gated results{_e(level)}</p>"
         )
-    tables = [_kv_table(title, doc.get(title.lower())) for title in ("Settings", "Backend", "Provenance")]
+    backend = doc.get("backend") if isinstance(doc.get("backend"), dict) else {}
+    provenance = doc.get("provenance") if isinstance(doc.get("provenance"), dict) else {}
+    tables = [
+        _kv_table("Settings", doc.get("settings")),
+        _kv_table("Backend", backend),
+        # Provenance repeats the backend's identity; show what it adds (hashes, versions).
+        _kv_table("Provenance", {k: v for k, v in provenance.items() if backend.get(k) != v}),
+    ]
     out.append('<div class="tables">' + "".join(tables) + "</div></header>")
     return "\n".join(out)
 
 
 def _kv_table(title: str, mapping: Any) -> str:
-    if not isinstance(mapping, dict) or not mapping:
+    """A two-column table of the set values; one level of nesting becomes ``key.sub`` rows."""
+    if not isinstance(mapping, dict):
         return ""
-    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_scalar(v))}</td></tr>" for k, v in mapping.items())
+    flat = {}
+    for key, value in mapping.items():
+        if isinstance(value, dict):
+            flat.update({f"{key}.{sub}": v for sub, v in value.items()})
+        elif value is not None:
+            flat[key] = value
+    if not flat:
+        return ""
+    rows = "".join(f"<tr><th>{_e(k)}</th><td>{_e(_scalar(v))}</td></tr>" for k, v in flat.items())
     return f'<table class="kv"><caption>{_e(title)}</caption>{rows}</table>'
 
 
