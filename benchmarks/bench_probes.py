@@ -40,6 +40,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 SIZES = (8, 64, 512)
+PARTS = ("probes", "suite", "overhead", "memory", "cache")
 BATCH = 32
 SUBJECTS = ("the refund window", "a password reset", "the delivery date", "the warranty", "an invoice",
             "the mobile app", "a broken screen", "the loyalty card")  # fmt: skip
@@ -314,8 +315,8 @@ def cache_rerun(base: str, adapter: str, adapter2: str, n: int, tmp: Path, reps:
 
     prompts = make_prompts(n)
     firsts, seconds, size = [], [], 0
-    for rep in range(reps):
-        cache = tmp / f"cache{rep}"
+    for _ in range(reps):
+        cache = tempfile.mkdtemp(prefix="cache-", dir=tmp)  # empty: the first run must fill it
         first = HFBackend(base, adapter=adapter, cache_dir=str(cache))
         firsts.append(run_probe("delta_kl", first, prompts=prompts).duration_s)
         second = HFBackend(base, adapter=adapter2, cache_dir=str(cache))
@@ -335,7 +336,11 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny model only, fewer repetitions")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per timing (median reported)")
     parser.add_argument("--work", default=None, help="folder for the benchmark's models (default: a temp dir)")
+    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
     args = parser.parse_args(argv)
+    parts = set(args.parts.split(","))
+    if not parts <= set(PARTS):
+        parser.error(f"--parts: unknown {', '.join(sorted(parts - set(PARTS)))}")
     names = ("tiny",) if args.quick else ("tiny", "smollm2-135m")
     reps = 2 if args.quick else args.reps
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="sway-bench-"))
@@ -344,38 +349,41 @@ def main(argv=None) -> None:
     print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
           f"{torch.__version__} with {torch.get_num_threads()} threads; work folder {work}", flush=True)
     models = prepare_models(work, names)
-    print("delta_kl probe time against the floor (median of repetitions):", flush=True)
-    rows = probe_tables(models, SIZES, reps)
     real = models[names[-1]]
-    print("whole pytest runs:", flush=True)
-    suite = suite_run(real[0], real[1], 64, work)
-    overhead = plugin_overhead(work, 11 if not args.quick else 5)
-    memory = {n: peak_rss(real[0], real[1], n) for n in (64, 512)}
-    cache = cache_rerun(real[0], real[1], real[2], 64, work, 3 if not args.quick else 1)
-
-    print()
-    print("| model | prompts | floor (s) | pytest-sway (s) | pytest-sway / floor | largest JS difference from the floor "
-          "| dlm-sway (s) | dlm-sway / floor | dlm-sway's largest JS error |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for r in rows:
-        dlm = "-" if r["dlm_s"] is None else f"{r['dlm_s']:.3f}"
-        dlm_ratio = "-" if r["dlm_ratio"] is None else f"{r['dlm_ratio']:.1f}x"
-        dlm_error = "-" if r["dlm_max_relative_error"] is None else f"{100 * r['dlm_max_relative_error']:.0f}%"
-        print(f"| {r['model']} | {r['n']} | {r['floor_s']:.3f} | {r['sway_s']:.3f} | {r['ratio']:.2f}x | "
-              f"{r['max_js_difference']:.1e} | {dlm} | {dlm_ratio} | {dlm_error} |")
-    print()
-    print(f"10-test suite on {names[-1]}, {suite['prompts']} shared prompts: {suite['wall_s']:.1f} s wall; "
-          f"base forward passes {suite['base_forwards']} (one per prompt: {suite['base_forwards'] == suite['prompts']}), "
-          f"fine-tuned {suite['finetuned_forwards']}")
-    print(f"plugin overhead on 50 tests without sway tests: {overhead['overhead_ms']:.0f} ms "
-          f"({overhead['with_s']:.3f} s with, {overhead['without_s']:.3f} s without; medians)")
-    for n, m in memory.items():
-        print(f"peak RSS, {names[-1]}, {n} prompts: plain load + same forward passes {m['plain_mib']:.0f} MiB, "
-              f"pytest-sway {m['sway_mib']:.0f} MiB ({m['ratio']:.2f}x); at the end {m['plain_end_mib']:.0f} and "
-              f"{m['sway_end_mib']:.0f} MiB")
-    print(f"base-output cache, {names[-1]}, {cache['prompts']} prompts: first run {cache['first_s']:.3f} s, rerun with "
-          f"another adapter {cache['second_s']:.3f} s ({cache['ratio']:.2f}x); {cache['cache_mib']:.1f} MiB on disk")
-
+    if "probes" in parts:
+        print("delta_kl probe time against the floor (median of repetitions):", flush=True)
+        rows = probe_tables(models, SIZES, reps)
+        print()
+        print("| model | prompts | floor (s) | pytest-sway (s) | pytest-sway / floor | largest JS difference from the "
+              "floor | dlm-sway (s) | dlm-sway / floor | dlm-sway's largest JS error |")
+        print("|---|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            dlm = "-" if r["dlm_s"] is None else f"{r['dlm_s']:.3f}"
+            dlm_ratio = "-" if r["dlm_ratio"] is None else f"{r['dlm_ratio']:.1f}x"
+            dlm_error = "-" if r["dlm_max_relative_error"] is None else f"{100 * r['dlm_max_relative_error']:.0f}%"
+            print(f"| {r['model']} | {r['n']} | {r['floor_s']:.3f} | {r['sway_s']:.3f} | {r['ratio']:.2f}x | "
+                  f"{r['max_js_difference']:.1e} | {dlm} | {dlm_ratio} | {dlm_error} |")
+        print()
+    if "suite" in parts:
+        suite = suite_run(real[0], real[1], 64, work)
+        print(f"10-test suite on {names[-1]}, {suite['prompts']} shared prompts: {suite['wall_s']:.1f} s wall; base "
+              f"forward passes {suite['base_forwards']} (one per prompt: {suite['base_forwards'] == suite['prompts']}), "
+              f"fine-tuned {suite['finetuned_forwards']}", flush=True)
+    if "overhead" in parts:
+        overhead = plugin_overhead(work, 11 if not args.quick else 5)
+        print(f"plugin overhead on 50 tests without sway tests: {overhead['overhead_ms']:.0f} ms "
+              f"({overhead['with_s']:.3f} s with, {overhead['without_s']:.3f} s without; medians)", flush=True)
+    if "memory" in parts:
+        for n in (64, 512):
+            m = peak_rss(real[0], real[1], n)
+            print(f"peak RSS, {names[-1]}, {n} prompts: plain load + same forward passes {m['plain_mib']:.0f} MiB, "
+                  f"pytest-sway {m['sway_mib']:.0f} MiB ({m['ratio']:.2f}x); at the end {m['plain_end_mib']:.0f} and "
+                  f"{m['sway_end_mib']:.0f} MiB", flush=True)
+    if "cache" in parts:
+        cache = cache_rerun(real[0], real[1], real[2], 64, work, 3 if not args.quick else 1)
+        print(f"base-output cache, {names[-1]}, {cache['prompts']} prompts: first run {cache['first_s']:.3f} s, rerun "
+              f"with another adapter {cache['second_s']:.3f} s ({cache['ratio']:.2f}x); {cache['cache_mib']:.1f} MiB "
+              "on disk", flush=True)
 
 if __name__ == "__main__":
     main()

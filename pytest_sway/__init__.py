@@ -16,6 +16,7 @@ _PUBLIC = {
     "Interval": "pytest_sway.stats",
     "bootstrap_ci": "pytest_sway.stats",
     "DummyBackend": "pytest_sway.backends.dummy",
+    "HFBackend": "pytest_sway.backends.hf",
     "Variant": "pytest_sway.backends.base",
     "BASE": "pytest_sway.backends.base",
     "FINETUNED": "pytest_sway.backends.base",

@@ -1,6 +1,7 @@
 """Importing pytest_sway, and running the dummy backend, loads no ML framework."""
 
 import json
+import os
 import subprocess
 import sys
 import textwrap
@@ -35,13 +36,15 @@ def test_loading_the_plugin_imports_no_ml_framework_and_no_numpy(tmp_path):
                 heavy = ["numpy", "scipy", "torch", "transformers", "peft"]
                 with open("loaded.json", "w") as fh:
                     json.dump({
-                        "plugin": config.pluginmanager.has_plugin("pytest_sway"),
+                        "plugin": config.pluginmanager.is_registered(sys.modules.get("pytest_sway.plugin")),
                         "loaded": [m for m in heavy if m in sys.modules],
                     }, fh)
             """
         )
     )
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider"], cwd=tmp_path, check=True,
-                   capture_output=True)
+    # Only this plugin (other installed plugins, e.g. dlm-sway's, may import numpy themselves).
+    env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
+    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "pytest_sway.plugin"],
+                   cwd=tmp_path, check=True, capture_output=True, env=env)
     seen = json.loads((tmp_path / "loaded.json").read_text())
     assert seen == {"plugin": True, "loaded": []}
