@@ -20,3 +20,14 @@ def test_library_example(capsys):
     pattern = re.escape(comment).replace(r"\.\.\.", ".*")
     assert re.fullmatch(pattern, printed.strip()), (comment, printed)
     assert len(namespace["result"].values) == 32
+
+
+def test_the_inconclusive_message_shown_is_the_one_produced():
+    from pytest_sway import DummyBackend, Sway
+
+    result = Sway(DummyBackend(), seed=3).delta_kl([f"a{i}" for i in range(10)])
+    try:
+        result.assert_above(0.03)
+    except AssertionError as exc:
+        message = str(exc)
+    assert message in README
