@@ -92,6 +92,7 @@ class HFBackend:
         self.device = _pick_device(torch, device, device_map)
         self.dtype = _pick_dtype(torch, dtype, self.device)
         base = _load_model(model_path, model, dtype=self.dtype, device=self.device, device_map=device_map)
+        self.dtype = base.dtype  # what "auto" resolved to
         self.peft_model = None
         self.finetuned_model = None
         if adapter is not None:
