@@ -1,7 +1,8 @@
-"""Writing files so that a reader sees the old file or the new one, never a partial one."""
+"""Files: written so that a reader sees the old file or the new one, never a partial one; hashed by content."""
 
 from __future__ import annotations
 
+import hashlib
 import os
 import tempfile
 from pathlib import Path
@@ -34,3 +35,12 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *, durable: bool = 
         except FileNotFoundError:
             pass
         raise
+
+
+def file_sha256(path: str | os.PathLike) -> bytes:
+    """The sha256 digest of a file's content, read in 4 MiB chunks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 22), b""):
+            digest.update(chunk)
+    return digest.digest()

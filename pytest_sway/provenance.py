@@ -16,7 +16,7 @@ from importlib import metadata
 from pathlib import Path
 
 from .backends.builtin_models import cache_root
-from .files import write_atomic
+from .files import file_sha256, write_atomic
 
 _PACKAGES = ("pytest-sway", "torch", "transformers", "peft", "numpy", "scipy", "pytest")
 
@@ -37,7 +37,7 @@ def folder_sha256(folder: str | os.PathLike) -> str:
         key = f"{path.resolve()}|{stat.st_size}|{stat.st_mtime_ns}"
         digest = memo.get(key)
         if digest is None:
-            digest = file_sha256(path)
+            digest = file_sha256(path).hex()
             memo[key] = digest
             changed = True
         total.update(f"{path.relative_to(root).as_posix()}\0{digest}\n".encode())
@@ -48,14 +48,6 @@ def folder_sha256(folder: str | os.PathLike) -> str:
         except OSError:
             pass  # a read-only cache only costs time
     return total.hexdigest()
-
-
-def file_sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 22), b""):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 def package_versions() -> dict[str, str]:

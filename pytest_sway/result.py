@@ -57,14 +57,6 @@ class Gate:
     def active(self) -> bool:
         return self.above is not None or self.below is not None
 
-    def describe(self) -> str:
-        parts = []
-        if self.above is not None:
-            parts.append(f">= {self.above:g}")
-        if self.below is not None:
-            parts.append(f"<= {self.below:g}")
-        return " and ".join(parts) if parts else "-"
-
     def judge(self, result: ProbeResult) -> Verdict:
         if not self.active:
             return Verdict(REPORTED)

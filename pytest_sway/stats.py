@@ -72,8 +72,6 @@ class Bootstrap:
         """Bootstrap interval for the mean of ``values`` (see :func:`bootstrap_ci`)."""
         data = check_values(values)
         low, high = _check_support(support, data)
-        if np.all(data == data[0]):
-            return Interval(float(data[0]), float(data[0]))
         bounds = batch_intervals(
             data[None, :],
             confidence=self.confidence,

@@ -231,3 +231,9 @@ def test_greedy_change_equals_a_manual_greedy_loop(backend, raw):
     np.testing.assert_array_equal(result.values, changed)
     assert result.estimate > 0  # the targets' continuations change
     assert result.method == "wilson"
+
+
+def test_a_stride_as_long_as_the_default_window_is_a_clear_error(backend):
+    long_text = " ".join(CONTROL_PROMPTS * 20)  # longer than the 256-token context
+    with pytest.raises(BackendError, match=r"stride=300 must be between 1 and window - 1 \(255\)"):
+        run_probe("perplexity_shift", backend, texts=[long_text, CONTROL_PROMPTS[0]], stride=300)

@@ -16,6 +16,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Protocol, Sequence, runtime_checkable
 
+from ..errors import BackendError
+
 
 @dataclass(frozen=True)
 class Variant:
@@ -76,17 +78,24 @@ class Backend(Protocol):
         """Text of token ids (for reports)."""
 
 
-def scoring_windows(n_tokens: int, window: int, stride: int) -> list[tuple[int, int, int]]:
+def scoring_windows(n_tokens: int, window: int, stride: int | None = None) -> list[tuple[int, int, int]]:
     """``(begin, end, score_from)`` spans that score tokens 1..n-1 exactly once.
 
     Each span is one forward pass over tokens ``[begin, end)`` (at most
     ``window`` of them) that scores tokens ``[score_from, end)``; after the
-    first, spans start ``stride`` tokens apart, so every scored token has at
-    least ``window - stride`` tokens of context (or all of them, near the start).
+    first, spans start ``stride`` tokens apart (default: half the window), so
+    every scored token has at least ``window - stride`` tokens of context (or
+    all of them, near the start). A text that fits the window is one span.
     ``stride < window``: a token that opens a span has no context in it.
     """
+    if n_tokens <= window:
+        return [(0, n_tokens, 1)] if n_tokens > 1 else []
+    stride = stride or max(1, window // 2)
     if not 0 < stride < window:
-        raise ValueError(f"stride must be between 1 and window - 1 ({window - 1}), got {stride}")
+        raise BackendError(
+            f"stride={stride} must be between 1 and window - 1 ({window - 1}): windows must overlap "
+            "so that every scored token has context"
+        )
     spans, scored_to, begin = [], 1, 0
     while scored_to < n_tokens:
         end = min(begin + window, n_tokens)

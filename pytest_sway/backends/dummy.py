@@ -79,11 +79,10 @@ class DummyBackend:
     ) -> tuple[np.ndarray, np.ndarray]:
         sums, counts = [], []
         for text in texts:
-            if len(text) < 2:
+            spans = scoring_windows(len(text), window or len(text), stride)
+            if not spans:
                 raise BackendError(f"text {text!r} is a single token; nothing in it can be scored")
             total, n = 0.0, 0
-            w = window or len(text)
-            spans = [(0, len(text), 1)] if w >= len(text) else scoring_windows(len(text), w, stride or max(1, w // 2))
             for begin, end, score_from in spans:
                 total += self._score(text[begin:end], score_from - begin, variant)
                 n += end - score_from

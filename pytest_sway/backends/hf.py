@@ -220,7 +220,6 @@ class HFBackend:
         window = window or self.context_length or 2048
         if self.context_length is not None and window > self.context_length:
             raise BackendError(f"window={window} exceeds the model's context of {self.context_length} tokens")
-        stride = stride or max(1, window // 2)
         items, owner = [], []
         for i, text in enumerate(texts):
             ids = tuple(self.tokenizer(text)["input_ids"])
