@@ -11,12 +11,14 @@ reported instead.
 from __future__ import annotations
 
 import json
+import math
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .outputs import BASELINE_KIND as KIND
+
 SCHEMA = 1
-KIND = "pytest-sway baseline"
 
 COMPARED = "compared"
 NO_BASELINE = "no baseline"
@@ -61,7 +63,56 @@ def load_baseline(path: Path) -> dict[str, Any]:
         raise ValueError(f"{path} is not a pytest-sway baseline; write one with --sway-save-baseline")
     if doc.get("schema") != SCHEMA:
         raise ValueError(f"{path} has baseline schema {doc.get('schema')!r}; this pytest-sway reads schema {SCHEMA}")
+    problem = _content_problem(doc)
+    if problem:
+        raise ValueError(
+            f"{path} is a pytest-sway baseline with malformed content: {problem}. Write it again with "
+            "--sway-save-baseline (baselines are not meant to be edited by hand)"
+        )
     return doc
+
+
+def _content_problem(doc: dict) -> str | None:
+    """What is wrong with a baseline's content, or None: every field a comparison reads is checked."""
+    if not isinstance(doc.get("provenance", {}), dict):
+        return "'provenance' is not a mapping"
+    tests = doc.get("tests")
+    if not isinstance(tests, dict):
+        return "'tests' is missing" if tests is None else f"'tests' is a {type(tests).__name__}, not a mapping"
+    for nodeid, entries in tests.items():
+        if not isinstance(entries, list):
+            return f"the entry of test {nodeid!r} is a {type(entries).__name__}, not a list of results"
+        for k, entry in enumerate(entries):
+            where = f"test {nodeid!r}, result {k + 1}"
+            if not isinstance(entry, dict):
+                return f"{where} is a {type(entry).__name__}, not a mapping"
+            for key, ok, expected in _ENTRY_FIELDS:
+                if key not in entry:
+                    return f"{where} has no {key!r}"
+                if not ok(entry[key]):
+                    return f"{where}: {key!r} is {_short(entry[key])}, expected {expected}"
+            if len(entry["items"]) != len(entry["values"]):
+                return f"{where} has {len(entry['items'])} items but {len(entry['values'])} values"
+    return None
+
+
+def _finite(x) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+
+
+_ENTRY_FIELDS = (
+    ("label", lambda x: isinstance(x, str) and bool(x), "a probe label such as 'delta_kl(js)'"),
+    ("order", lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0, "a whole number >= 0"),
+    ("items", lambda x: isinstance(x, list) and len(x) >= 2 and all(isinstance(i, str) for i in x),
+     "a list of at least 2 item strings"),
+    ("values", lambda x: isinstance(x, list) and all(_finite(v) for v in x), "a list of finite numbers"),
+    ("estimate", _finite, "a finite number"),
+)
+
+
+def _short(value, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def find_entry(baseline: dict, nodeid: str, label: str, order: int) -> dict | None:
@@ -126,12 +177,3 @@ def compare(result, entry: dict | None, *, provenance_now: dict, provenance_then
         if not verdict.ok:
             out["message"] = f"regression against the baseline beyond max_regression={max_regression:g}:\n{verdict.message}"
     return out
-
-
-def direction_of(above, below) -> str | None:
-    """Which way is better for a gate: ``higher`` (above=), ``lower`` (below=), or None."""
-    if above is not None and below is None:
-        return "higher"
-    if below is not None and above is None:
-        return "lower"
-    return None

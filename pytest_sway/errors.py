@@ -11,3 +11,7 @@ class ProbeParamError(SwayError, ValueError):
 
 class BackendError(SwayError):
     """A backend could not be built, or could not answer a question."""
+
+
+class ProbeError(SwayError):
+    """A probe failed, or returned values that cannot be measured (wrong count, NaN)."""

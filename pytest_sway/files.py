@@ -8,13 +8,14 @@ import tempfile
 from pathlib import Path
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes, *, durable: bool = True) -> None:
+def write_atomic(path: str | os.PathLike, data: str | bytes, *, durable: bool = True, mode: int | None = None) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
 
     ``durable`` also flushes the file to disk before the rename (reports); a
     cache entry skips that, since a damaged entry is detected and recomputed.
-    If anything fails, ``path`` keeps its previous content and no temporary
-    file is left behind.
+    ``mode`` is the new file's permission bits (default: what a new file gets
+    under the umask). If anything fails, ``path`` keeps its previous content
+    and no temporary file is left behind.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -25,9 +26,11 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *, durable: bool = 
             if durable:
                 fh.flush()
                 os.fsync(fh.fileno())
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)  # as an ordinary new file would be
+        if mode is None:
+            umask = os.umask(0)
+            os.umask(umask)
+            mode = 0o666 & ~umask  # as an ordinary new file would be
+        os.chmod(tmp, mode)
         os.replace(tmp, path)
     except BaseException:
         try:

@@ -20,12 +20,20 @@ MARKER_LINE = (
     "`above` and at or below `below`. The result is the `sway_result` fixture."
 )
 
+GATES_LINE = (
+    "sway_gates(n): with --sway-correction=bonferroni, the number of gates (assert_above/assert_below calls) "
+    "this test's body judges through the `sway` fixture; default 1. The correction counts them, and a test "
+    "that judges more than it declares fails."
+)
+
 SETTINGS = pytest.StashKey["Settings"]()
 REGISTRIES = pytest.StashKey[dict]()  # config: hook implementations -> ProbeRegistry
 BACKEND_INFO = pytest.StashKey[dict]()  # config: the built backend's describe()
 PROVENANCE = pytest.StashKey[dict]()  # config: the built backend's provenance, when a report needs it
 BASELINE = pytest.StashKey[dict]()  # config: the --sway-baseline document
-FAMILY = pytest.StashKey[int]()  # config: gated sway tests selected (m for the correction)
+FAMILY = pytest.StashKey[int]()  # config: gates in the selected tests (m for the correction)
+DECLARED = pytest.StashKey[int]()  # item: gates its body may judge through the `sway` fixture
+INVALID = pytest.StashKey[str]()  # item: why its sway markers are invalid (found after collection)
 REQUEST = pytest.StashKey["object"]()  # item: its validated ProbeRequest
 MARKER_RESULT = pytest.StashKey["object"]()  # item: the marker's ProbeResult
 MEASURE_ERROR = pytest.StashKey[str]()  # item: why the marker's probe could not be measured
@@ -57,6 +65,7 @@ def _dest(opt) -> str:
 
 def pytest_configure(config):
     config.addinivalue_line("markers", MARKER_LINE)
+    config.addinivalue_line("markers", GATES_LINE)
     cli = {opt.name: config.getoption(_dest(opt)) for opt in OPTIONS}
     ini = {opt.name: config.getini(opt.ini) for opt in OPTIONS}
     ini_dir = config.inipath.parent if config.inipath else config.rootpath
@@ -109,7 +118,10 @@ def _registry(node):
         from .probes.base import ProbeRegistry
 
         registry = ProbeRegistry()
-        hook(registry=registry)
+        try:
+            hook(registry=registry)
+        except (ValueError, TypeError) as exc:  # a name taken twice, something that is not a Probe
+            raise SwayError(f"a pytest_sway_register_probes hook failed: {exc}") from None
         cache[key] = registry
     return cache[key]
 
@@ -123,28 +135,60 @@ def pytest_pycollect_makeitem(collector, name, obj):
     for item in made if isinstance(made, list) else [made]:
         if not isinstance(item, pytest.Item):
             continue
-        marker = item.get_closest_marker("sway_probe")
-        if marker is None:
-            continue
+        try:
+            _parse_markers(item)
+        except SwayError as exc:
+            raise collector.CollectError(f"{item.nodeid}: {exc}") from None
+    return made
+
+
+def _parse_markers(item) -> None:
+    """Validate ``item``'s sway markers into its stash, or raise SwayError."""
+    from .markers import declared_gates, sway_marker
+
+    marker = sway_marker(item.iter_markers())
+    if marker is not None:
         from .request import parse_marker
 
         try:
             item.stash[REQUEST] = parse_marker(marker.args, marker.kwargs, _registry(item))
         except SwayError as exc:
-            raise collector.CollectError(f"{item.nodeid}: invalid @pytest.mark.sway_probe: {exc}") from None
-    return made
+            raise SwayError(f"invalid @pytest.mark.sway_probe: {exc}") from None
+    item.stash[DECLARED] = declared_gates(item.iter_markers())
 
 
 def pytest_collection_finish(session):
+    from .markers import gates_of
+
+    config = session.config
+    settings = config.stash[SETTINGS]
     family = 0
     for index, item in enumerate(session.items):
         item.stash[INDEX] = index
-        request = item.stash.get(REQUEST, None)
-        gated_marker = request is not None and request.gate.active
-        if gated_marker or "sway" in getattr(item, "fixturenames", ()):
-            family += 1
+        if DECLARED not in item.stash:
+            # Items that pytest's Python collector did not make (unittest.TestCase methods,
+            # markers added by other plugins after collection): their markers are checked
+            # here, and a bad one fails the test in setup instead of being dropped.
+            try:
+                _parse_markers(item)
+            except SwayError as exc:
+                item.stash[INVALID] = str(exc)
+                continue
+        family += gates_of(item.stash.get(REQUEST, None), item.stash[DECLARED],
+                           uses_fixture="sway" in getattr(item, "fixturenames", ()),
+                           baseline=settings.baseline is not None, max_regression=settings.max_regression)
     # Every xdist worker collects the same items, so every worker gets the same m.
-    session.config.stash[FAMILY] = family
+    config.stash[FAMILY] = family
+    if settings.correction == "bonferroni" and settings.resamples is not None:
+        from .ci_methods import bonferroni, check_resamples
+
+        try:
+            check_resamples(settings.resamples, bonferroni(settings.confidence, family))
+        except ValueError as exc:
+            raise pytest.UsageError(
+                f"pytest-sway: {settings.option_name('resamples')} with --sway-correction=bonferroni over "
+                f"m={family} gates: {exc}"
+            ) from None
 
 
 # -- fixtures ---------------------------------------------------------------------------
@@ -154,6 +198,7 @@ def pytest_collection_finish(session):
 def sway_backend(pytestconfig):
     """The session's backend (dummy, hf, or your factory's), built once, on first use."""
     settings = pytestconfig.stash[SETTINGS]
+    problem = None
     try:
         backend = pytestconfig.hook.pytest_sway_make_backend(settings=settings, config=pytestconfig)
         if backend is None:
@@ -164,7 +209,9 @@ def sway_backend(pytestconfig):
             provenance = getattr(backend, "provenance", None)
             pytestconfig.stash[PROVENANCE] = provenance() if provenance else pytestconfig.stash[BACKEND_INFO]
     except SwayError as exc:
-        pytest.fail(f"pytest-sway: the {settings.backend_name} backend could not be built: {exc}", pytrace=False)
+        problem = str(exc)
+    if problem is not None:  # failed outside the except block: one message, no chained traceback
+        pytest.fail(f"pytest-sway: the {settings.backend_name} backend could not be built: {problem}", pytrace=False)
     yield backend
     close = getattr(backend, "close", None)
     if close is not None:
@@ -172,7 +219,7 @@ def sway_backend(pytestconfig):
 
 
 def _confidence(config, confidence: float) -> float:
-    from .runner import bonferroni
+    from .ci_methods import bonferroni
 
     settings = config.stash[SETTINGS]
     return bonferroni(confidence, config.stash.get(FAMILY, 1)) if settings.correction == "bonferroni" else confidence
@@ -232,6 +279,8 @@ def sway_result(request):
 @pytest.fixture(autouse=True)
 def _sway_probe_marker(request):
     """Runs a marked test's probe before its body (other tests: nothing)."""
+    if INVALID in request.node.stash:
+        pytest.fail(f"{request.node.nodeid}: {request.node.stash[INVALID]}", pytrace=False)
     if REQUEST in request.node.stash:
         request.getfixturevalue("sway_result")
 
@@ -253,15 +302,37 @@ def pytest_runtest_call(item):
             comparison = _compare(item, result, 1, probe_request.gate, probe_request.max_regression)
             if comparison["outcome"] not in ("passed", "reported"):
                 pytest.fail(comparison["message"], pytrace=False)
+    problem = None
     try:
-        return (yield)
+        outcome = yield
     except SwayError as exc:  # from a probe the body ran through the `sway` fixture
-        pytest.fail(str(exc), pytrace=False)
+        problem = str(exc)
+    if problem is not None:  # failed outside the except block: one message, no chained traceback
+        pytest.fail(problem, pytrace=False)
+    _check_declared_gates(item)
+    return outcome
+
+
+def _check_declared_gates(item) -> None:
+    """Under Bonferroni, a body that judged more gates than the correction counted fails."""
+    if item.config.stash[SETTINGS].correction != "bonferroni" or RESULTS not in item.stash:
+        return
+    from .markers import body_gates
+
+    judged = body_gates(item.stash[RESULTS], marker=MARKER_RESULT in item.stash)
+    declared = item.stash.get(DECLARED, 1)
+    if judged > declared:
+        pytest.fail(
+            f"{item.nodeid} judged {judged} gates through the `sway` fixture, but the Bonferroni correction counted "
+            f"{declared} for it (m={item.config.stash.get(FAMILY, 0)}), so the family-wise error rate would not hold: "
+            f"add @pytest.mark.sway_gates({judged}) to the test",
+            pytrace=False,
+        )
 
 
 def _compare(item, result, order: int, gate, max_regression):
     """Compare one result with its saved values; remembered for the test's row."""
-    from .baseline import compare, direction_of, find_entry
+    from .baseline import compare, find_entry
     from .stats import Bootstrap
 
     config = item.config
@@ -275,7 +346,7 @@ def _compare(item, result, order: int, gate, max_regression):
         bootstrap=Bootstrap(confidence=result.confidence, resamples=result.resamples if result.resamples else None,
                             method=settings.ci_method, seed=result.seed),
         max_regression=max_regression if max_regression is not None else settings.max_regression,
-        direction=direction_of(gate.above, gate.below) if gate is not None else None,
+        direction=gate.direction if gate is not None else None,
     )
     item.stash.setdefault(COMPARISONS, {})[order] = comparison
     return comparison

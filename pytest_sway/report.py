@@ -11,6 +11,7 @@ import json
 import math
 from typing import Any, Iterable, Sequence
 
+from .outputs import JSON_KIND
 from .result import FAILED, INCONCLUSIVE, PASSED, REPORTED, Verdict
 
 SCHEMA = 1
@@ -164,6 +165,7 @@ def json_document(
     correction: dict | None = None,
 ) -> dict[str, Any]:
     doc = {
+        "kind": JSON_KIND,
         "schema": SCHEMA,
         "backend": jsonable(backend),
         "settings": jsonable(settings),

@@ -12,6 +12,10 @@ import pytest
 _WRITE_ON = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
 
 
+class _Incomplete(Exception):
+    """A document that would lose what the file holds now."""
+
+
 class SwayReporter:
     def __init__(self, config, settings):
         self.config = config
@@ -40,28 +44,46 @@ class SwayReporter:
         return info
 
     def pytest_sessionfinish(self, session, exitstatus):
-        outputs = [(p, kind) for p, kind in ((self.settings.json, "JSON report"), (self.settings.html, "HTML report"),
-                                            (self.settings.save_baseline, "baseline")) if p is not None]
+        from .outputs import OUTPUTS
+
+        outputs = [(getattr(self.settings, name), kind) for name, kind in OUTPUTS
+                   if getattr(self.settings, name) is not None]
         if not outputs:
             return
         if exitstatus not in _WRITE_ON:
             for path, _ in outputs:
                 self.notes.append((f"sway: run interrupted; {path} left as it was", {"yellow": True}))
             return
-        from .files import write_atomic
+        if not self.rows:
+            # --co, -k selecting nothing, a subset without sway tests: an empty document
+            # would replace the last real one (and a later --sway-baseline would compare with nothing).
+            for path, kind in outputs:
+                self.notes.append((f"sway: no sway results in this run; {kind} {path} left as it was", {"yellow": True}))
+            return
+        from .outputs import write_output
         from .report import dump_json, json_document
 
         doc = json_document(self.rows, backend=self.backend_info(), settings=self.settings.as_json(),
                             provenance=self.provenance, correction=self.correction)
         for path, kind in outputs:
             try:
-                write_atomic(path, self._render(kind, doc, dump_json))
+                text = self._render(kind, doc, dump_json)
+            except _Incomplete as exc:
+                self.notes.append((f"sway: {kind} {path} left as it was: {exc}", {"red": True}))
+                self._fail(session)
+                continue
+            try:
+                write_output(path, text)
             except OSError as exc:
                 self.notes.append((f"sway: could not write {path} ({exc}); any previous file is intact", {"red": True}))
-                if session.exitstatus == pytest.ExitCode.OK:
-                    session.exitstatus = pytest.ExitCode.TESTS_FAILED
+                self._fail(session)
                 continue
             self.notes.append((f"sway: {kind} written to {path}", {}))
+
+    @staticmethod
+    def _fail(session) -> None:
+        if session.exitstatus == pytest.ExitCode.OK:
+            session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
     def _render(self, kind: str, doc: dict, dump_json) -> str:
         if kind == "JSON report":
@@ -72,6 +94,12 @@ class SwayReporter:
             return render_html(doc)
         from .baseline import baseline_document
 
+        errors = sorted({r["nodeid"] for r in self.rows if "values" not in r})
+        if errors:
+            shown = ", ".join(errors[:3]) + (f" and {len(errors) - 3} more" if len(errors) > 3 else "")
+            raise _Incomplete(
+                f"{len(errors)} sway test(s) measured nothing ({shown}); a baseline without them would be partial"
+            )
         return dump_json(baseline_document(self.rows, provenance=self.provenance or self.backend_info(),
                                            settings=self.settings.as_json()))
 
@@ -89,15 +117,17 @@ class SwayReporter:
         from .report import describe_backend
 
         s = self.settings
+        used = sorted({r["resamples"] for r in self.rows if r.get("resamples")})
+        resamples = "-".join(str(x) for x in (used[0], used[-1])) if len(used) > 1 else str(used[0]) if used else "auto"
         parts = [
             f"backend {describe_backend(self.backend_info())}",
-            f"{s.ci_method} bootstrap, {s.resamples} resamples",
+            f"{s.ci_method} bootstrap, {resamples} resamples",
             f"confidence {s.confidence:g}",
         ]
         if self.correction and self.correction.get("method") == "bonferroni":
             m = self.correction["m"]
-            from .runner import bonferroni
+            from .ci_methods import bonferroni
 
-            parts.append(f"bonferroni over m={m} gated tests: each CI at {bonferroni(s.confidence, m):.4g}")
+            parts.append(f"bonferroni over m={m} gates: each CI at {bonferroni(s.confidence, m):.4g}")
         parts.append(f"seed {s.seed}")
         return " · ".join(parts)

@@ -11,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .baseline import direction_of
 from .errors import ProbeParamError
 from .probes.base import ProbeRegistry
 from .result import Gate
@@ -58,7 +57,7 @@ def parse_marker(args: tuple, kwargs: dict[str, Any], registry: ProbeRegistry) -
     if max_regression is not None:
         if isinstance(max_regression, bool) or not isinstance(max_regression, (int, float)) or not max_regression >= 0:
             raise ProbeParamError(f"{kind}: max_regression must be a number >= 0, got {max_regression!r}")
-        if direction_of(gate.above, gate.below) is None:
+        if gate.direction is None:
             raise ProbeParamError(
                 f"{kind}: max_regression needs exactly one of above= or below=, which says which way is a regression"
             )

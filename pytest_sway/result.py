@@ -57,6 +57,15 @@ class Gate:
     def active(self) -> bool:
         return self.above is not None or self.below is not None
 
+    @property
+    def direction(self) -> str | None:
+        """Which way is better: ``higher`` (``above=`` only), ``lower`` (``below=`` only), or None."""
+        if self.above is not None and self.below is None:
+            return "higher"
+        if self.below is not None and self.above is None:
+            return "lower"
+        return None
+
     def judge(self, result: ProbeResult) -> Verdict:
         if not self.active:
             return Verdict(REPORTED)

@@ -13,8 +13,8 @@ from typing import Any
 
 import numpy as np
 
-from .errors import ProbeParamError
-from .probes import ProbeRegistry, default_registry
+from .errors import ProbeError, ProbeParamError, SwayError
+from .probes import Measurement, ProbeRegistry, default_registry
 from .probes.adapter_ablation import DEFAULT_SCALES
 from .result import ProbeResult
 from .stats import Bootstrap, wilson_interval
@@ -48,19 +48,53 @@ def run_probe(
 
 
 def measure(probe, params: dict, backend, bootstrap: Bootstrap) -> ProbeResult:
-    """Run an already-validated probe request."""
+    """Run an already-validated probe request.
+
+    Whatever a probe (a built-in or yours) does wrong ends in a ``ProbeError``
+    that names the probe and, where one is to blame, the item.
+    """
     start = time.perf_counter()
-    m = probe.measure(backend, params, bootstrap)
-    values = np.asarray(m.values, dtype=np.float64)
-    if values.ndim != 1 or values.size != len(m.items):
-        raise RuntimeError(
-            f"probe {probe.kind!r} returned {values.shape} values for {len(m.items)} items; "
-            "a probe must return one value per item"
+    try:
+        m = probe.measure(backend, params, bootstrap)
+    except SwayError:
+        raise
+    except Exception as exc:
+        raise ProbeError(f"probe {probe.kind!r} raised {type(exc).__name__}: {exc} ({_where(exc)})") from exc
+    if not isinstance(m, Measurement):
+        raise ProbeError(f"probe {probe.kind!r} returned {type(m).__name__}, not a pytest_sway.Measurement")
+    items = tuple(m.items)
+    try:
+        values = np.asarray(m.values, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ProbeError(f"probe {probe.kind!r} returned values that are not numbers ({exc})") from None
+    if values.ndim != 1 or values.size != len(items):
+        raise ProbeError(
+            f"probe {probe.kind!r} returned {values.size} value(s) (shape {values.shape}) for {len(items)} items; "
+            "a probe must return one value per item, in the items' order"
         )
-    if m.binary:
-        ci, method, resamples = wilson_interval(values, confidence=bootstrap.confidence), "wilson", 0
-    else:
-        ci, method, resamples = bootstrap.interval(values, support=m.support), bootstrap.method, bootstrap.resamples
+    bad = np.flatnonzero(~np.isfinite(values))
+    if bad.size:
+        i = int(bad[0])
+        raise ProbeError(
+            f"probe {probe.kind!r} returned {values[i]} for item {i} ({_short(items[i])})"
+            + (f" and {bad.size - 1} more non-finite value(s)" if bad.size > 1 else "")
+            + "; every value must be a finite number"
+        )
+    low, high = m.support
+    outside = np.flatnonzero((values < low) | (values > high))
+    if outside.size:
+        i = int(outside[0])
+        raise ProbeError(
+            f"probe {probe.kind!r} returned {values[i]!r} for item {i} ({_short(items[i])}), outside its declared "
+            f"support {m.support!r}"
+        )
+    try:
+        if m.binary:
+            ci, method, resamples = wilson_interval(values, confidence=bootstrap.confidence), "wilson", 0
+        else:
+            ci, method, resamples = bootstrap.interval(values, support=m.support), bootstrap.method, bootstrap.resamples
+    except ValueError as exc:
+        raise ProbeError(f"probe {probe.kind!r}: {exc}") from None
     return ProbeResult(
         kind=probe.kind,
         estimate=float(values.mean()),
@@ -73,7 +107,7 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap) -> ProbeResult:
         seed=bootstrap.seed,
         params=params,
         details=m.details,
-        items=tuple(m.items),
+        items=items,
         label=probe.label(params),
         duration_s=time.perf_counter() - start,
     )
@@ -170,6 +204,18 @@ def derive_seed(base_seed: int, test_id: str) -> int:
     return int.from_bytes(digest, "little")
 
 
-def bonferroni(confidence: float, m: int) -> float:
-    """Per-test confidence that keeps the family-wise error rate of ``m`` gates at ``1 - confidence``."""
-    return 1.0 - (1.0 - confidence) / m if m > 1 else confidence
+
+def _where(exc: BaseException) -> str:
+    """``file:line in function`` of the innermost frame that raised ``exc``."""
+    tb = exc.__traceback__
+    while tb is not None and tb.tb_next is not None:
+        tb = tb.tb_next
+    if tb is None:
+        return "no traceback"
+    code = tb.tb_frame.f_code
+    return f"{code.co_filename}:{tb.tb_lineno} in {code.co_name}"
+
+
+def _short(item, limit: int = 60) -> str:
+    text = repr(item)
+    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from .ci_methods import DEFAULT_METHOD, DEFAULT_RESAMPLES
+from .ci_methods import DEFAULT_METHOD, DEFAULT_RESAMPLES, MAX_RESAMPLES, check_resamples
 from .ci_methods import METHODS as CI_METHODS
 
 
@@ -70,7 +70,13 @@ OPTIONS = (
     ),
     Option("seed", "base seed; each test's bootstrap seed is derived from it and the test id", "0", "INT"),
     Option("confidence", "confidence level of every interval", "0.95", "LEVEL"),
-    Option("resamples", "bootstrap resamples per interval", str(DEFAULT_RESAMPLES), "N"),
+    Option(
+        "resamples",
+        f"bootstrap resamples per interval (default: {DEFAULT_RESAMPLES}, raised where the confidence level needs "
+        f"more; at most {MAX_RESAMPLES})",
+        None,
+        "N",
+    ),
     Option("ci_method", f"bootstrap interval method: {', '.join(CI_METHODS)}", DEFAULT_METHOD, "METHOD"),
     Option("json", "write every probe result to this JSON file (atomically)", None, "PATH"),
     Option("html", "write a self-contained HTML report (forest plot, distributions) to this file", None, "PATH"),
@@ -104,7 +110,8 @@ class Settings:
     backend: str = "auto"
     seed: int = 0
     confidence: float = 0.95
-    resamples: int = DEFAULT_RESAMPLES
+    #: None: 9999, or more where an interval's level needs more (see ci_methods).
+    resamples: int | None = None
     ci_method: str = DEFAULT_METHOD
     json: Path | None = None
     html: Path | None = None
@@ -125,9 +132,17 @@ class Settings:
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
         for opt in OPTIONS:
-            if cli.get(opt.name) not in (None, ""):
+            for given, where in ((cli.get(opt.name), "command line"), (ini.get(opt.name), "ini file")):
+                if given is not None and not given.strip():
+                    # An unset CI variable gives --sway-model= : running without the model would
+                    # measure something else than what was asked for.
+                    raise SettingsError(
+                        f"{_where(opt, where)} is empty (an unset environment variable?): give it a value "
+                        f"({opt.metavar}), or leave the option out"
+                    )
+            if cli.get(opt.name) is not None:
                 raw, where, base = cli[opt.name], "command line", cwd
-            elif ini.get(opt.name) not in (None, ""):
+            elif ini.get(opt.name) is not None:
                 raw, where, base = ini[opt.name], "ini file", ini_dir
             elif opt.default is not None:
                 raw, where, base = opt.default, "default", cwd
@@ -143,6 +158,15 @@ class Settings:
         return settings
 
     def _check_combinations(self) -> None:
+        if self.backend == "dummy":
+            given = [name for name in ("model", "adapter", "finetuned", "device_map", "cache_dir")
+                     if getattr(self, name) is not None]
+            if given:
+                raise SettingsError(
+                    f"{self._name('backend')}=dummy measures toy models, but {', '.join(self._name(n) for n in given)} "
+                    "is set too and would be ignored: drop --sway-backend=dummy to test the model, or drop the "
+                    "model options to run on the dummy backend"
+                )
         if self.adapter is not None and self.finetuned is not None:
             raise SettingsError(
                 f"{self._name('adapter')} and {self._name('finetuned')} are both set: compare the base with an "
@@ -153,6 +177,27 @@ class Settings:
                 raise SettingsError(
                     f"{self._name(name)} is set but no base model: add --sway-model (the model it was trained from)"
                 )
+        if self.finetuned is not None and self.model is not None and _same_path(self.finetuned, self.model):
+            raise SettingsError(
+                f"{self._name('finetuned')} and {self._name('model')} name the same checkpoint ({self.model}): "
+                "every difference would be exactly 0; give the fine-tuned checkpoint"
+            )
+        if self.max_regression is not None and self.baseline is None:
+            raise SettingsError(
+                f"{self._name('max_regression')} is set but there is no baseline to regress from: add "
+                "--sway-baseline=PATH (written earlier with --sway-save-baseline)"
+            )
+        if self.resamples is not None:
+            try:
+                check_resamples(self.resamples, self.confidence)
+            except ValueError as exc:
+                raise SettingsError(f"{self._name('resamples')}={self.resamples}: {exc}") from None
+        from .outputs import check_output_paths
+
+        try:
+            check_output_paths(self)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
         if self.device_map is not None and self.device != "auto":
             raise SettingsError(
                 f"{self._name('device_map')} and {self._name('device')} are both set: with a device map, "
@@ -173,6 +218,10 @@ class Settings:
                     f"the hf backend needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
                     "installed: pip install 'pytest-sway[hf]' (on a CPU-only machine, pip install torch==2.13.0 first)"
                 )
+
+    def option_name(self, name: str) -> str:
+        """How the user set ``name``: ``--sway-json`` or ``ini option sway_json``."""
+        return self._name(name)
 
     def _name(self, name: str) -> str:
         opt = next(o for o in OPTIONS if o.name == name)
@@ -223,6 +272,11 @@ def _model(raw: str, base: Path) -> str:
     if path.exists():
         if not path.is_dir():
             raise ValueError(f"{path} is a file; give the model's folder (with config.json)")
+        if (path / "adapter_config.json").is_file() and not (path / "config.json").is_file():
+            raise ValueError(
+                f"{path} is a PEFT adapter, not a model: pass it as --sway-adapter, and give the model it was "
+                f"trained from as --sway-model ({_adapter_base_name(path)})"
+            )
         return str(path)
     if _looks_like_path(raw):
         raise ValueError(f"no such folder: {path}")
@@ -231,17 +285,39 @@ def _model(raw: str, base: Path) -> str:
     return raw  # a model id; transformers resolves it (offline: from its cache)
 
 
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+
+
 def _adapter(raw: str, base: Path) -> str:
     path = _expand(raw, base)
     if path.exists():
         if not (path / "adapter_config.json").is_file():
             raise ValueError(f"{path} holds no adapter_config.json; give the folder that PEFT's save_pretrained wrote")
+        if not any((path / name).is_file() for name in ADAPTER_WEIGHTS):
+            raise ValueError(
+                f"{path} has adapter_config.json but no adapter weights ({' or '.join(ADAPTER_WEIGHTS)}): the "
+                "save was interrupted or the weights were not copied; save the adapter again"
+            )
         return str(path)
     if _looks_like_path(raw):
         raise ValueError(f"no such folder: {path}")
     if not re.fullmatch(r"[\w.-]+/[\w.-]+", raw):
         raise ValueError("neither an existing adapter folder nor an adapter id of the form 'org/name'")
     return raw
+
+
+def _adapter_base_name(path: Path) -> str:
+    import json
+
+    try:
+        name = json.loads((path / "adapter_config.json").read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        name = None
+    return f"its adapter_config.json names {name!r}" if name else "its adapter_config.json names none"
+
+
+def _same_path(a: str, b: str) -> bool:
+    return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
 
 
 def _backend(raw: str, base: Path) -> str:
@@ -378,7 +454,7 @@ _PARSERS: dict[str, Callable[[str, Path], Any]] = {
     "backend": _backend,
     "seed": _int(0),
     "confidence": _confidence,
-    "resamples": _int(1),
+    "resamples": _int(1),  # and at most MAX_RESAMPLES, checked with the confidence
     "ci_method": _ci_method,
     "json": _output_file,
     "html": _output_file,

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .ci_methods import DEFAULT_METHOD, DEFAULT_RESAMPLES, METHODS
+from .ci_methods import DEFAULT_METHOD, METHODS, auto_resamples, check_resamples
 
 # Upper bound on the elements of one (datasets x resamples x items) gather:
 # 2**22 indices (8 MiB as uint16, 32 MiB as int64) and as many complex values.
@@ -50,8 +50,9 @@ class Interval(NamedTuple):
 class Bootstrap:
     """How to turn per-item values into an interval: validated once, reused.
 
-    ``resamples=None`` and ``method=None`` mean the defaults (9999 and
-    ``DEFAULT_METHOD``); after construction both hold the concrete values.
+    ``resamples=None`` and ``method=None`` mean the defaults (9999, or more
+    where the confidence level needs more; and ``DEFAULT_METHOD``); after
+    construction both hold the concrete values.
     """
 
     confidence: float = 0.95
@@ -96,7 +97,11 @@ def bootstrap_ci(
 
     ``method`` is ``"studentized"`` (bootstrap-t, the default), ``"bca"``
     (bias-corrected and accelerated) or ``"percentile"``; ``resamples``
-    defaults to 9999. The result depends only on the values, the arguments
+    defaults to 9999, raised where the confidence level needs more. Too few
+    resamples for the level (fewer than ``2 / (1 - confidence) - 1``, where a
+    bound would be the most extreme resample or beyond it) raise
+    ``ValueError`` saying how many are needed: an interval is never silently
+    narrower than its level. The result depends only on the values, the arguments
     and ``seed``: the random generator is local, never numpy's global one.
 
     ``support=(low, high)`` is the range the values can take (``(0, ln 2)``
@@ -174,11 +179,12 @@ def check_arguments(confidence, resamples, method) -> tuple[float, int, str]:
     if not 0.0 < float(confidence) < 1.0:
         raise ValueError(f"confidence: must lie strictly between 0 and 1, got {confidence!r}")
     if resamples is None:
-        resamples = DEFAULT_RESAMPLES
+        resamples = auto_resamples(float(confidence))
     elif isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)):
         raise ValueError(f"resamples: expected a positive integer, got {resamples!r}")
     elif resamples < 1:
         raise ValueError(f"resamples: must be at least 1, got {resamples!r}")
+    check_resamples(int(resamples), float(confidence))
     if method is None:
         method = DEFAULT_METHOD
     elif method not in METHODS:
@@ -286,13 +292,25 @@ def _order_statistics(samples: np.ndarray, levels: np.ndarray) -> np.ndarray:
     """The ``(B + 1) * p``-th smallest of each row, for each level ``p``.
 
     ``levels`` is either one row of levels for every dataset (shape (L,)) or
-    one row per dataset (shape (k, L)).
+    one row per dataset (shape (k, L)). Where ``(B + 1) * p`` is not a whole
+    number the rank is rounded outwards (down below the median, up above it),
+    so an interval is never narrower than its level. A rank outside ``1..B``
+    would silently clip to the most extreme resample: that raises
+    ``ValueError`` naming the resamples needed.
     """
     k, b = samples.shape
-    ranks = np.rint((b + 1) * np.broadcast_to(levels, (k, np.shape(levels)[-1]))).astype(np.int64)
-    ranks = np.clip(ranks, 1, b) - 1
+    levels = np.broadcast_to(levels, (k, np.shape(levels)[-1]))
+    exact = np.round((b + 1) * levels, 6)  # 250.00000000000003 is rank 250
+    ranks = np.where(levels < 0.5, np.floor(exact), np.ceil(exact)).astype(np.int64)
+    if ranks.min() < 1 or ranks.max() > b:
+        tail = float(np.min(np.minimum(levels, 1 - levels)))
+        needed = int(np.ceil(1.0 / tail)) - 1 if tail > 0 else None
+        raise ValueError(
+            f"resamples: {b} resamples cannot resolve the interval's {tail:.3g} tail level"
+            + (f"; it needs at least {needed} resamples" if needed else "")
+        )
     ordered = np.sort(samples, axis=1)
-    return np.take_along_axis(ordered, ranks, axis=1)
+    return np.take_along_axis(ordered, ranks - 1, axis=1)
 
 
 def _bca_levels(data, mean, boot_mean, alpha):

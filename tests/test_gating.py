@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pytest_sway.runner import bonferroni
+from pytest_sway.ci_methods import bonferroni
 
 PROMPTS = [f"Support question {i}: where is my parcel?" for i in range(16)]
 
@@ -45,7 +45,7 @@ def test_bonferroni_widens_every_ci_to_the_family_level(pytester):
     for a, b in zip(plain["results"], corrected["results"]):
         assert a["confidence"] == 0.95 and b["confidence"] == pytest.approx(1 - 0.05 / m)
         assert b["ci_low"] < a["ci_low"] and b["ci_high"] > a["ci_high"]
-    result.stdout.fnmatch_lines([f"* · bonferroni over m={m} gated tests: each CI at 0.9917 · seed 0"])
+    result.stdout.fnmatch_lines([f"* · bonferroni over m={m} gates: each CI at 0.9917 · seed 0"])
     result.stdout.fnmatch_lines(["test * probe * n * estimate * 99.17% CI * gate * outcome"])
 
 

@@ -307,7 +307,7 @@ def test_the_plugin_writes_the_page_with_every_result(pytester):
             pass
         """
     )
-    (pytester.path / "report.html").write_text("previous")
+    (pytester.path / "report.html").write_text("<!DOCTYPE html><title>pytest-sway report</title> previous run")
     result = pytester.runpytest("--sway-html=report.html")
     result.assert_outcomes(passed=2)
     result.stdout.fnmatch_lines(["sway: HTML report written to *report.html"])

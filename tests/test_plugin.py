@@ -70,6 +70,7 @@ def test_bad_option_values_are_usage_errors_before_any_test_runs(pytester, optio
 def test_adapter_without_model_is_a_usage_error(pytester):
     (pytester.path / "adapter").mkdir()
     (pytester.path / "adapter" / "adapter_config.json").write_text("{}")
+    (pytester.path / "adapter" / "adapter_model.safetensors").write_bytes(b"")
     result = pytester.runpytest("--sway-adapter=adapter")
     assert result.ret == pytest.ExitCode.USAGE_ERROR
     result.stderr.fnmatch_lines(["*--sway-adapter is set but no base model: add --sway-model*"])
@@ -117,7 +118,7 @@ def test_report_header_and_help(pytester):
     result.stdout.fnmatch_lines(["sway: backend dummy, seed 3"])
     help_text = pytester.runpytest("--help").stdout.str()
     for flag, default in [("--sway-model", None), ("--sway-adapter", None), ("--sway-backend", "auto"),
-                          ("--sway-seed", "0"), ("--sway-confidence", "0.95"), ("--sway-resamples", "9999"),
+                          ("--sway-seed", "0"), ("--sway-confidence", "0.95"), ("--sway-resamples", "9999, raised where the confidence level needs more; at most 1000000"),
                           ("--sway-ci-method", "studentized"), ("--sway-json", None)]:
         assert flag in help_text
         if default is not None:
@@ -434,11 +435,12 @@ def test_json_report(pytester):
 
 def test_json_left_intact_when_the_run_is_interrupted(pytester):
     out = pytester.path / "out.json"
-    out.write_text('{"previous": true}\n')
+    previous = '{"kind": "pytest-sway report", "schema": 1, "backend": {}, "results": []}\n'
+    out.write_text(previous)
     pytester.makepyfile(SUITE, test_broken="import nonexistent_module_xyz\n")
     result = pytester.runpytest("--sway-json=out.json")
     assert result.ret == pytest.ExitCode.INTERRUPTED
-    assert out.read_text() == '{"previous": true}\n'
+    assert out.read_text() == previous
     result.stdout.fnmatch_lines(["*sway: run interrupted; *out.json left as it was*"])
 
 

@@ -13,6 +13,7 @@ from pytest_sway import (
     Sway,
     run_probe,
 )
+from pytest_sway.errors import ProbeError
 from pytest_sway.probes import default_registry
 from pytest_sway.probes.base import text_list
 
@@ -93,7 +94,7 @@ def test_a_third_party_probe_runs_like_a_built_in_one():
 def test_a_probe_returning_the_wrong_number_of_values_is_caught():
     registry = ProbeRegistry([Probe("broken", "", (Param("prompts", text_list),),
                                     lambda b, p, s: Measurement(np.zeros(1), items=p["prompts"]))])
-    with pytest.raises(RuntimeError, match="one value per item"):
+    with pytest.raises(ProbeError, match="one value per item"):
         run_probe("broken", DummyBackend(), registry=registry, prompts=["a", "b"])
 
 

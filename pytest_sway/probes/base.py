@@ -13,6 +13,8 @@ when pytest starts, and must stay cheap for runs without sway tests.
 from __future__ import annotations
 
 import math
+from collections.abc import ItemsView, KeysView, Mapping, ValuesView
+from collections.abc import Set as AbcSet
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
@@ -101,6 +103,12 @@ class Probe:
         return f"{self.kind}({', '.join(parts)})"
 
 
+def _builtin_kinds() -> set[str]:
+    from . import builtin_probes
+
+    return {p.kind for p in builtin_probes()}
+
+
 class ProbeRegistry:
     """Probe kinds by name. Each pytest session builds its own."""
 
@@ -113,7 +121,11 @@ class ProbeRegistry:
         if not isinstance(probe, Probe):
             raise TypeError(f"expected a pytest_sway.Probe, got {probe!r}")
         if probe.kind in self._probes and self._probes[probe.kind] is not probe:
-            raise ValueError(f"a probe named {probe.kind!r} is already registered")
+            raise ValueError(
+                f"a probe named {probe.kind!r} is already registered"
+                + (" (a built-in probe)" if probe.kind in _builtin_kinds() else "")
+                + "; register yours under another name"
+            )
         self._probes[probe.kind] = probe
 
     def get(self, kind: str) -> Probe:
@@ -144,6 +156,12 @@ def _items(value, what: str, minimum: int = MIN_ITEMS) -> tuple:
     """``value`` as a tuple of at least ``minimum`` items, or ValueError."""
     if isinstance(value, (str, bytes)):
         raise ValueError(f"expected a list of {what}, got a single string {_short(value)}; wrap it in a list")
+    if isinstance(value, (AbcSet, Mapping, KeysView, ValuesView, ItemsView)):
+        # The order of a set depends on PYTHONHASHSEED: so would the verdict.
+        raise ValueError(
+            f"expected a list of {what}, got an unordered {type(value).__name__}; its order (and with it the "
+            "bootstrap's resamples) would change from run to run: pass a list, e.g. sorted(...)"
+        )
     try:
         items = tuple(value)
     except TypeError:
@@ -157,19 +175,55 @@ def _items(value, what: str, minimum: int = MIN_ITEMS) -> tuple:
     return items
 
 
-def text_list(value) -> tuple[str, ...]:
-    """A list of at least two non-empty strings."""
-    items = _items(value, "strings")
+def _distinct(items: tuple) -> tuple:
+    """``items`` if none repeats; else ValueError naming the repeats.
+
+    A repeated item is the same measurement counted twice: the interval would
+    narrow as if it were new evidence (6 prompts repeated 10 times is not n=60).
+    """
+    first: dict = {}
+    repeats = []
     for i, item in enumerate(items):
-        if not isinstance(item, str):
-            raise ValueError(f"item {i} is {type(item).__name__} {item!r}, expected a string")
-        if not item:
-            raise ValueError(f"item {i} is an empty string")
+        if item in first:
+            repeats.append((i, first[item]))
+        else:
+            first[item] = i
+    if repeats:
+        shown = "; ".join(f"item {i} repeats item {j} ({_short(items[i])})" for i, j in repeats[:3])
+        more = f"; and {len(repeats) - 3} more" if len(repeats) > 3 else ""
+        raise ValueError(
+            f"{len(repeats)} repeated item(s): {shown}{more}. Each item must appear once: a repeat would count as "
+            f"independent evidence and narrow the interval; remove the repeats (e.g. list(dict.fromkeys(items)))"
+        )
     return items
 
 
+def _text(value, where: str) -> str:
+    """A non-empty string that can be encoded (a lone surrogate cannot), or ValueError."""
+    if not isinstance(value, str):
+        raise ValueError(f"{where} is {type(value).__name__} {_short(value)}, expected a string")
+    if not value:
+        raise ValueError(f"{where} is an empty string")
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{where} holds {_short(value[exc.start:exc.end])} at position {exc.start}, a lone surrogate that no "
+            "tokenizer can encode (text decoded with errors='surrogateescape'?); fix the text"
+        ) from None
+    return value
+
+
+def text_list(value) -> tuple[str, ...]:
+    """A list of at least two distinct non-empty strings."""
+    items = _items(value, "strings")
+    for i, item in enumerate(items):
+        _text(item, f"item {i}")
+    return _distinct(items)
+
+
 def tuple_list(*fields: str):
-    """A list of at least two tuples of non-empty strings, e.g. ``(prompt, completion)``."""
+    """A list of at least two distinct tuples of non-empty strings, e.g. ``(prompt, completion)``."""
     shape = "(" + ", ".join(fields) + ")"
 
     def check(value) -> tuple[tuple[str, ...], ...]:
@@ -178,10 +232,9 @@ def tuple_list(*fields: str):
             if isinstance(item, str) or not hasattr(item, "__len__") or len(item) != len(fields):
                 raise ValueError(f"item {i} is {_short(item)}, expected a {shape} tuple")
             for name, part in zip(fields, item):
-                if not isinstance(part, str) or not part:
-                    raise ValueError(f"item {i}: {name} must be a non-empty string, got {_short(part)}")
+                _text(part, f"item {i}: {name}")
             out.append(tuple(item))
-        return tuple(out)
+        return _distinct(tuple(out))
 
     return check
 

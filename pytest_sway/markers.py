@@ -1,0 +1,80 @@
+"""The sway markers on a test, checked, and the gates they add to the family (pure).
+
+``sway_probe`` runs a probe and gates its interval; ``sway_gates(n)`` says how
+many gates a test body judges through the ``sway`` fixture, so that the
+Bonferroni correction can count every gate before any is judged. Nothing here
+is silently dropped: a second ``sway_probe`` on one test (stacked, or from its
+class or module) and a misspelt sway marker are errors.
+"""
+
+from __future__ import annotations
+
+from typing import Iterable
+
+from .errors import SwayError
+
+PROBE_MARKER = "sway_probe"
+GATES_MARKER = "sway_gates"
+_KNOWN = (PROBE_MARKER, GATES_MARKER)
+
+
+def sway_marker(markers: Iterable):
+    """The test's one ``sway_probe`` marker, or None; SwayError for two or for an unknown sway marker."""
+    found = []
+    for marker in markers:
+        if marker.name == PROBE_MARKER:
+            found.append(marker)
+        elif marker.name.lower().startswith("sway") and marker.name not in _KNOWN:
+            raise SwayError(
+                f"unknown marker @pytest.mark.{marker.name}: pytest-sway's markers are "
+                f"{', '.join('@pytest.mark.' + k for k in _KNOWN)}; a misspelt marker gates nothing"
+            )
+    if len(found) > 1:
+        kinds = ", ".join(repr(m.args[0]) if m.args else "?" for m in found)
+        raise SwayError(
+            f"{len(found)} @pytest.mark.sway_probe markers apply to this test ({kinds}; stacked, or from its class "
+            "or module), and one test checks one marker gate: split it into one test per probe, or run the other "
+            "probes in the body through the `sway` fixture"
+        )
+    return found[0] if found else None
+
+
+def declared_gates(markers: Iterable) -> int:
+    """Gates the body may judge through the ``sway`` fixture: ``sway_gates(n)``, else 1."""
+    found = [m for m in markers if m.name == GATES_MARKER]
+    if not found:
+        return 1
+    if len(found) > 1:
+        raise SwayError(f"{len(found)} @pytest.mark.sway_gates markers apply to this test; give one")
+    marker = found[0]
+    n = marker.args[0] if len(marker.args) == 1 and not marker.kwargs else None
+    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+        raise SwayError(
+            "@pytest.mark.sway_gates takes one whole number >= 0, the gates the test body judges, "
+            f"e.g. @pytest.mark.sway_gates(3); got args={marker.args!r} kwargs={marker.kwargs!r}"
+        )
+    return n
+
+
+def gates_of(request, declared: int, *, uses_fixture: bool, baseline: bool, max_regression: float | None) -> int:
+    """How many gates one test adds to the Bonferroni family.
+
+    The marker's interval gate; its regression gate when a baseline is given and
+    a ``max_regression`` applies; and what the body declares when it uses the
+    ``sway`` fixture.
+    """
+    gates = 0
+    if request is not None:
+        gates += request.gate.active
+        regression = request.max_regression if request.max_regression is not None else max_regression
+        if baseline and regression is not None and request.gate.direction is not None:
+            gates += 1
+    return gates + (declared if uses_fixture else 0)
+
+
+def body_gates(results, *, marker: bool) -> int:
+    """Gates judged in a test's body: every check on its results but the marker's own."""
+    checks = sum(len(r.checks) for r in results)
+    if marker and results and results[0].checks:
+        checks -= 1
+    return checks

@@ -1,0 +1,110 @@
+"""The files a run writes (JSON report, HTML page, baseline): checked before any
+test runs, written so that nothing the user had is lost.
+
+Pure: no pytest. ``check_output_paths`` runs while settings are validated, so a
+collision or a path that holds some other document is a usage error before a
+model loads; ``write_output`` writes one file the way its path asks for.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import stat
+from pathlib import Path
+
+from .files import write_atomic
+
+#: Output options, in the order they are written: (setting, what it is).
+OUTPUTS = (("json", "JSON report"), ("html", "HTML report"), ("save_baseline", "baseline"))
+
+JSON_KIND = "pytest-sway report"
+BASELINE_KIND = "pytest-sway baseline"
+_HTML_TITLE = "<title>pytest-sway report</title>"
+
+
+def resolved(path: str | os.PathLike) -> str:
+    """The file a path ends at, symlinks followed: what 'the same file' means."""
+    return os.path.realpath(path)
+
+
+def check_output_paths(settings) -> None:
+    """Raise ValueError when two outputs (or an output and ``--sway-baseline``) are
+    the same file, or an output path holds a document of another kind."""
+    seen: dict[str, str] = {}
+    if settings.baseline is not None:
+        seen[resolved(settings.baseline)] = settings.option_name("baseline")
+    for name, kind in OUTPUTS:
+        path = getattr(settings, name)
+        if path is None:
+            continue
+        here = settings.option_name(name)
+        target = resolved(path)
+        if target in seen:
+            raise ValueError(
+                f"{here} and {seen[target]} are the same file ({target}): the {kind} would overwrite it; "
+                "give each its own path"
+            )
+        seen[target] = here
+        other = foreign_document(target, kind)
+        if other:
+            raise ValueError(
+                f"{here}={path} holds {other}; pytest-sway will not overwrite it: choose another path, or delete "
+                "the file if it is yours to lose"
+            )
+
+
+def foreign_document(path: str, kind: str) -> str | None:
+    """What an existing regular, non-empty file at ``path`` is, if it is not a ``kind``; else None."""
+    try:
+        info = os.stat(path)
+    except OSError:
+        return None  # absent (or unreadable: the write will say)
+    if not stat.S_ISREG(info.st_mode) or info.st_size == 0:
+        return None  # /dev/null, a FIFO: written into; an empty file holds nothing to lose
+    try:
+        with open(path, "rb") as fh:
+            text = fh.read().decode("utf-8", errors="replace")
+    except OSError:
+        return None
+    if kind == "HTML report":
+        return None if _HTML_TITLE in text[:4096] else "a file that is not a pytest-sway HTML report"
+    try:
+        doc = json.loads(text)
+    except ValueError:
+        return "a file that is not JSON"
+    if not isinstance(doc, dict):
+        return "JSON that is not a pytest-sway document"
+    if kind == "baseline":
+        if doc.get("kind") == BASELINE_KIND:
+            return None
+        return "a pytest-sway JSON report" if _is_report(doc) else "JSON that is not a pytest-sway baseline"
+    if _is_report(doc):
+        return None
+    return "a pytest-sway baseline" if doc.get("kind") == BASELINE_KIND else "JSON that is not a pytest-sway report"
+
+
+def _is_report(doc: dict) -> bool:
+    # Reports before the "kind" field: schema 1 with results and backend.
+    return doc.get("kind") == JSON_KIND or (doc.get("kind") is None and "results" in doc and "backend" in doc)
+
+
+def write_output(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to ``path`` without losing what is there if anything fails.
+
+    A regular file is replaced atomically and keeps its permissions; a symlink
+    is followed and its target replaced (the link stays a link); anything else
+    that exists (``/dev/null``, a FIFO, a character device) is written into,
+    not replaced.
+    """
+    target = Path(resolved(path))
+    try:
+        info = os.stat(target)
+    except FileNotFoundError:
+        write_atomic(target, text)
+        return
+    if stat.S_ISREG(info.st_mode):
+        write_atomic(target, text, mode=stat.S_IMODE(info.st_mode))
+        return
+    with open(target, "w", encoding="utf-8") as fh:
+        fh.write(text)
