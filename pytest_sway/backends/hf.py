@@ -40,6 +40,10 @@ _TOKEN_BUDGET = 16384
 _LOGIT_BUDGET = 1 << 27
 #: Rows per divergence computation (each holds a few float64 vocabulary rows).
 _DIVERGENCE_ROWS = 64
+#: Fewest rows of a CPU forward pass. Measured on the tiny test models and SmolLM2:
+#: matrix products over 1, 2 or 3 rows round differently from 4 or more, while any
+#: count from 4 up gives bit-identical rows (tests/test_determinism.py checks it).
+_MIN_ROWS = 4
 
 
 def _import_frameworks():
@@ -78,6 +82,14 @@ class HFBackend:
             )
         torch, _ = _import_frameworks()
         self._torch = torch
+        # Loading advances torch's global RNG (peft initialises LoRA weights before it loads
+        # the saved ones); a test suite's own random state must not depend on whether sway ran.
+        cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
+        with torch.random.fork_rng(devices=cuda):
+            self._load(model, adapter, finetuned, device, dtype, batch_size, device_map, cache_dir)
+
+    def _load(self, model, adapter, finetuned, device, dtype, batch_size, device_map, cache_dir) -> None:
+        torch = self._torch
         self.model_name = model
         self.adapter_name = adapter
         self.finetuned_name = finetuned
@@ -88,6 +100,7 @@ class HFBackend:
 
         model_path = resolve_model(model)
         self._paths = {"model": model_path}
+        _check_model_folder(model_path)
         self.tokenizer = _load_tokenizer(model_path, model)
         self.device = _pick_device(torch, device, device_map)
         self.dtype = _pick_dtype(torch, dtype, self.device)
@@ -115,6 +128,9 @@ class HFBackend:
         self.pad_id = _pad_id(self.tokenizer)
         self.vocab_size = self.base_model.get_output_embeddings().weight.shape[0]
         self._accumulate = torch.float32 if self.input_device.type == "mps" else torch.float64
+        # On the CPU, batches hold sequences of one length only (no padding) and at least
+        # _MIN_ROWS rows, so that a prompt's numbers do not depend on its batch-mates.
+        self._exact_shapes = self.input_device.type == "cpu"
         self._memo: dict = {}
         self._active = None  # (variant, model) while a variant's context is entered
         self._provenance: dict | None = None
@@ -413,7 +429,23 @@ class HFBackend:
     def _batches(self, items: list, *, length=len, keep=lambda item: 1) -> list[list]:
         """Group length-sorted items into forward passes that respect the batch size,
         the token budget (rows x ``length``) and the logit budget (rows x ``keep``
-        positions x vocabulary)."""
+        positions x vocabulary).
+
+        On the CPU a batch holds items of one length and one ``keep`` only: with no
+        padding and a fixed shape per row, an item's logits are bit-identical alone,
+        in a full run, or on any xdist worker. Elsewhere batches are left-padded
+        (GPU kernels round by batch shape anyway; benchmarks/bench_gpu.py measures
+        what that costs in bf16).
+        """
+        if self._exact_shapes:
+            groups: dict = {}
+            for item in items:
+                groups.setdefault((length(item), keep(item)), []).append(item)
+            batches = []
+            for (width, kept), group in sorted(groups.items()):
+                rows = max(1, min(self.batch_size, _TOKEN_BUDGET // width, _LOGIT_BUDGET // (kept * self.vocab_size)))
+                batches.extend(group[i : i + rows] for i in range(0, len(group), rows))
+            return batches
         batches, current, width, kept = [], [], 0, 0
         for item in items:
             w, k = max(width, length(item)), max(kept, keep(item))
@@ -430,8 +462,14 @@ class HFBackend:
         return batches
 
     def _padded(self, batch: list):
-        """Left-padded ids, attention mask and position ids for a batch of token sequences."""
+        """Left-padded ids, attention mask and position ids for a batch of token sequences.
+
+        On the CPU a short batch is topped up to ``_MIN_ROWS`` rows with copies of its
+        first sequence; callers read the rows of ``batch`` only.
+        """
         torch = self._torch
+        if self._exact_shapes and len(batch) < _MIN_ROWS:
+            batch = list(batch) + [batch[0]] * (_MIN_ROWS - len(batch))
         width = max(len(s) for s in batch)
         ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(batch), width), dtype=np.int64)
@@ -467,7 +505,7 @@ class HFBackend:
         with torch.inference_mode(), self._variant(variant) as model:
             out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
         continuations = []
-        for row in out[:, ids.shape[1] :].tolist():
+        for row in out[: len(batch), ids.shape[1] :].tolist():
             if eos is not None and eos in row:
                 row = row[: row.index(eos)]
             continuations.append(tuple(row))
@@ -552,12 +590,10 @@ def _load_tokenizer(path: str, name: str):
 def _load_model(path: str, name: str, *, dtype, device, device_map):
     from transformers import AutoModelForCausalLM
 
+    _check_model_folder(path)
     local = Path(path)
-    if local.is_dir() and not (local / "config.json").is_file():
-        raise BackendError(
-            f"{path} is not a model folder: it has no config.json. Give the folder that save_pretrained wrote, "
-            "a Hugging Face model id, or the built-in smollm2-135m"
-        )
+    if local.is_dir():
+        check_safetensors(local, what=f"model {name!r}")
     kwargs = {"dtype": dtype}
     if device_map is not None:
         kwargs["device_map"] = device_map
@@ -565,10 +601,27 @@ def _load_model(path: str, name: str, *, dtype, device, device_map):
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
         raise BackendError(f"could not load model {name!r}: {_first_line(exc)}{_offline_hint(exc)}") from None
+    except Exception as exc:  # e.g. safetensors' own error for a file damaged past its header
+        raise BackendError(f"could not load model {name!r}: {type(exc).__name__}: {_first_line(exc)}") from None
     if device_map is None:
         model.to(device)
     model.eval()
     return model
+
+
+def _check_model_folder(path: str) -> None:
+    """A local model folder must hold a model (config.json), not an adapter."""
+    local = Path(path)
+    if local.is_dir() and (local / "adapter_config.json").is_file() and not (local / "config.json").is_file():
+        raise BackendError(
+            f"{path} is a PEFT adapter, not a model: pass it as --sway-adapter, and give the model it was trained "
+            f"from ({_adapter_base(path)!r}) as --sway-model"
+        )
+    if local.is_dir() and not (local / "config.json").is_file():
+        raise BackendError(
+            f"{path} is not a model folder: it has no config.json. Give the folder that save_pretrained wrote, "
+            "a Hugging Face model id, or the built-in smollm2-135m"
+        )
 
 
 def _attach_adapter(base, adapter: str, model_name: str):
@@ -576,11 +629,21 @@ def _attach_adapter(base, adapter: str, model_name: str):
         from peft import PeftModel
     except ImportError as exc:
         raise BackendError(f"--sway-adapter needs peft ({exc}); pip install 'pytest-sway[hf]'") from None
+    local = Path(adapter)
+    if local.is_dir():
+        if not any((local / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):
+            raise BackendError(
+                f"adapter folder {adapter} has no adapter weights (adapter_model.safetensors or adapter_model.bin): "
+                "the save was interrupted or the weights were not copied; save the adapter again"
+            )
+        check_safetensors(local, what=f"adapter {adapter!r}")
     try:
         with warnings.catch_warnings():
             # peft reads a transformers attribute deprecated in transformers 5 (a FutureWarning),
-            # which would fail suites that run with -W error.
+            # which would fail suites that run with -W error; and it only warns about adapter
+            # keys it could not load, which _check_adapter_loaded turns into an error.
             warnings.simplefilter("ignore", FutureWarning)
+            warnings.filterwarnings("ignore", message=".*missing adapter keys.*")
             model = PeftModel.from_pretrained(base, adapter)
     except (ValueError, RuntimeError, KeyError) as exc:
         raise BackendError(
@@ -589,8 +652,82 @@ def _attach_adapter(base, adapter: str, model_name: str):
         ) from None
     except OSError as exc:
         raise BackendError(f"could not load adapter {adapter!r}: {_first_line(exc)}{_offline_hint(exc)}") from None
+    except Exception as exc:  # e.g. safetensors' own error for a file damaged past its header
+        raise BackendError(f"could not load adapter {adapter!r}: {type(exc).__name__}: {_first_line(exc)}") from None
+    _check_adapter_loaded(model, adapter, model_name)
     model.eval()
     return model
+
+
+def _check_adapter_loaded(model, adapter: str, model_name: str) -> None:
+    """Every tensor the adapter holds must have been loaded into the model, and every
+    adapter weight the model made must have come from the adapter.
+
+    peft only warns when an adapter's tensor names match no module of the base (a
+    renamed or foreign checkpoint): the adapter then keeps its fresh initialisation,
+    a no-op, and every divergence is exactly 0. A saved adapter whose weights are
+    legitimately zero loads all its tensors and passes.
+    """
+    from peft.utils import get_peft_model_state_dict, load_peft_weights
+
+    try:
+        saved = load_peft_weights(adapter, device="cpu")
+    except Exception as exc:
+        raise BackendError(f"could not read the weights of adapter {adapter!r}: {_first_line(exc)}") from None
+    loaded = get_peft_model_state_dict(model)
+    unloaded = sorted(set(saved) - set(loaded))
+    missing = sorted(set(loaded) - set(saved))
+    if not unloaded and not missing:
+        return
+    parts = []
+    if unloaded:
+        parts.append(f"{len(unloaded)} of its {len(saved)} tensors match no module of {model_name!r} "
+                     f"({_names(unloaded)})")
+    if missing:
+        parts.append(f"{len(missing)} adapter weights the model expects are not in it ({_names(missing)})")
+    raise BackendError(
+        f"adapter {adapter!r} did not load: {'; '.join(parts)}. The adapter would be a no-op and every "
+        f"difference exactly 0. Was it trained on {_adapter_base(adapter)!r} with other module names, or saved "
+        "by another tool? Give the model it was trained from, or save it again with PEFT's save_pretrained"
+    )
+
+
+def _names(keys: list[str], limit: int = 3) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", and {len(keys) - limit} more" if len(keys) > limit else "")
+
+
+def check_safetensors(folder: Path, *, what: str) -> None:
+    """Raise BackendError for a ``.safetensors`` file in ``folder`` that is truncated or
+    whose header is damaged: a clear message instead of safetensors' own error."""
+    import json
+    import struct
+
+    for path in sorted(folder.glob("*.safetensors")):
+        size = path.stat().st_size
+        problem = None
+        try:
+            with open(path, "rb") as fh:
+                head = fh.read(8)
+                if len(head) < 8:
+                    problem = f"it is {size} bytes long, too short for a safetensors header"
+                else:
+                    (length,) = struct.unpack("<Q", head)
+                    if 8 + length > size:
+                        problem = f"its header claims {length} bytes but the file has {size}"
+                    else:
+                        header = json.loads(fh.read(length))
+                        ends = [v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"]
+                        expected = 8 + length + max(ends, default=0)
+                        if expected != size:
+                            problem = f"it is {size} bytes long but its header describes {expected}"
+        except (OSError, ValueError, KeyError, TypeError, IndexError) as exc:
+            problem = f"its header cannot be read ({type(exc).__name__}: {_first_line(exc)})"
+        if problem:
+            raise BackendError(
+                f"{what}: {path} is truncated or corrupt: {problem}. Copy or save it again (an interrupted "
+                "download or copy leaves such files)"
+            )
 
 
 def _adapter_base(adapter: str) -> str:
