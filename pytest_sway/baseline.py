@@ -175,5 +175,7 @@ def compare(result, entry: dict | None, *, provenance_now: dict, provenance_then
         verdict = gate.judge(delta)
         out["outcome"] = verdict.outcome
         if not verdict.ok:
-            out["message"] = f"regression against the baseline beyond max_regression={max_regression:g}:\n{verdict.message}"
+            head, _, how = verdict.message.partition("\n")
+            out["message"] = (f"{head} A regression against the baseline beyond max_regression={max_regression:g}."
+                              f"\n{how}")
     return out

@@ -84,6 +84,8 @@ class Gate:
 
 
 def _judge_side(result: ProbeResult, threshold: float, *, side: str) -> Verdict:
+    """The verdict of one side of a gate; its message starts with the verdict (pytest's
+    short summary shows the first line) and then says how to reproduce the numbers."""
     low, high = result.ci
     est = result.estimate
     if side == "above":
@@ -98,22 +100,23 @@ def _judge_side(result: ProbeResult, threshold: float, *, side: str) -> Verdict:
         wholly_wrong = low > threshold
         need = f"CI high <= {threshold:g}"
         margin, spread = threshold - est, high - est
-    head = f"{result.label}: {result.describe()}; gate needs {need}"
+    ci = f"{result.confidence * 100:.4g}% CI [{low:.4g}, {high:.4g}]"
+    how = f"{result.label}: {result.describe()}; gate needs {need}."
     if wholly_wrong:
         where = "below" if side == "above" else "above"
-        return Verdict(FAILED, f"{head}.\nFAILED: the whole CI lies {where} {threshold:g}.")
+        return Verdict(FAILED, f"FAILED: {result.label} {ci} lies wholly {where} {threshold:g}.\n{how}")
     if margin <= 0 or not math.isfinite(spread) or spread <= 0:
         return Verdict(
             INCONCLUSIVE,
-            f"{head}.\nINCONCLUSIVE: the CI straddles {threshold:g} and the estimate itself is on the "
-            "wrong side of it; more items would most likely confirm a failure.",
+            f"INCONCLUSIVE: {result.label} {ci} straddles {threshold:g}, and the estimate itself is on the wrong "
+            f"side of it; more items would most likely confirm a failure.\n{how}",
         )
     # Half-widths shrink as 1/sqrt(n): n' = n * (spread / margin)^2.
     needed = math.ceil(round(result.n * (spread / margin) ** 2, 6))
     return Verdict(
         INCONCLUSIVE,
-        f"{head}.\nINCONCLUSIVE: the CI straddles {threshold:g}. If the estimate and spread held, "
-        f"about {needed} items (now {result.n}) would resolve it.",
+        f"INCONCLUSIVE: {result.label} {ci} straddles {threshold:g}. If the estimate and spread held, about "
+        f"{needed} items (now {result.n}) would resolve it.\n{how}",
         needed,
     )
 
@@ -166,13 +169,16 @@ class ProbeResult:
 
     def assert_above(self, threshold: float) -> ProbeResult:
         """Fail unless the whole CI lies at or above ``threshold``."""
+        __tracebackhide__ = True  # the failure is the test's line, not this module's
         return self._assert(Gate(above=threshold))
 
     def assert_below(self, threshold: float) -> ProbeResult:
         """Fail unless the whole CI lies at or below ``threshold``."""
+        __tracebackhide__ = True
         return self._assert(Gate(below=threshold))
 
     def _assert(self, gate: Gate) -> ProbeResult:
+        __tracebackhide__ = True
         verdict = self.check(gate)
         if not verdict.ok:
             raise AssertionError(verdict.message + self.failure_evidence())

@@ -18,8 +18,9 @@ def result(estimate, low, high, n=16):
 @pytest.mark.parametrize(
     "gate, ci, outcome",
     [
-        (Gate(above=0.05), (0.06, 0.05, 0.08), PASSED),
+        (Gate(above=0.05), (0.07, 0.06, 0.08), PASSED),  # strictly above
         (Gate(above=0.05), (0.06, 0.05, 0.08), PASSED),  # low == threshold passes
+        (Gate(below=0.01), (0.006, 0.002, 0.01), PASSED),  # high == threshold passes
         (Gate(above=0.05), (0.03, 0.02, 0.04), FAILED),
         (Gate(above=0.05), (0.06, 0.04, 0.08), INCONCLUSIVE),
         (Gate(below=0.01), (0.005, 0.002, 0.01), PASSED),
@@ -55,7 +56,7 @@ def test_inconclusive_with_the_estimate_on_the_wrong_side_says_more_items_will_n
 def test_failed_message_states_estimate_ci_and_threshold():
     message = Gate(above=0.05).judge(result(0.03, 0.02, 0.04)).message
     assert "estimate 0.03" in message and "[0.02, 0.04]" in message and "CI low >= 0.05" in message
-    assert "FAILED: the whole CI lies below 0.05" in message
+    assert message.startswith("FAILED: delta_kl 95% CI [0.02, 0.04] lies wholly below 0.05.\n")
 
 
 @pytest.mark.parametrize(

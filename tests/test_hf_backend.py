@@ -46,13 +46,14 @@ def test_adapter_disabled_answers_equal_the_base_loaded_on_its_own(tiny, arch, b
 def test_batched_equals_one_prompt_at_a_time(tiny, arch, backend):
     model, adapter = tiny[arch]
     one_by_one = HFBackend(model, adapter=adapter, batch_size=1)
-    # float32 forward passes: JS and TV within 1e-6; KL (unbounded, here up to ~12 nats) relatively.
-    for kind, tolerance in (("js", dict(rtol=0, atol=1e-6)), ("tv", dict(rtol=0, atol=1e-6)), ("kl", dict(rtol=1e-5))):
+    # On the CPU a batch holds prompts of one token length, at least four rows: bit-identical answers.
+    for kind in ("js", "tv", "kl", "reverse_kl"):
         batched = backend.divergences(MIXED_LENGTHS, divergence=kind)
         single = one_by_one.divergences(MIXED_LENGTHS, divergence=kind)
-        np.testing.assert_allclose(batched, single, **tolerance)
+        np.testing.assert_array_equal(batched, single)
     assert one_by_one.forward_calls["base"] == len(set(MIXED_LENGTHS))  # one repeated prompt is asked once
-    assert backend.forward_calls["base"] <= 2
+    lengths = {len(s) for s in backend.encode_prompts(MIXED_LENGTHS, chat=False)}
+    assert backend.forward_calls["base"] == len(lengths)  # one pass per token length
 
 
 def test_delta_kl_equals_a_float64_computation_from_raw_logits(tiny, arch, backend):
@@ -64,7 +65,8 @@ def test_delta_kl_equals_a_float64_computation_from_raw_logits(tiny, arch, backe
     base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32), adapter).eval()
     expected = {"js": [], "kl": [], "reverse_kl": [], "tv": []}
-    for prompt in MIXED_LENGTHS:
+    prompts = list(dict.fromkeys(MIXED_LENGTHS))  # a probe takes each prompt once
+    for prompt in prompts:
         p = torch.softmax(_raw_last_logits(tuned, tokenizer, prompt), -1).numpy()
         q = torch.softmax(_raw_last_logits(base, tokenizer, prompt), -1).numpy()
         m = (p + q) / 2
@@ -73,7 +75,7 @@ def test_delta_kl_equals_a_float64_computation_from_raw_logits(tiny, arch, backe
         expected["reverse_kl"].append(rel_entr(q, p).sum())
         expected["tv"].append(0.5 * np.abs(p - q).sum())
     for kind, want in expected.items():
-        got = run_probe("delta_kl", backend, prompts=MIXED_LENGTHS, divergence=kind).values
+        got = run_probe("delta_kl", backend, prompts=prompts, divergence=kind).values
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-6)
 
 
@@ -105,7 +107,7 @@ def test_chat_prompts_go_through_the_chat_template(backend):
     assert "User: What is the capital of France?" in text and text.rstrip().endswith("Assistant:")
     assert len(chat) > len(plain)
     assert text.count(backend.tokenizer.bos_token or "\0") <= 1  # the template's BOS is not doubled
-    assert backend.divergences(["What is the capital of France?"], divergence="js", chat=True)[0] >= 0
+    assert backend.divergences(["What is the capital of France?"], divergence="js", chat=True)[0] > 0
 
 
 def test_a_tokenizer_without_chat_template_is_a_clear_error(tiny, tmp_path):
@@ -180,3 +182,75 @@ def test_describe(backend, tiny, arch):
     info = backend.describe()
     assert info["name"] == "hf" and info["model"] == tiny[arch][0] and info["adapter"] == tiny[arch][1]
     assert (info["device"], info["dtype"], info["batch_size"]) == ("cpu", "float32", 32)
+
+
+# -- adapters and checkpoints that would not measure what was asked for ----------------------
+
+
+def _copy_adapter(adapter, tmp_path, name="adapter"):
+    out = tmp_path / name
+    shutil.copytree(adapter, out)
+    return out
+
+
+def test_an_adapter_whose_tensors_match_no_module_is_refused(tiny, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model, adapter = tiny["llama"]
+    renamed = _copy_adapter(adapter, tmp_path)
+    weights = load_file(renamed / "adapter_model.safetensors")
+    save_file({k.replace("layers.", "blocks."): v for k, v in weights.items()}, renamed / "adapter_model.safetensors")
+    with pytest.raises(BackendError, match=r"did not load: \d+ of its \d+ tensors match no module of .*"
+                                           r"base_model\.model\.model\.blocks\.0\..*every difference exactly 0"):
+        HFBackend(model, adapter=str(renamed))
+
+
+def test_an_adapter_missing_some_tensors_is_refused(tiny, tmp_path):
+    from safetensors.torch import load_file, save_file
+
+    model, adapter = tiny["gpt2"]
+    partial = _copy_adapter(adapter, tmp_path)
+    weights = load_file(partial / "adapter_model.safetensors")
+    dropped = sorted(weights)[0]
+    save_file({k: v for k, v in weights.items() if k != dropped}, partial / "adapter_model.safetensors")
+    with pytest.raises(BackendError, match=r"1 adapter weights the model expects are not in it \(" + dropped):
+        HFBackend(model, adapter=str(partial))
+
+
+def test_a_freshly_initialised_adapter_loads_and_measures_exactly_zero(tiny, tmp_path):
+    from peft import LoraConfig, get_peft_model
+    from transformers import AutoModelForCausalLM
+
+    model, _ = tiny["llama"]
+    fresh = get_peft_model(AutoModelForCausalLM.from_pretrained(model),
+                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    fresh.save_pretrained(tmp_path / "fresh")  # lora_B is zero: a no-op, and legitimately so
+    backend = HFBackend(model, adapter=str(tmp_path / "fresh"))
+    assert np.all(backend.divergences(list(TARGET_PROMPTS), divergence="js") == 0.0)
+
+
+@pytest.mark.parametrize("role", ["adapter", "model"])
+def test_a_truncated_safetensors_file_is_named(tiny, tmp_path, role):
+    model, adapter = tiny["llama"]
+    if role == "adapter":
+        adapter = _copy_adapter(adapter, tmp_path)
+        damaged = adapter / "adapter_model.safetensors"
+    else:
+        model = _copy_adapter(model, tmp_path, "model")
+        damaged = model / "model.safetensors"
+    data = damaged.read_bytes()
+    damaged.write_bytes(data[: len(data) // 2])
+    with pytest.raises(BackendError, match=f"{role} .*{damaged.name} is truncated or corrupt: it is {len(data) // 2} "
+                                           "bytes long but its header describes"):
+        HFBackend(str(model), adapter=str(adapter))
+
+
+def test_an_adapter_folder_without_weights_and_a_model_that_is_an_adapter(tiny, tmp_path):
+    model, adapter = tiny["llama"]
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    shutil.copy(f"{adapter}/adapter_config.json", empty)
+    with pytest.raises(BackendError, match="has no adapter weights"):
+        HFBackend(model, adapter=str(empty))
+    with pytest.raises(BackendError, match="is a PEFT adapter, not a model: pass it as --sway-adapter"):
+        HFBackend(adapter, adapter=adapter)

@@ -56,8 +56,8 @@ def sample_document() -> dict:
                                      "outcome": "passed", "message": ""}  # fmt: skip
     doc["results"][1]["baseline"] = {"status": "compared", "delta": 0.09, "ci_low": 0.05, "ci_high": 0.13,
                                      "baseline_estimate": 0.12, "max_regression": 0.02, "direction": "lower",
-                                     "outcome": "failed", "message": "regression against the baseline beyond "
-                                     "max_regression=0.02:\nFAILED: the whole CI lies above 0.02."}  # fmt: skip
+                                     "outcome": "failed", "message": "FAILED: delta_kl(js) - baseline 95% CI "
+                                     "[0.05, 0.13] lies wholly above 0.02."}  # fmt: skip
     doc["results"][4]["baseline"] = {"status": "items changed", "outcome": "reported",
                                      "message": "not compared: 2 items <new> since the baseline"}  # fmt: skip
     return json.loads(dump_json(doc))  # exactly what the JSON report would hold
@@ -147,7 +147,7 @@ def test_messages_of_results_that_did_not_pass(doc, page):
 def test_baseline_comparison(page):
     assert "<b>Baseline</b> compared" in page and "change vs baseline -0.004 [-0.011, 0.002]" in page
     assert "baseline estimate 0.0375" in page and "max regression 0.01, higher is better" in page
-    assert "max_regression=0.02:\nFAILED: the whole CI lies above 0.02.</pre>" in page
+    assert "FAILED: delta_kl(js) - baseline 95% CI [0.05, 0.13] lies wholly above 0.02.</pre>" in page
     assert "<b>Baseline</b> items changed" in page and "not compared: 2 items &lt;new&gt; since" in page
     assert ">1 regressed vs baseline</span>" in page  # a regression counts even where the probe's gate passed
 

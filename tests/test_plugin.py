@@ -189,8 +189,8 @@ def test_gates_pass_fail_and_explain(pytester):
     result.stdout.fnmatch_lines(
         [
             "*_ test_leaves_alone _*",
+            "FAILED: delta_kl(js) 95% CI [[]*[]] lies wholly above 0.01.",
             "delta_kl(js): estimate *, 95% CI [[]*[]] (n=16, studentized bootstrap, 9999 resamples, seed *); gate needs CI high <= 0.01.",
-            "FAILED: the whole CI lies above 0.01.",
         ]
     )
 
@@ -206,7 +206,10 @@ def test_inconclusive_gate_fails_and_says_how_many_items_would_resolve_it(pytest
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["INCONCLUSIVE: the CI straddles 0.02. If the estimate and spread held, about * items (now 6) would resolve it."])
+    result.stdout.fnmatch_lines(["INCONCLUSIVE: delta_kl(js) 95% CI [[]*[]] straddles 0.02. If the estimate and spread held, "
+                                 "about * items (now 6) would resolve it."])
+    verbose = pytester.runpytest("-p", "no:cacheprovider", "-vv")  # -vv: the summary line is not cut to the width
+    verbose.stdout.fnmatch_lines(["FAILED test_inconclusive*::test_underpowered - Failed: INCONCLUSIVE: delta_kl(js) 95% CI *"])
     result.stdout.fnmatch_lines(["*test_underpowered*delta_kl(js)*>= 0.02*FAILED (inconclusive: ~* items)"])
 
 
@@ -455,7 +458,7 @@ def test_junit_properties(pytester):
     assert float(props["sway.ci_low"]) <= float(props["sway.estimate"]) <= float(props["sway.ci_high"])
     assert len(json.loads(props["sway.values"])) == 16
     failed = {p.get("name"): p.get("value") for p in cases["test_leaves_alone"].iter("property")}
-    assert failed["sway.outcome"] == "failed" and "FAILED: the whole CI lies above 0.01" in failed["sway.message"]
+    assert failed["sway.outcome"] == "failed" and "lies wholly above 0.01" in failed["sway.message"]
     assert not list(cases["test_plain"].iter("property"))
 
 

@@ -3,6 +3,8 @@
 import re
 from pathlib import Path
 
+import pytest
+
 README = (Path(__file__).parent.parent / "README.md").read_text()
 
 
@@ -26,8 +28,6 @@ def test_the_inconclusive_message_shown_is_the_one_produced():
     from pytest_sway import DummyBackend, Sway
 
     result = Sway(DummyBackend(), seed=3).delta_kl([f"a{i}" for i in range(10)])
-    try:
+    with pytest.raises(AssertionError) as failure:
         result.assert_above(0.03)
-    except AssertionError as exc:
-        message = str(exc)
-    assert message in README
+    assert str(failure.value) in README

@@ -290,7 +290,7 @@ def test_a_marker_on_a_unittest_method_is_checked_not_dropped(pytester):
     assert result.ret == FAILED
     result.assert_outcomes(failed=1, errors=1)
     result.stdout.fnmatch_lines(["*test_repeated*16 repeated item(s)*"])
-    result.stdout.fnmatch_lines(["*FAILED: the whole CI lies above*"])
+    result.stdout.fnmatch_lines(["*FAILED: delta_kl(js) 95% CI * lies wholly above 0.0001*"])
 
 
 def test_registering_a_probe_under_a_builtin_name_is_a_clear_error(pytester):

@@ -150,3 +150,43 @@ def test_bootstrap_settings_validate_once_and_fill_in_defaults():
     assert (b.confidence, b.resamples, b.method, b.seed) == (0.95, 9999, "studentized", 0)
     with pytest.raises(ValueError, match="^method:"):
         Bootstrap(method="nope")
+
+
+# -- resamples: never an interval narrower than its level -----------------------------------
+
+
+@pytest.mark.parametrize("confidence, resamples, needed", [(0.95, 1, 39), (0.95, 2, 39), (0.9999, 9999, 19999),
+                                                           (0.999, 99, 1999)])
+def test_too_few_resamples_for_the_level_raise_saying_how_many(confidence, resamples, needed):
+    with pytest.raises(ValueError, match=f"need at least {needed} resamples"):
+        bootstrap_ci(np.arange(8.0), confidence=confidence, resamples=resamples)
+    bootstrap_ci(np.arange(8.0), confidence=confidence, resamples=needed)  # just enough
+
+
+def test_default_resamples_rise_with_the_level():
+    from pytest_sway.ci_methods import auto_resamples, bonferroni
+
+    assert auto_resamples(0.95) == 9999
+    assert auto_resamples(bonferroni(0.95, 100)) == 39999  # 10 resamples beyond each bound
+    assert Bootstrap(confidence=bonferroni(0.95, 1000)).resamples == 399999
+    with pytest.raises(ValueError, match="needs 39999999 bootstrap resamples, more than the 1000000 allowed"):
+        Bootstrap(confidence=1 - 0.05 / 1_000_000)
+
+
+def test_bounds_are_order_statistics_rounded_outwards():
+    # B = 99 at 95%: ranks (B + 1) * 0.025 = 2.5 and 97.5, taken as the 2nd and the 98th.
+    values = np.random.default_rng(0).lognormal(size=12)
+    b = Bootstrap(confidence=0.95, resamples=99, method="percentile", seed=4)
+    from pytest_sway.stats import _resampled_moments
+
+    means, _ = _resampled_moments(values[None, :], 99, 4, need_sd=False)
+    ordered = np.sort(means[0])
+    assert tuple(b.interval(values)) == (ordered[1], ordered[97])
+
+
+def test_different_levels_never_share_a_clipped_interval():
+    values = np.random.default_rng(1).normal(size=10)
+    intervals = {c: bootstrap_ci(values, confidence=c, resamples=1999, method="percentile") for c in (0.99, 0.995, 0.999)}
+    assert intervals[0.99].width < intervals[0.995].width < intervals[0.999].width
+    with pytest.raises(ValueError, match="cannot resolve"):
+        bootstrap_ci(values, confidence=0.9995, resamples=1999)

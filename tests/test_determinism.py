@@ -1,0 +1,97 @@
+"""A prompt's numbers do not depend on what else ran: not on its batch-mates, not on
+the order, not on the xdist worker; and building the backend leaves torch's global
+random state where it was.
+
+On the CPU the hf backend batches prompts of one token length only, with at least
+four rows (pytest_sway/backends/hf.py, _MIN_ROWS): these tests are what holds that
+design to bit-identical answers on both tiny architectures.
+"""
+
+import json
+
+import numpy as np
+import pytest
+from conftest import CONTROL_PROMPTS, TARGET_PROMPTS
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+from pytest_sway.backends.hf import HFBackend  # noqa: E402
+
+PROMPTS = list(TARGET_PROMPTS + CONTROL_PROMPTS)
+PAIRS = [(p, " and more.") for p in PROMPTS]
+
+
+def _fresh(tiny, arch, **kwargs):
+    model, adapter = tiny[arch]
+    return HFBackend(model, adapter=adapter, **kwargs)
+
+
+def test_values_are_bit_identical_alone_in_a_full_run_and_in_any_order(tiny, arch):
+    full = _fresh(tiny, arch)
+    together = {kind: full.divergences(PROMPTS, divergence=kind) for kind in ("js", "kl")}
+    lp_together, _ = full.completion_logprobs(PAIRS)
+    greedy_together = full.greedy(PROMPTS, max_new_tokens=6)
+    order = np.random.default_rng(3).permutation(len(PROMPTS))
+    for subset in ([3], [0, 9], list(order), list(range(0, len(PROMPTS), 3))):
+        alone = _fresh(tiny, arch, batch_size=5)  # a new session, other batch sizes, other batch-mates
+        prompts = [PROMPTS[i] for i in subset]
+        for kind, values in together.items():
+            np.testing.assert_array_equal(alone.divergences(prompts, divergence=kind), values[subset])
+        lp, _ = alone.completion_logprobs([PAIRS[i] for i in subset])
+        np.testing.assert_array_equal(lp, lp_together[subset])
+        assert alone.greedy(prompts, max_new_tokens=6) == [greedy_together[i] for i in subset]
+
+
+def test_texts_scored_in_windows_are_bit_identical_alone_and_together(tiny, arch):
+    texts = [p + " was what the old book said about it." for p in PROMPTS[:6]]
+    together, _ = _fresh(tiny, arch).text_logprobs(texts, window=8, stride=4)
+    for i in (0, 5):
+        alone, _ = _fresh(tiny, arch).text_logprobs([texts[i]], window=8, stride=4)
+        assert alone[0] == together[i]
+
+
+def test_building_the_backend_and_probing_leave_the_global_rng_alone(tiny, arch):
+    from pytest_sway import run_probe
+
+    torch.manual_seed(1234)
+    before = torch.random.get_rng_state()
+    backend = _fresh(tiny, arch)
+    for kind in ("delta_kl", "null_contrast", "greedy_change"):
+        run_probe(kind, backend, prompts=PROMPTS[:4], resamples=999)
+    assert torch.equal(torch.random.get_rng_state(), before)
+
+
+SUITE = f"""
+import pytest
+PROMPTS = {PROMPTS!r}
+
+@pytest.mark.sway_probe("delta_kl", prompts=PROMPTS[:8], above=0.01)
+def test_targets():
+    pass
+
+@pytest.mark.sway_probe("delta_kl", prompts=PROMPTS[8:], divergence="kl")
+def test_controls():
+    pass
+
+def test_body(sway):
+    sway.completion_lift([(p, " again") for p in PROMPTS[2:12]])
+"""
+
+
+def test_serial_and_two_workers_write_identical_results(pytester, tiny):
+    pytest.importorskip("xdist")
+    model, adapter = tiny["gpt2"]
+    pytester.makepyfile(SUITE)
+    args = (f"--sway-model={model}", f"--sway-adapter={adapter}", "-p", "no:cacheprovider")
+    pytester.runpytest_subprocess(*args, "--sway-json=serial.json").assert_outcomes(passed=3)
+    pytester.runpytest_subprocess(*args, "-n", "2", "--sway-json=xdist.json").assert_outcomes(passed=3)
+    pytester.runpytest_subprocess(*args, "--sway-json=alone.json", "-k", "controls").assert_outcomes(passed=1)
+
+    def results(name):
+        doc = json.loads((pytester.path / name).read_text())
+        return {r["nodeid"]: (r["values"], r["ci_low"], r["ci_high"]) for r in doc["results"]}
+
+    serial = results("serial.json")
+    assert results("xdist.json") == serial
+    alone = results("alone.json")
+    assert alone == {k: v for k, v in serial.items() if k in alone} and len(alone) == 1
