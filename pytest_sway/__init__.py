@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import importlib
 
+__version__ = "0.2.0"
+
 _PUBLIC = {
     "run_probe": "pytest_sway.runner",
     "Sway": "pytest_sway.runner",

@@ -144,6 +144,27 @@ def paired_differences(items, values, entry) -> tuple[list[float] | None, str | 
     return diffs, None
 
 
+def compare_with_baseline(doc: dict, nodeid: str, result, order: int, *, provenance_now: dict, ci_method: str,
+                          gate=None, max_regression: float | None = None) -> dict[str, Any]:
+    """Compare the ``order``-th result of test ``nodeid`` with its saved values in baseline ``doc``.
+
+    With a one-sided ``gate`` and a ``max_regression`` the comparison is a gate
+    (a regression beyond it fails); otherwise it is reported only.
+    """
+    from .stats import Bootstrap
+
+    return compare(
+        result,
+        find_entry(doc, nodeid, result.label, order),
+        provenance_now=provenance_now,
+        provenance_then=doc.get("provenance", {}),
+        bootstrap=Bootstrap(confidence=result.confidence, resamples=result.resamples or None, method=ci_method,
+                            seed=result.seed),
+        max_regression=max_regression,
+        direction=gate.direction if gate is not None else None,
+    )
+
+
 def compare(result, entry: dict | None, *, provenance_now: dict, provenance_then: dict, bootstrap,
             max_regression: float | None, direction: str | None) -> dict[str, Any]:
     """The ``baseline`` part of a result row; ``outcome`` failed/inconclusive means a regression gate failed."""

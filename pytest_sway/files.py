@@ -1,4 +1,5 @@
-"""Files: written so that a reader sees the old file or the new one, never a partial one; hashed by content."""
+"""Files: written so that a reader sees the old file or the new one, never a partial one; hashed by
+content; and where pytest-sway keeps its caches."""
 
 from __future__ import annotations
 
@@ -47,3 +48,12 @@ def file_sha256(path: str | os.PathLike) -> bytes:
         for chunk in iter(lambda: fh.read(1 << 22), b""):
             digest.update(chunk)
     return digest.digest()
+
+
+def cache_root() -> Path:
+    """``$PYTEST_SWAY_CACHE``, else ``$XDG_CACHE_HOME/pytest-sway``, else ``~/.cache/pytest-sway``."""
+    explicit = os.environ.get("PYTEST_SWAY_CACHE")
+    if explicit:
+        return Path(explicit).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "pytest-sway"

@@ -4,9 +4,7 @@ pytest-sway's own dummy/hf backends and built-in probes are provided through
 these same hooks (see ``plugin.py``), so whatever they can do, yours can.
 """
 
-from pluggy import HookspecMarker
-
-hookspec = HookspecMarker("pytest")
+from pytest import hookspec
 
 
 @hookspec(firstresult=True)

@@ -12,6 +12,7 @@ import pytest
 
 from .errors import SwayError
 from .settings import OPTIONS, Settings, SettingsError
+from .state import ItemState, RunState
 
 MARKER_LINE = (
     "sway_probe(kind, *, above=None, below=None, confidence=None, resamples=None, method=None, "
@@ -26,20 +27,8 @@ GATES_LINE = (
     "that judges more than it declares fails."
 )
 
-SETTINGS = pytest.StashKey["Settings"]()
-REGISTRIES = pytest.StashKey[dict]()  # config: hook implementations -> ProbeRegistry
-BACKEND_INFO = pytest.StashKey[dict]()  # config: the built backend's describe()
-PROVENANCE = pytest.StashKey[dict]()  # config: the built backend's provenance, when a report needs it
-BASELINE = pytest.StashKey[dict]()  # config: the --sway-baseline document
-FAMILY = pytest.StashKey[int]()  # config: gates in the selected tests (m for the correction)
-DECLARED = pytest.StashKey[int]()  # item: gates its body may judge through the `sway` fixture
-INVALID = pytest.StashKey[str]()  # item: why its sway markers are invalid (found after collection)
-REQUEST = pytest.StashKey["object"]()  # item: its validated ProbeRequest
-MARKER_RESULT = pytest.StashKey["object"]()  # item: the marker's ProbeResult
-MEASURE_ERROR = pytest.StashKey[str]()  # item: why the marker's probe could not be measured
-RESULTS = pytest.StashKey[list]()  # item: every ProbeResult the test produced
-COMPARISONS = pytest.StashKey[dict]()  # item: result position -> its baseline comparison
-INDEX = pytest.StashKey[int]()  # item: position in the collection
+RUN = pytest.StashKey[RunState]()  # config: the run's settings, backend, baseline and m
+ITEM = pytest.StashKey[ItemState]()  # item: its markers, results and comparisons
 
 
 # -- options and settings ---------------------------------------------------------
@@ -73,22 +62,32 @@ def pytest_configure(config):
         settings = Settings.from_raw(cli, ini, cwd=config.invocation_params.dir, ini_dir=ini_dir)
     except SettingsError as exc:
         raise pytest.UsageError(f"pytest-sway: {exc}") from None
-    config.stash[SETTINGS] = settings
+    run = RunState(settings)
     if settings.baseline is not None:
         from .baseline import load_baseline
 
         try:
-            config.stash[BASELINE] = load_baseline(settings.baseline)
+            run.baseline = load_baseline(settings.baseline)
         except ValueError as exc:
-            raise pytest.UsageError(f"pytest-sway: --sway-baseline: {exc}") from None
+            raise pytest.UsageError(f"pytest-sway: {settings.option_name('baseline')}: {exc}") from None
+    config.stash[RUN] = run
     if not hasattr(config, "workerinput"):  # the controller (or a plain run) reports
         from .reporter import SwayReporter
 
-        config.pluginmanager.register(SwayReporter(config, settings), "sway-reporter")
+        config.pluginmanager.register(SwayReporter(config, settings), _REPORTER)
+
+
+def pytest_unconfigure(config):
+    reporter = config.pluginmanager.get_plugin(_REPORTER)
+    if reporter is not None:
+        config.pluginmanager.unregister(reporter, _REPORTER)
+
+
+_REPORTER = "sway-reporter"
 
 
 def pytest_report_header(config):
-    return config.stash[SETTINGS].header()
+    return config.stash[RUN].settings.header()
 
 
 # -- the built-in backend and probes, through the same hooks third parties use ----
@@ -113,7 +112,7 @@ def _registry(node):
     plugins and conftest.py files that apply to it."""
     hook = node.ihook.pytest_sway_register_probes
     key = tuple(id(impl.plugin) for impl in hook.get_hookimpls())
-    cache = node.config.stash.setdefault(REGISTRIES, {})
+    cache = node.config.stash[RUN].registries
     if key not in cache:
         from .probes.base import ProbeRegistry
 
@@ -143,42 +142,45 @@ def pytest_pycollect_makeitem(collector, name, obj):
 
 
 def _parse_markers(item) -> None:
-    """Validate ``item``'s sway markers into its stash, or raise SwayError."""
+    """Validate ``item``'s sway markers into its state, or raise SwayError."""
     from .markers import declared_gates, sway_marker
 
+    state = ItemState(uses_sway="sway" in getattr(item, "fixturenames", ()))
     marker = sway_marker(item.iter_markers())
     if marker is not None:
         from .request import parse_marker
 
         try:
-            item.stash[REQUEST] = parse_marker(marker.args, marker.kwargs, _registry(item))
+            state.request = parse_marker(marker.args, marker.kwargs, _registry(item))
         except SwayError as exc:
             raise SwayError(f"invalid @pytest.mark.sway_probe: {exc}") from None
-    item.stash[DECLARED] = declared_gates(item.iter_markers())
+    state.declared = declared_gates(item.iter_markers())
+    item.stash[ITEM] = state
 
 
 def pytest_collection_finish(session):
     from .markers import gates_of
 
     config = session.config
-    settings = config.stash[SETTINGS]
+    run = config.stash[RUN]
+    settings = run.settings
     family = 0
     for index, item in enumerate(session.items):
-        item.stash[INDEX] = index
-        if DECLARED not in item.stash:
+        if ITEM not in item.stash:
             # Items that pytest's Python collector did not make (unittest.TestCase methods,
             # markers added by other plugins after collection): their markers are checked
             # here, and a bad one fails the test in setup instead of being dropped.
             try:
                 _parse_markers(item)
             except SwayError as exc:
-                item.stash[INVALID] = str(exc)
+                item.stash[ITEM] = ItemState(index=index, invalid=str(exc))
                 continue
-        family += gates_of(item.stash.get(REQUEST, None), item.stash[DECLARED],
-                           uses_fixture="sway" in getattr(item, "fixturenames", ()),
+        state = item.stash[ITEM]
+        state.index = index
+        family += gates_of(state.request, state.declared, uses_fixture=state.uses_sway,
                            baseline=settings.baseline is not None, max_regression=settings.max_regression)
     # Every xdist worker collects the same items, so every worker gets the same m.
-    config.stash[FAMILY] = family
+    run.family = family
     if settings.correction == "bonferroni" and settings.resamples is not None:
         from .ci_methods import bonferroni, check_resamples
 
@@ -197,17 +199,18 @@ def pytest_collection_finish(session):
 @pytest.fixture(scope="session")
 def sway_backend(pytestconfig):
     """The session's backend (dummy, hf, or your factory's), built once, on first use."""
-    settings = pytestconfig.stash[SETTINGS]
+    run = pytestconfig.stash[RUN]
+    settings = run.settings
     problem = None
     try:
         backend = pytestconfig.hook.pytest_sway_make_backend(settings=settings, config=pytestconfig)
         if backend is None:
             raise SwayError("no pytest_sway_make_backend implementation returned a backend")
         describe = getattr(backend, "describe", None)
-        pytestconfig.stash[BACKEND_INFO] = describe() if describe else {"name": type(backend).__name__}
+        run.backend_info = describe() if describe else {"name": type(backend).__name__}
         if settings.save_baseline or settings.baseline or settings.html:
             provenance = getattr(backend, "provenance", None)
-            pytestconfig.stash[PROVENANCE] = provenance() if provenance else pytestconfig.stash[BACKEND_INFO]
+            run.provenance = provenance() if provenance else run.backend_info
     except SwayError as exc:
         problem = str(exc)
     if problem is not None:  # failed outside the except block: one message, no chained traceback
@@ -221,8 +224,15 @@ def sway_backend(pytestconfig):
 def _confidence(config, confidence: float) -> float:
     from .ci_methods import bonferroni
 
-    settings = config.stash[SETTINGS]
-    return bonferroni(confidence, config.stash.get(FAMILY, 1)) if settings.correction == "bonferroni" else confidence
+    run = config.stash[RUN]
+    return bonferroni(confidence, run.family) if run.settings.correction == "bonferroni" else confidence
+
+
+def _state(item) -> ItemState:
+    """``item``'s sway state (a test pytest-sway never saw gets an empty one)."""
+    if ITEM not in item.stash:
+        item.stash[ITEM] = ItemState()
+    return item.stash[ITEM]
 
 
 @pytest.fixture
@@ -234,8 +244,9 @@ def sway(request, sway_backend):
     """
     from .runner import Sway, derive_seed
 
-    settings = request.config.stash[SETTINGS]
-    results = request.node.stash.setdefault(RESULTS, [])
+    settings = request.config.stash[RUN].settings
+    state = _state(request.node)
+    state.uses_sway = True
     return Sway(
         sway_backend,
         seed=derive_seed(settings.seed, request.node.nodeid),
@@ -243,14 +254,15 @@ def sway(request, sway_backend):
         resamples=settings.resamples,
         method=settings.ci_method,
         registry=_registry(request.node),
-        on_result=results.append,
+        on_result=state.results.append,
     )
 
 
 @pytest.fixture
 def sway_result(request):
     """The ``ProbeResult`` of this test's ``@pytest.mark.sway_probe(...)``."""
-    probe_request = request.node.stash.get(REQUEST, None)
+    state = _state(request.node)
+    probe_request = state.request
     if probe_request is None:
         pytest.fail(
             f"{request.node.nodeid} uses the `sway_result` fixture but has no @pytest.mark.sway_probe(...) "
@@ -270,18 +282,21 @@ def sway_result(request):
     except SwayError as exc:
         # The model answered, but not usably (NaN logits, a prompt too long):
         # the test fails in its call phase, like a failed assertion.
-        request.node.stash[MEASURE_ERROR] = f"{probe_request.kind}: {exc}"
+        state.measure_error = f"{probe_request.kind}: {exc}"
         return None
-    request.node.stash[MARKER_RESULT] = result
+    state.marker_result = result
     return result
 
 
 @pytest.fixture(autouse=True)
 def _sway_probe_marker(request):
     """Runs a marked test's probe before its body (other tests: nothing)."""
-    if INVALID in request.node.stash:
-        pytest.fail(f"{request.node.nodeid}: {request.node.stash[INVALID]}", pytrace=False)
-    if REQUEST in request.node.stash:
+    state = request.node.stash.get(ITEM, None)
+    if state is None:
+        return
+    if state.invalid is not None:
+        pytest.fail(f"{request.node.nodeid}: {state.invalid}", pytrace=False)
+    if state.request is not None:
         request.getfixturevalue("sway_result")
 
 
@@ -290,16 +305,19 @@ def _sway_probe_marker(request):
 
 @pytest.hookimpl(wrapper=True)
 def pytest_runtest_call(item):
-    if MEASURE_ERROR in item.stash:
-        pytest.fail(item.stash[MEASURE_ERROR], pytrace=False)
-    result = item.stash.get(MARKER_RESULT, None)
+    state = item.stash.get(ITEM, None)
+    if state is not None and state.measure_error is not None:
+        pytest.fail(state.measure_error, pytrace=False)
+    result = state.marker_result if state is not None else None
     if result is not None:
-        probe_request = item.stash[REQUEST]
-        verdict = result.check(probe_request.gate)
+        verdict = result.check(state.request.gate)
         if not verdict.ok:
             pytest.fail(verdict.message + result.failure_evidence(), pytrace=False)
-        if BASELINE in item.config.stash:
-            comparison = _compare(item, result, 1, probe_request.gate, probe_request.max_regression)
+        run = item.config.stash[RUN]
+        if run.baseline is not None:
+            regression = state.request.max_regression
+            comparison = _compare(item, state, result, 1, gate=state.request.gate,
+                                  max_regression=regression if regression is not None else run.settings.max_regression)
             if comparison["outcome"] not in ("passed", "reported"):
                 pytest.fail(comparison["message"], pytrace=False)
     problem = None
@@ -309,47 +327,38 @@ def pytest_runtest_call(item):
         problem = str(exc)
     if problem is not None:  # failed outside the except block: one message, no chained traceback
         pytest.fail(problem, pytrace=False)
-    _check_declared_gates(item)
+    if state is not None:
+        _check_declared_gates(item, state)
     return outcome
 
 
-def _check_declared_gates(item) -> None:
+def _check_declared_gates(item, state: ItemState) -> None:
     """Under Bonferroni, a body that judged more gates than the correction counted fails."""
-    if item.config.stash[SETTINGS].correction != "bonferroni" or RESULTS not in item.stash:
+    run = item.config.stash[RUN]
+    if run.settings.correction != "bonferroni" or not state.results:
         return
     from .markers import body_gates
 
-    judged = body_gates(item.stash[RESULTS], marker=MARKER_RESULT in item.stash)
-    declared = item.stash.get(DECLARED, 1)
-    if judged > declared:
+    judged = body_gates(state.results, marker=state.marker_result is not None)
+    if judged > state.declared:
         pytest.fail(
             f"{item.nodeid} judged {judged} gates through the `sway` fixture, but the Bonferroni correction counted "
-            f"{declared} for it (m={item.config.stash.get(FAMILY, 0)}), so the family-wise error rate would not hold: "
+            f"{state.declared} for it (m={run.family}), so the family-wise error rate would not hold: "
             f"add @pytest.mark.sway_gates({judged}) to the test",
             pytrace=False,
         )
 
 
-def _compare(item, result, order: int, gate, max_regression):
+def _compare(item, state: ItemState, result, order: int, *, gate=None, max_regression=None) -> dict:
     """Compare one result with its saved values; remembered for the test's row."""
-    from .baseline import compare, find_entry
-    from .stats import Bootstrap
+    from .baseline import compare_with_baseline
 
-    config = item.config
-    settings = config.stash[SETTINGS]
-    baseline = config.stash[BASELINE]
-    comparison = compare(
-        result,
-        find_entry(baseline, item.nodeid, result.label, order),
-        provenance_now=config.stash.get(PROVENANCE, {}),
-        provenance_then=baseline.get("provenance", {}),
-        bootstrap=Bootstrap(confidence=result.confidence, resamples=result.resamples if result.resamples else None,
-                            method=settings.ci_method, seed=result.seed),
-        max_regression=max_regression if max_regression is not None else settings.max_regression,
-        direction=gate.direction if gate is not None else None,
+    run = item.config.stash[RUN]
+    state.comparisons[order] = compare_with_baseline(
+        run.baseline, item.nodeid, result, order, provenance_now=run.provenance or {},
+        ci_method=run.settings.ci_method, gate=gate, max_regression=max_regression,
     )
-    item.stash.setdefault(COMPARISONS, {})[order] = comparison
-    return comparison
+    return state.comparisons[order]
 
 
 @pytest.hookimpl(wrapper=True)
@@ -358,32 +367,30 @@ def pytest_runtest_makereport(item, call):
     failed_setup = call.when == "setup" and report.failed
     if call.when != "call" and not failed_setup:
         return report
-    if RESULTS not in item.stash and REQUEST not in item.stash:
+    state = item.stash.get(ITEM, None)
+    if state is None or not (state.results or state.request is not None):
         return report  # not a sway test
     from .report import junit_properties, rows_for_test
 
-    results = item.stash.get(RESULTS, [])
-    if BASELINE in item.config.stash:  # results the body ran: compared and reported, not gated
-        done = item.stash.get(COMPARISONS, {})
-        for order, result in enumerate(results, 1):
-            if order not in done:
-                _compare(item, result, order, None, None)
-    config = item.config
-    settings = config.stash[SETTINGS]
-    unmeasured = report.failed and REQUEST in item.stash and MARKER_RESULT not in item.stash
+    run = item.config.stash[RUN]
+    if run.baseline is not None:  # results the body ran: compared and reported, not gated
+        for order, result in enumerate(state.results, 1):
+            if order not in state.comparisons:
+                _compare(item, state, result, order)
+    unmeasured = report.failed and state.request is not None and state.marker_result is None
     rows = rows_for_test(
         item.nodeid,
-        results=results,
-        request=item.stash.get(REQUEST, None),
-        index=item.stash.get(INDEX, 0),
+        results=state.results,
+        request=state.request,
+        index=state.index,
         error=_error_text(call.excinfo) if unmeasured else None,
-        comparisons=item.stash.get(COMPARISONS, {}),
+        comparisons=state.comparisons,
     )
     if rows:
         report.sway = {
-            "backend": config.stash.get(BACKEND_INFO, None),
-            "provenance": config.stash.get(PROVENANCE, None),
-            "correction": {"method": settings.correction, "m": config.stash.get(FAMILY, 0)},
+            "backend": run.backend_info,
+            "provenance": run.provenance,
+            "correction": {"method": run.settings.correction, "m": run.family},
             "rows": rows,
         }
         item.user_properties.extend(junit_properties(rows))

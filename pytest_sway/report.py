@@ -42,6 +42,7 @@ def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> d
         "above": above,
         "below": below,
         "outcome": verdict.outcome,
+        "gates": len(result.checks),
         "items_needed": verdict.items_needed,
         "message": verdict.message,
         "values": [float(v) for v in result.values],
@@ -104,17 +105,19 @@ _JUNIT_FIELDS = (
 
 def junit_properties(rows: Sequence[dict]) -> list[tuple[str, str]]:
     """``(name, value)`` pairs for JUnit XML: ``sway.estimate`` etc. for a test's
-    first probe, ``sway[2].estimate`` for its second."""
+    first probe, ``sway[2].estimate`` for its second.
+
+    Every property is always present, empty where it does not apply (no ``below``
+    on an ``above`` gate, no numbers on a probe that could not run), so a CI
+    script can read them without checking which exist.
+    """
     props = []
     for i, row in enumerate(rows):
         prefix = "sway" if i == 0 else f"sway[{i + 1}]"
         for key in _JUNIT_FIELDS:
-            if row.get(key) is not None:
-                props.append((f"{prefix}.{key}", str(row[key])))
-        if row.get("message"):
-            props.append((f"{prefix}.message", row["message"]))
-        if "values" in row:
-            props.append((f"{prefix}.values", json.dumps(row["values"])))
+            props.append((f"{prefix}.{key}", "" if row.get(key) is None else str(row[key])))
+        props.append((f"{prefix}.message", row.get("message") or ""))
+        props.append((f"{prefix}.values", json.dumps(row["values"]) if "values" in row else ""))
     return props
 
 

@@ -128,6 +128,10 @@ class SwayReporter:
             m = self.correction["m"]
             from .ci_methods import bonferroni
 
-            parts.append(f"bonferroni over m={m} gates: each CI at {bonferroni(s.confidence, m):.4g}")
+            judged = sum(r.get("gates", 0) + (r.get("baseline", {}).get("outcome", "reported") != "reported")
+                         for r in self.rows)
+            # Fewer judged than counted (a skipped test, a body that only reported): conservative, and said.
+            counted = f"m={m} gates" if judged == m else f"m={m} gates ({judged} judged)"
+            parts.append(f"bonferroni over {counted}: each CI at {bonferroni(s.confidence, m):.4g}")
         parts.append(f"seed {s.seed}")
         return " · ".join(parts)

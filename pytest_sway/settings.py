@@ -8,7 +8,6 @@ ini twin per entry of ``OPTIONS``, hands the raw strings to
 
 from __future__ import annotations
 
-import importlib
 import importlib.util
 import math
 import os
@@ -325,21 +324,10 @@ def _backend(raw: str, base: Path) -> str:
         return raw
     if ":" not in raw:
         raise ValueError("expected auto, dummy, hf, or module:factory (e.g. mypkg.backends:make_backend)")
+    from .backends import load_factory
+
     load_factory(raw)
     return raw
-
-
-def load_factory(spec: str) -> Callable:
-    """Import ``module:attr`` and return the callable, or raise ValueError."""
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except Exception as exc:  # ImportError, or the module failing on import
-        raise ValueError(f"cannot import module {module_name!r} ({type(exc).__name__}: {exc})") from None
-    factory = getattr(module, attr, None)
-    if not callable(factory):
-        raise ValueError(f"module {module_name!r} has no callable {attr!r}")
-    return factory
 
 
 def _int(minimum: int):

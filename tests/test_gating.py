@@ -39,13 +39,14 @@ def test_bonferroni_widens_every_ci_to_the_family_level(pytester):
     pytester.makepyfile(gated_suite())
     _, plain = run(pytester)
     result, corrected = run(pytester, "--sway-correction=bonferroni")
-    m = 6  # five gated markers + one test using the `sway` fixture
+    m = 6  # five gated markers + one test using the `sway` fixture (one gate unless it declares sway_gates(n))
     assert corrected["correction"] == {"method": "bonferroni", "m": m}
     assert "correction" not in plain
     for a, b in zip(plain["results"], corrected["results"]):
         assert a["confidence"] == 0.95 and b["confidence"] == pytest.approx(1 - 0.05 / m)
         assert b["ci_low"] < a["ci_low"] and b["ci_high"] > a["ci_high"]
-    result.stdout.fnmatch_lines([f"* · bonferroni over m={m} gates: each CI at 0.9917 · seed 0"])
+    # The fixture test only reported: 5 gates judged of the 6 counted (conservative, and said).
+    result.stdout.fnmatch_lines([f"* · bonferroni over m={m} gates (5 judged): each CI at 0.9917 · seed 0"])
     result.stdout.fnmatch_lines(["test * probe * n * estimate * 99.17% CI * gate * outcome"])
 
 

@@ -48,3 +48,11 @@ def test_loading_the_plugin_imports_no_ml_framework_and_no_numpy(tmp_path):
                    cwd=tmp_path, check=True, capture_output=True, env=env)
     seen = json.loads((tmp_path / "loaded.json").read_text())
     assert seen == {"plugin": True, "loaded": []}
+
+
+def test_the_version_is_the_installed_package_version():
+    from importlib.metadata import version
+
+    import pytest_sway
+
+    assert pytest_sway.__version__ == version("pytest-sway")

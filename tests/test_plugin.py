@@ -455,6 +455,7 @@ def test_junit_properties(pytester):
     props = {p.get("name"): p.get("value") for p in cases["test_moves"].iter("property")}
     assert props["sway.kind"] == "delta_kl" and props["sway.label"] == "delta_kl(js)"
     assert props["sway.n"] == "16" and props["sway.outcome"] == "passed" and props["sway.above"] == "0.01"
+    assert props["sway.below"] == "" and props["sway.message"] == ""  # always present, empty when not set
     assert float(props["sway.ci_low"]) <= float(props["sway.estimate"]) <= float(props["sway.ci_high"])
     assert len(json.loads(props["sway.values"])) == 16
     failed = {p.get("name"): p.get("value") for p in cases["test_leaves_alone"].iter("property")}

