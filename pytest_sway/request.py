@@ -11,6 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
+from .ci_methods import DEFAULT_CONFIDENCE
 from .errors import ProbeParamError
 from .probes.base import ProbeRegistry
 from .result import Gate
@@ -51,7 +52,7 @@ def parse_marker(args: tuple, kwargs: dict[str, Any], registry: ProbeRegistry) -
     except ValueError as exc:
         raise ProbeParamError(f"{kind}: {exc}") from None
     try:
-        check_arguments(0.95 if confidence is None else confidence, resamples, method)
+        check_arguments(DEFAULT_CONFIDENCE if confidence is None else confidence, resamples, method)
     except ValueError as exc:
         raise ProbeParamError(f"{kind}: {exc}") from None
     if max_regression is not None:

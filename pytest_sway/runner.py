@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from .ci_methods import DEFAULT_CONFIDENCE
 from .errors import ProbeError, ProbeParamError, SwayError
 from .probes import Measurement, ProbeRegistry, default_registry
 from .probes.adapter_ablation import DEFAULT_SCALES
@@ -25,7 +26,7 @@ def run_probe(
     backend,
     *,
     seed: int = 0,
-    confidence: float = 0.95,
+    confidence: float = DEFAULT_CONFIDENCE,
     resamples: int | None = None,
     method: str | None = None,
     registry: ProbeRegistry | None = None,
@@ -127,7 +128,7 @@ class Sway:
         backend,
         *,
         seed: int = 0,
-        confidence: float = 0.95,
+        confidence: float = DEFAULT_CONFIDENCE,
         resamples: int | None = None,
         method: str | None = None,
         registry: ProbeRegistry | None = None,

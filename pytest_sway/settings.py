@@ -16,7 +16,8 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
-from .ci_methods import DEFAULT_METHOD, DEFAULT_RESAMPLES, MAX_RESAMPLES, check_resamples
+from .ci_methods import DEFAULT_CONFIDENCE, DEFAULT_METHOD, DEFAULT_RESAMPLES, MAX_RESAMPLES, check_resamples
+from .backends.base import DEFAULT_BATCH_SIZE
 from .ci_methods import METHODS as CI_METHODS
 
 
@@ -26,12 +27,19 @@ class SettingsError(ValueError):
 
 @dataclass(frozen=True)
 class Option:
-    """One setting: ``--sway-<name>`` on the command line, ``sway_<name>`` in ini."""
+    """One setting: ``--sway-<name>`` on the command line, ``sway_<name>`` in ini.
+
+    Declared once, on its :class:`Settings` field (see :func:`option`): the
+    plugin derives the flag, the ini twin and the help from it, the settings
+    parse with it, and ``backend=True`` options reach the backend by name.
+    """
 
     name: str
     help: str
+    parse: Callable[[str, Path], Any]
     default: str | None = None
     metavar: str = "VALUE"
+    backend: bool = False
 
     @property
     def flag(self) -> str:
@@ -42,224 +50,22 @@ class Option:
         return "sway_" + self.name
 
 
-OPTIONS = (
-    Option("model", "base model: a local folder, a Hugging Face model id, or the built-in smollm2-135m", None, "PATH|ID"),
-    Option("adapter", "PEFT adapter folder applied to --sway-model: the fine-tune under test", None, "PATH"),
-    Option(
-        "finetuned",
-        "a fully fine-tuned checkpoint compared with --sway-model (instead of an adapter; loads two models)",
-        None,
-        "PATH|ID",
-    ),
-    Option("device", "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps", "auto", "DEVICE"),
-    Option("dtype", "auto (float32 on cpu, the checkpoint's dtype elsewhere), float32, bfloat16 or float16", "auto", "DTYPE"),
-    Option("batch_size", "prompts per forward pass (long prompts get smaller batches)", "32", "N"),
-    Option("device_map", "passed to transformers' from_pretrained, e.g. auto to spread a model over GPUs", None, "MAP"),
-    Option(
-        "cache_dir",
-        "keep the base model's answers here across runs, so a new adapter costs only its own forward passes",
-        None,
-        "DIR",
-    ),
-    Option(
-        "backend",
-        "auto (hf when a model is given, else dummy), dummy, hf, or module:factory (a callable returning a backend)",
-        "auto",
-        "NAME",
-    ),
-    Option("seed", "base seed; each test's bootstrap seed is derived from it and the test id", "0", "INT"),
-    Option("confidence", "confidence level of every interval", "0.95", "LEVEL"),
-    Option(
-        "resamples",
-        f"bootstrap resamples per interval (default: {DEFAULT_RESAMPLES}, raised where the confidence level needs "
-        f"more; at most {MAX_RESAMPLES})",
-        None,
-        "N",
-    ),
-    Option("ci_method", f"bootstrap interval method: {', '.join(CI_METHODS)}", DEFAULT_METHOD, "METHOD"),
-    Option("json", "write every probe result to this JSON file (atomically)", None, "PATH"),
-    Option("html", "write a self-contained HTML report (forest plot, distributions) to this file", None, "PATH"),
-    Option(
-        "correction",
-        "multiple-testing correction across the gated sway tests: none or bonferroni",
-        "none",
-        "METHOD",
-    ),
-    Option("save_baseline", "save every probe's per-item values, with provenance, to this file", None, "PATH"),
-    Option("baseline", "compare every probe, item by item, with the values saved in this file", None, "PATH"),
-    Option(
-        "max_regression",
-        "with --sway-baseline: fail a gated test whose paired CI shows a regression beyond this amount",
-        None,
-        "X",
-    ),
-)
+def option(help: str, parse: Callable[[str, Path], Any], default: str | None = None, metavar: str = "VALUE", *,
+           backend: bool = False) -> Any:
+    """A :class:`Settings` field that is also a command-line option and an ini value.
+
+    ``default`` is the raw text (shown in ``--help``); the field's default is what it parses to.
+    """
+    value = None if default is None else parse(default, Path("."))
+    return field(default=value, metadata={"option": dict(help=help, parse=parse, default=default, metavar=metavar,
+                                                         backend=backend)})
 
 
-@dataclass(frozen=True)
-class Settings:
-    model: str | None = None
-    adapter: str | None = None
-    finetuned: str | None = None
-    device: str = "auto"
-    dtype: str = "auto"
-    batch_size: int = 32
-    device_map: str | None = None
-    cache_dir: Path | None = None
-    backend: str = "auto"
-    seed: int = 0
-    confidence: float = 0.95
-    #: None: 9999, or more where an interval's level needs more (see ci_methods).
-    resamples: int | None = None
-    ci_method: str = DEFAULT_METHOD
-    json: Path | None = None
-    html: Path | None = None
-    correction: str = "none"
-    save_baseline: Path | None = None
-    baseline: Path | None = None
-    max_regression: float | None = None
-    #: Where each value came from, for messages: name -> "command line" / "ini file".
-    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
-
-    @classmethod
-    def from_raw(cls, cli: dict[str, str | None], ini: dict[str, str | None], *, cwd: Path, ini_dir: Path) -> Settings:
-        """Merge raw strings (command line wins over ini) and validate them.
-
-        Relative paths are resolved against ``cwd`` for command-line values and
-        against the ini file's folder for ini values, as pytest does.
-        """
-        values: dict[str, Any] = {}
-        sources: dict[str, str] = {}
-        for opt in OPTIONS:
-            for given, where in ((cli.get(opt.name), "command line"), (ini.get(opt.name), "ini file")):
-                if given is not None and not given.strip():
-                    # An unset CI variable gives --sway-model= : running without the model would
-                    # measure something else than what was asked for.
-                    raise SettingsError(
-                        f"{_where(opt, where)} is empty (an unset environment variable?): give it a value "
-                        f"({opt.metavar}), or leave the option out"
-                    )
-            if cli.get(opt.name) is not None:
-                raw, where, base = cli[opt.name], "command line", cwd
-            elif ini.get(opt.name) is not None:
-                raw, where, base = ini[opt.name], "ini file", ini_dir
-            elif opt.default is not None:
-                raw, where, base = opt.default, "default", cwd
-            else:
-                continue
-            sources[opt.name] = where
-            try:
-                values[opt.name] = _PARSERS[opt.name](raw.strip(), base)
-            except ValueError as exc:
-                raise SettingsError(f"{_where(opt, where)}={raw!r}: {exc}") from None
-        settings = cls(**values, sources=sources)
-        settings._check_combinations()
-        return settings
-
-    def _check_combinations(self) -> None:
-        if self.backend == "dummy":
-            given = [name for name in ("model", "adapter", "finetuned", "device_map", "cache_dir")
-                     if getattr(self, name) is not None]
-            if given:
-                raise SettingsError(
-                    f"{self._name('backend')}=dummy measures toy models, but {', '.join(self._name(n) for n in given)} "
-                    "is set too and would be ignored: drop --sway-backend=dummy to test the model, or drop the "
-                    "model options to run on the dummy backend"
-                )
-        if self.adapter is not None and self.finetuned is not None:
-            raise SettingsError(
-                f"{self._name('adapter')} and {self._name('finetuned')} are both set: compare the base with an "
-                "adapter or with a fine-tuned checkpoint, not both"
-            )
-        for name in ("adapter", "finetuned"):
-            if getattr(self, name) is not None and self.model is None:
-                raise SettingsError(
-                    f"{self._name(name)} is set but no base model: add --sway-model (the model it was trained from)"
-                )
-        if self.finetuned is not None and self.model is not None and _same_path(self.finetuned, self.model):
-            raise SettingsError(
-                f"{self._name('finetuned')} and {self._name('model')} name the same checkpoint ({self.model}): "
-                "every difference would be exactly 0; give the fine-tuned checkpoint"
-            )
-        if self.max_regression is not None and self.baseline is None:
-            raise SettingsError(
-                f"{self._name('max_regression')} is set but there is no baseline to regress from: add "
-                "--sway-baseline=PATH (written earlier with --sway-save-baseline)"
-            )
-        if self.resamples is not None:
-            try:
-                check_resamples(self.resamples, self.confidence)
-            except ValueError as exc:
-                raise SettingsError(f"{self._name('resamples')}={self.resamples}: {exc}") from None
-        from .outputs import check_output_paths
-
-        try:
-            check_output_paths(self)
-        except ValueError as exc:
-            raise SettingsError(str(exc)) from None
-        if self.device_map is not None and self.device != "auto":
-            raise SettingsError(
-                f"{self._name('device_map')} and {self._name('device')} are both set: with a device map, "
-                "accelerate places the model; leave --sway-device at auto"
-            )
-        if self.backend_name == "hf":
-            if self.model is None:
-                raise SettingsError(f"{self._name('backend')}=hf needs a model: add --sway-model=PATH|ID")
-            if self.adapter is None and self.finetuned is None:
-                raise SettingsError(
-                    f"{self._name('model')} is set, but nothing to compare it with: add --sway-adapter=PATH "
-                    "(a PEFT adapter) or --sway-finetuned=PATH|ID (a fine-tuned checkpoint)"
-                )
-            needed = ["torch", "transformers"] + (["peft"] if self.adapter is not None else [])
-            missing = [m for m in needed if importlib.util.find_spec(m) is None]
-            if missing:
-                raise SettingsError(
-                    f"the hf backend needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
-                    "installed: pip install 'pytest-sway[hf]' (on a CPU-only machine, pip install torch==2.13.0 first)"
-                )
-
-    def option_name(self, name: str) -> str:
-        """How the user set ``name``: ``--sway-json`` or ``ini option sway_json``."""
-        return self._name(name)
-
-    def _name(self, name: str) -> str:
-        opt = next(o for o in OPTIONS if o.name == name)
-        return _where(opt, self.sources.get(name, "command line"))
-
-    @property
-    def backend_name(self) -> str:
-        """The backend that ``auto`` resolves to."""
-        if self.backend == "auto":
-            return "hf" if self.model is not None else "dummy"
-        return self.backend
-
-    def header(self) -> str:
-        """One line for ``pytest_report_header``."""
-        parts = [f"backend {self.backend_name}"]
-        if self.model is not None:
-            parts.append(f"model {self.model}")
-        if self.adapter is not None:
-            parts.append(f"adapter {self.adapter}")
-        if self.finetuned is not None:
-            parts.append(f"fine-tuned {self.finetuned}")
-        parts.append(f"seed {self.seed}")
-        return "sway: " + ", ".join(parts)
-
-    def as_json(self) -> dict[str, Any]:
-        out = {}
-        for f in fields(self):
-            if f.name == "sources":
-                continue
-            value = getattr(self, f.name)
-            out[f.name] = str(value) if isinstance(value, Path) else value
-        return out
+# -- parsers: raw string (+ the folder relative paths start from) -> value -----
 
 
 def _where(opt: Option, source: str) -> str:
     return f"ini option {opt.ini}" if source == "ini file" else opt.flag
-
-
-# -- parsers: raw string (+ the folder relative paths start from) -> value -----
 
 
 def _model(raw: str, base: Path) -> str:
@@ -430,24 +236,190 @@ def _looks_like_path(raw: str) -> bool:
     return raw.startswith((".", "/", "~")) or "\\" in raw or raw.count("/") > 1
 
 
-_PARSERS: dict[str, Callable[[str, Path], Any]] = {
-    "model": _model,
-    "adapter": _adapter,
-    "finetuned": _model,
-    "device": _device,
-    "dtype": _dtype,
-    "batch_size": _int(1),
-    "device_map": _text,
-    "cache_dir": _folder,
-    "backend": _backend,
-    "seed": _int(0),
-    "confidence": _confidence,
-    "resamples": _int(1),  # and at most MAX_RESAMPLES, checked with the confidence
-    "ci_method": _ci_method,
-    "json": _output_file,
-    "html": _output_file,
-    "correction": _correction,
-    "save_baseline": _output_file,
-    "baseline": _input_file,
-    "max_regression": _non_negative,
-}
+@dataclass(frozen=True)
+class Settings:
+    model: str | None = option(
+        "base model: a local folder, a Hugging Face model id, or the built-in smollm2-135m", _model, None, "PATH|ID",
+        backend=True)
+    adapter: str | None = option(
+        "PEFT adapter folder applied to --sway-model: the fine-tune under test", _adapter, None, "PATH", backend=True)
+    finetuned: str | None = option(
+        "a fully fine-tuned checkpoint compared with --sway-model (instead of an adapter; loads two models)", _model,
+        None, "PATH|ID", backend=True)
+    device: str = option("auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps", _device, "auto", "DEVICE",
+                         backend=True)
+    dtype: str = option("auto (float32 on cpu, the checkpoint's dtype elsewhere), float32, bfloat16 or float16", _dtype,
+                        "auto", "DTYPE", backend=True)
+    batch_size: int = option("prompts per forward pass (long prompts get smaller batches)", _int(1),
+                             str(DEFAULT_BATCH_SIZE), "N", backend=True)
+    device_map: str | None = option(
+        "passed to transformers' from_pretrained, e.g. auto to spread a model over GPUs", _text, None, "MAP",
+        backend=True)
+    cache_dir: Path | None = option(
+        "keep the base model's answers here across runs, so a new adapter costs only its own forward passes", _folder,
+        None, "DIR", backend=True)
+    backend: str = option(
+        "auto (hf when a model is given, else dummy), dummy, hf, or module:factory (a callable returning a backend)",
+        _backend, "auto", "NAME")
+    seed: int = option("base seed; each test's bootstrap seed is derived from it and the test id", _int(0), "0", "INT")
+    confidence: float = option("confidence level of every interval", _confidence, str(DEFAULT_CONFIDENCE), "LEVEL")
+    #: None: 9999, or more where an interval's level needs more (see ci_methods).
+    resamples: int | None = option(
+        f"bootstrap resamples per interval (default: {DEFAULT_RESAMPLES}, raised where the confidence level needs "
+        f"more; at most {MAX_RESAMPLES})", _int(1), None, "N")
+    ci_method: str = option(f"bootstrap interval method: {', '.join(CI_METHODS)}", _ci_method, DEFAULT_METHOD, "METHOD")
+    json: Path | None = option("write every probe result to this JSON file (atomically)", _output_file, None, "PATH")
+    html: Path | None = option("write a self-contained HTML report (forest plot, distributions) to this file",
+                               _output_file, None, "PATH")
+    correction: str = option("multiple-testing correction across the gates: none or bonferroni", _correction, "none",
+                             "METHOD")
+    save_baseline: Path | None = option("save every probe's per-item values, with provenance, to this file",
+                                        _output_file, None, "PATH")
+    baseline: Path | None = option("compare every probe, item by item, with the values saved in this file",
+                                   _input_file, None, "PATH")
+    max_regression: float | None = option(
+        "with --sway-baseline: fail a gated test whose paired CI shows a regression beyond this amount",
+        _non_negative, None, "X")
+    #: Where each value came from, for messages: name -> "command line" / "ini file".
+    sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
+
+    @classmethod
+    def from_raw(cls, cli: dict[str, str | None], ini: dict[str, str | None], *, cwd: Path, ini_dir: Path) -> Settings:
+        """Merge raw strings (command line wins over ini) and validate them.
+
+        Relative paths are resolved against ``cwd`` for command-line values and
+        against the ini file's folder for ini values, as pytest does.
+        """
+        values: dict[str, Any] = {}
+        sources: dict[str, str] = {}
+        for opt in OPTIONS:
+            for given, where in ((cli.get(opt.name), "command line"), (ini.get(opt.name), "ini file")):
+                if given is not None and not given.strip():
+                    # An unset CI variable gives --sway-model= : running without the model would
+                    # measure something else than what was asked for.
+                    raise SettingsError(
+                        f"{_where(opt, where)} is empty (an unset environment variable?): give it a value "
+                        f"({opt.metavar}), or leave the option out"
+                    )
+            if cli.get(opt.name) is not None:
+                raw, where, base = cli[opt.name], "command line", cwd
+            elif ini.get(opt.name) is not None:
+                raw, where, base = ini[opt.name], "ini file", ini_dir
+            elif opt.default is not None:
+                raw, where, base = opt.default, "default", cwd
+            else:
+                continue
+            sources[opt.name] = where
+            try:
+                values[opt.name] = opt.parse(raw.strip(), base)
+            except ValueError as exc:
+                raise SettingsError(f"{_where(opt, where)}={raw!r}: {exc}") from None
+        settings = cls(**values, sources=sources)
+        settings._check_combinations()
+        return settings
+
+    def _check_combinations(self) -> None:
+        if self.backend == "dummy":
+            given = [name for name in ("model", "adapter", "finetuned", "device_map", "cache_dir")
+                     if getattr(self, name) is not None]
+            if given:
+                raise SettingsError(
+                    f"{self._name('backend')}=dummy measures toy models, but {', '.join(self._name(n) for n in given)} "
+                    "is set too and would be ignored: drop --sway-backend=dummy to test the model, or drop the "
+                    "model options to run on the dummy backend"
+                )
+        if self.adapter is not None and self.finetuned is not None:
+            raise SettingsError(
+                f"{self._name('adapter')} and {self._name('finetuned')} are both set: compare the base with an "
+                "adapter or with a fine-tuned checkpoint, not both"
+            )
+        for name in ("adapter", "finetuned"):
+            if getattr(self, name) is not None and self.model is None:
+                raise SettingsError(
+                    f"{self._name(name)} is set but no base model: add --sway-model (the model it was trained from)"
+                )
+        if self.finetuned is not None and self.model is not None and _same_path(self.finetuned, self.model):
+            raise SettingsError(
+                f"{self._name('finetuned')} and {self._name('model')} name the same checkpoint ({self.model}): "
+                "every difference would be exactly 0; give the fine-tuned checkpoint"
+            )
+        if self.max_regression is not None and self.baseline is None:
+            raise SettingsError(
+                f"{self._name('max_regression')} is set but there is no baseline to regress from: add "
+                "--sway-baseline=PATH (written earlier with --sway-save-baseline)"
+            )
+        if self.resamples is not None:
+            try:
+                check_resamples(self.resamples, self.confidence)
+            except ValueError as exc:
+                raise SettingsError(f"{self._name('resamples')}={self.resamples}: {exc}") from None
+        from .outputs import check_output_paths
+
+        try:
+            check_output_paths(self)
+        except ValueError as exc:
+            raise SettingsError(str(exc)) from None
+        if self.device_map is not None and self.device != "auto":
+            raise SettingsError(
+                f"{self._name('device_map')} and {self._name('device')} are both set: with a device map, "
+                "accelerate places the model; leave --sway-device at auto"
+            )
+        if self.backend_name == "hf":
+            if self.model is None:
+                raise SettingsError(f"{self._name('backend')}=hf needs a model: add --sway-model=PATH|ID")
+            if self.adapter is None and self.finetuned is None:
+                raise SettingsError(
+                    f"{self._name('model')} is set, but nothing to compare it with: add --sway-adapter=PATH "
+                    "(a PEFT adapter) or --sway-finetuned=PATH|ID (a fine-tuned checkpoint)"
+                )
+            needed = ["torch", "transformers"] + (["peft"] if self.adapter is not None else [])
+            missing = [m for m in needed if importlib.util.find_spec(m) is None]
+            if missing:
+                raise SettingsError(
+                    f"the hf backend needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
+                    "installed: pip install 'pytest-sway[hf]' (on a CPU-only machine, pip install torch==2.13.0 first)"
+                )
+
+    def option_name(self, name: str) -> str:
+        """How the user set ``name``: ``--sway-json`` or ``ini option sway_json``."""
+        return self._name(name)
+
+    def _name(self, name: str) -> str:
+        opt = next(o for o in OPTIONS if o.name == name)
+        return _where(opt, self.sources.get(name, "command line"))
+
+    @property
+    def backend_name(self) -> str:
+        """The backend that ``auto`` resolves to."""
+        if self.backend == "auto":
+            return "hf" if self.model is not None else "dummy"
+        return self.backend
+
+    def header(self) -> str:
+        """One line for ``pytest_report_header``."""
+        parts = [f"backend {self.backend_name}"]
+        if self.model is not None:
+            parts.append(f"model {self.model}")
+        if self.adapter is not None:
+            parts.append(f"adapter {self.adapter}")
+        if self.finetuned is not None:
+            parts.append(f"fine-tuned {self.finetuned}")
+        parts.append(f"seed {self.seed}")
+        return "sway: " + ", ".join(parts)
+
+    def backend_options(self) -> dict[str, Any]:
+        """The options a backend is built from, by name (``model``, ``adapter``, ``device``, ...)."""
+        return {opt.name: getattr(self, opt.name) for opt in OPTIONS if opt.backend}
+
+    def as_json(self) -> dict[str, Any]:
+        out = {}
+        for f in fields(self):
+            if f.name == "sources":
+                continue
+            value = getattr(self, f.name)
+            out[f.name] = str(value) if isinstance(value, Path) else value
+        return out
+
+
+#: Every option, in declaration order.
+OPTIONS = tuple(Option(f.name, **f.metadata["option"]) for f in fields(Settings) if "option" in f.metadata)

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .ci_methods import DEFAULT_METHOD, METHODS, auto_resamples, check_resamples
+from .ci_methods import DEFAULT_CONFIDENCE, DEFAULT_METHOD, METHODS, auto_resamples, check_resamples
 
 # Upper bound on the elements of one (datasets x resamples x items) gather:
 # 2**22 indices (8 MiB as uint16, 32 MiB as int64) and as many complex values.
@@ -55,7 +55,7 @@ class Bootstrap:
     construction both hold the concrete values.
     """
 
-    confidence: float = 0.95
+    confidence: float = DEFAULT_CONFIDENCE
     resamples: int | None = None
     method: str | None = None
     seed: int = 0
@@ -87,7 +87,7 @@ class Bootstrap:
 def bootstrap_ci(
     values,
     *,
-    confidence: float = 0.95,
+    confidence: float = DEFAULT_CONFIDENCE,
     resamples: int | None = None,
     method: str | None = None,
     seed: int = 0,
@@ -136,7 +136,7 @@ def check_values(values) -> np.ndarray:
     return data
 
 
-def wilson_interval(values, *, confidence: float = 0.95) -> Interval:
+def wilson_interval(values, *, confidence: float = DEFAULT_CONFIDENCE) -> Interval:
     """Wilson score interval for the rate of 1s among 0/1 ``values``.
 
     Unlike a bootstrap of 0/1 values, it does not collapse to a zero-width

@@ -18,6 +18,9 @@ from typing import Protocol, Sequence, runtime_checkable
 
 from ..errors import BackendError
 
+#: Prompts per forward pass unless --sway-batch-size says otherwise.
+DEFAULT_BATCH_SIZE = 32
+
 
 @dataclass(frozen=True)
 class Variant:

@@ -30,10 +30,8 @@ import numpy as np
 
 from ..divergence import divergence as _divergence
 from ..errors import BackendError
-from .base import BASE, FINETUNED, Variant, scoring_windows
+from .base import BASE, DEFAULT_BATCH_SIZE, FINETUNED, Variant, scoring_windows
 
-#: Prompts per forward pass unless --sway-batch-size says otherwise.
-DEFAULT_BATCH_SIZE = 32
 #: Most tokens (batch rows x padded length) in one forward pass.
 _TOKEN_BUDGET = 16384
 #: Most logits (rows x kept positions x vocabulary) one scoring pass may hold.
@@ -142,16 +140,8 @@ class HFBackend:
 
     @classmethod
     def from_settings(cls, settings) -> HFBackend:
-        return cls(
-            settings.model,
-            adapter=settings.adapter,
-            finetuned=settings.finetuned,
-            device=settings.device,
-            dtype=settings.dtype,
-            batch_size=settings.batch_size,
-            device_map=settings.device_map,
-            cache_dir=settings.cache_dir,
-        )
+        """The backend the run's ``--sway-*`` options describe (each option declared with ``backend=True``)."""
+        return cls(**settings.backend_options())
 
     def describe(self) -> dict:
         info = {"name": "hf", "model": self.model_name}
