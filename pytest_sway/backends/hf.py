@@ -30,7 +30,7 @@ import numpy as np
 
 from ..divergence import divergence as _divergence
 from ..errors import BackendError
-from .base import BASE, FINETUNED, Variant, scoring_windows
+from .base import BASE, FINETUNED, ResponseDivergence, Variant, scoring_windows
 
 #: Prompts per forward pass unless --sway-batch-size says otherwise.
 DEFAULT_BATCH_SIZE = 32
@@ -116,6 +116,8 @@ class HFBackend:
         self.vocab_size = self.base_model.get_output_embeddings().weight.shape[0]
         self._accumulate = torch.float32 if self.input_device.type == "mps" else torch.float64
         self._memo: dict = {}
+        #: Finished per-response results (small arrays), keyed by (divergence, variant, (ids, start)).
+        self._responses: dict = {}
         self._active = None  # (variant, model) while a variant's context is entered
         self._provenance: dict | None = None
         self.cache = self._open_cache(cache_dir) if cache_dir is not None else None
@@ -184,6 +186,7 @@ class HFBackend:
 
     def close(self) -> None:
         self._memo.clear()
+        self._responses.clear()
         self.base_model = self.peft_model = self.finetuned_model = None
         if self._torch.cuda.is_available():
             self._torch.cuda.empty_cache()
@@ -258,6 +261,63 @@ class HFBackend:
                 out[(seq, n)] = new
         return out
 
+    def response_divergences(
+        self, prompts: Sequence[str], responses: Sequence[str] | None = None, *, divergence: str,
+        variant: Variant = FINETUNED, chat: bool = False, max_new_tokens: int = 32,
+    ) -> list[ResponseDivergence]:
+        if responses is None:  # the base's own greedy answer, token for token (no re-tokenization)
+            seqs = self.encode_prompts(prompts, chat=chat)
+            continuations = self.greedy(prompts, variant=BASE, max_new_tokens=max_new_tokens, chat=chat)
+            items, labels = [], []
+            for prompt, seq, new in zip(prompts, seqs, continuations):
+                if not new:
+                    raise BackendError(
+                        f"the base model's greedy continuation of prompt {_short(prompt)} is empty (it ends the "
+                        "sequence at once), so there is no response to compare; give (prompt, response) pairs"
+                    )
+                items.append((seq + tuple(new), len(seq)))
+                labels.append(prompt)
+        else:
+            items = [self.completion_tokens(p, r, chat=chat) for p, r in zip(prompts, responses)]
+            labels = [f"{p!r} -> {r!r}" for p, r in zip(prompts, responses)]
+        missing = [it for it in dict.fromkeys(items) if (divergence, variant, it) not in self._responses]
+        if missing:
+            missing.sort(key=_length)
+            label_of = dict(zip(items, labels))
+            # Both variants' logits of a batch count against the logit budget.
+            for batch in self._batches(missing, length=lambda it: len(it[0]),
+                                       keep=lambda it: 2 * (len(it[0]) - it[1] + 1)):
+                self._response_batch(batch, divergence, variant, label_of)
+        return [self._responses[(divergence, variant, it)] for it in items]
+
+    def _response_batch(self, batch: list, divergence: str, variant: Variant, label_of: dict) -> None:
+        """Teacher-force one batch through the base and ``variant``; keep per-position results only."""
+        torch = self._torch
+        keep = max(len(ids) - start for ids, start in batch) + 1
+        seqs = [ids for ids, _ in batch]
+        base = self._forward(BASE, seqs, keep=keep)
+        other = self._forward(variant, seqs, keep=keep)
+        with torch.inference_mode():
+            for row, (ids, start) in enumerate(batch):
+                n = len(ids) - start
+                values, agree = [], []
+                # Position p predicts token p + 1: the logits before each response token.
+                for lo in range(keep - n - 1, keep - 1, _DIVERGENCE_ROWS):
+                    hi = min(lo + _DIVERGENCE_ROWS, keep - 1)
+                    b = base[row, lo:hi].to(self._accumulate)
+                    o = other[row, lo:hi].to(self._accumulate)
+                    if not (torch.isfinite(b).all() and torch.isfinite(o).all()):
+                        raise BackendError(
+                            f"the base or {variant} model returned NaN or infinite logits for "
+                            f"{_short(label_of[(ids, start)])}"
+                        )
+                    values.append(_divergence(b.log_softmax(-1), o.log_softmax(-1), divergence, torch).cpu())
+                    agree.append((b.argmax(-1) == o.argmax(-1)).cpu())
+                self._responses[(divergence, variant, (ids, start))] = ResponseDivergence(
+                    torch.cat(values).numpy().astype(np.float64), torch.cat(agree).numpy(), tuple(ids[start:])
+                )
+        del base, other
+
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
@@ -272,9 +332,9 @@ class HFBackend:
                 f"chat=True, but the tokenizer of {self.model_name!r} has no chat template; "
                 "drop chat=True, or use a chat model (one whose tokenizer_config.json or chat_template.jinja has one)"
             )
-        text = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-        )
+        # A Conversation (a multi-turn prompt) carries its messages; a string is one user turn.
+        messages = getattr(prompt, "messages", None) or [{"role": "user", "content": prompt}]
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return text, False  # the template already holds any BOS token
 
     def encode_prompts(self, prompts: Sequence[str], *, chat: bool) -> list[tuple[int, ...]]:
