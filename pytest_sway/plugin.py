@@ -129,7 +129,7 @@ def pytest_pycollect_makeitem(collector, name, obj):
         from .request import parse_marker
 
         try:
-            item.stash[REQUEST] = parse_marker(marker.args, marker.kwargs, _registry(item))
+            item.stash[REQUEST] = parse_marker(marker.args, marker.kwargs, _registry(item), base_dir=item.path.parent)
         except SwayError as exc:
             raise collector.CollectError(f"{item.nodeid}: invalid @pytest.mark.sway_probe: {exc}") from None
     return made
@@ -197,6 +197,7 @@ def sway(request, sway_backend):
         method=settings.ci_method,
         registry=_registry(request.node),
         on_result=results.append,
+        base_dir=request.node.path.parent,
     )
 
 
