@@ -198,3 +198,22 @@ def test_items_files_are_relative_to_the_test_file(pytester, monkeypatch):
     text = result.stdout.str()
     assert "test_broken.py::test_bad: invalid @pytest.mark.sway_probe: delta_kl: parameter 'prompts': " in text
     assert str(sub / "data" / "broken.jsonl") + ':3: "prompt" must be a non-empty string' in text
+
+
+def test_conversations_and_items_files_travel_through_xdist_into_the_json_report(pytester):
+    _write(pytester.path / "prompts.jsonl", [{"prompt": [{"role": "user", "content": f"Q{i}"}]} for i in range(4)])
+    pytester.makepyfile(test_chat="""
+        import pytest
+        CHAT = [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Q{i}"}] for i in range(4)]
+        @pytest.mark.sway_probe("response_divergence", prompts=CHAT, chat=True, max_new_tokens=3)
+        def test_marker():
+            pass
+        def test_fixture(sway):
+            sway.delta_kl("prompts.jsonl", chat=True)
+    """)
+    result = pytester.runpytest("-n", "2", "--sway-json=out.json", "-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2)
+    rows = {r["nodeid"]: r for r in json.loads((pytester.path / "out.json").read_text())["results"]}
+    marker, fixture = rows["test_chat.py::test_marker"], rows["test_chat.py::test_fixture"]
+    assert json.loads(marker["details"]["most_moved"][0]["item"])[0] == {"role": "system", "content": "Be brief."}
+    assert fixture["params"]["prompts"] == {"count": 4, "file": "prompts.jsonl"}
