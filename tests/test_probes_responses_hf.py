@@ -149,7 +149,10 @@ def test_choice_accuracy_equals_raw_log_likelihood_scoring(backend, raw):
     sums = {name: [[_choice_reference(tokenizer, model, q, c) for c in choices] for q, choices, _ in QUESTIONS]
             for name, model in (("base", base), ("finetuned", tuned))}
     for normalize in ("none", "chars"):
+        calls = dict(backend.forward_calls)
         result = run_probe("choice_accuracy", backend, questions=QUESTIONS, normalize=normalize)
+        if normalize == "chars":  # a second test on the same questions: no forward pass
+            assert dict(backend.forward_calls) == calls
         correct = {}
         for name in ("base", "finetuned"):
             picks = []
