@@ -40,6 +40,8 @@ _TOKEN_BUDGET = 16384
 _LOGIT_BUDGET = 1 << 27
 #: Rows per divergence computation (each holds a few float64 vocabulary rows).
 _DIVERGENCE_ROWS = 64
+#: Most elements of one float64 array in a response-divergence chunk (32 MiB).
+_RESPONSE_CHUNK = 1 << 22
 
 
 def _import_frameworks():
@@ -291,31 +293,55 @@ class HFBackend:
         return [self._responses[(divergence, variant, it)] for it in items]
 
     def _response_batch(self, batch: list, divergence: str, variant: Variant, label_of: dict) -> None:
-        """Teacher-force one batch through the base and ``variant``; keep per-position results only."""
+        """Teacher-force one batch through the base and ``variant``; keep per-position results only.
+
+        The response positions of all rows are processed together, in chunks of
+        at most ``_RESPONSE_CHUNK`` float64 elements per array, so a small
+        vocabulary does not pay per-row overhead and a long response does not
+        build one huge float64 block."""
         torch = self._torch
         keep = max(len(ids) - start for ids, start in batch) + 1
         seqs = [ids for ids, _ in batch]
         base = self._forward(BASE, seqs, keep=keep)
         other = self._forward(variant, seqs, keep=keep)
+        chunk = max(_DIVERGENCE_ROWS, _RESPONSE_CHUNK // self.vocab_size)
+        values, agree, pending, pending_n = [], [], [], 0
+
+        def flush():
+            # Position p predicts token p + 1: the logits before each response token.
+            b = torch.cat([base[r, lo:hi] for r, lo, hi in pending]).to(self._accumulate)
+            o = torch.cat([other[r, lo:hi] for r, lo, hi in pending]).to(self._accumulate)
+            if not (torch.isfinite(b).all() and torch.isfinite(o).all()):
+                bad = next(r for r, lo, hi in pending
+                           if not (torch.isfinite(base[r, lo:hi]).all() and torch.isfinite(other[r, lo:hi]).all()))
+                raise BackendError(
+                    f"the base or {variant} model returned NaN or infinite logits for {_short(label_of[batch[bad]])}"
+                )
+            values.append(_divergence(b.log_softmax(-1), o.log_softmax(-1), divergence, torch).cpu())
+            agree.append((b.argmax(-1) == o.argmax(-1)).cpu())
+            pending.clear()
+
         with torch.inference_mode():
             for row, (ids, start) in enumerate(batch):
-                n = len(ids) - start
-                values, agree = [], []
-                # Position p predicts token p + 1: the logits before each response token.
-                for lo in range(keep - n - 1, keep - 1, _DIVERGENCE_ROWS):
-                    hi = min(lo + _DIVERGENCE_ROWS, keep - 1)
-                    b = base[row, lo:hi].to(self._accumulate)
-                    o = other[row, lo:hi].to(self._accumulate)
-                    if not (torch.isfinite(b).all() and torch.isfinite(o).all()):
-                        raise BackendError(
-                            f"the base or {variant} model returned NaN or infinite logits for "
-                            f"{_short(label_of[(ids, start)])}"
-                        )
-                    values.append(_divergence(b.log_softmax(-1), o.log_softmax(-1), divergence, torch).cpu())
-                    agree.append((b.argmax(-1) == o.argmax(-1)).cpu())
-                self._responses[(divergence, variant, (ids, start))] = ResponseDivergence(
-                    torch.cat(values).numpy().astype(np.float64), torch.cat(agree).numpy(), tuple(ids[start:])
-                )
+                lo = keep - (len(ids) - start) - 1
+                while lo < keep - 1:
+                    take = min(keep - 1 - lo, chunk - pending_n)
+                    pending.append((row, lo, lo + take))
+                    pending_n, lo = pending_n + take, lo + take
+                    if pending_n >= chunk:
+                        flush()
+                        pending_n = 0
+            if pending:
+                flush()
+            flat_values = torch.cat(values).numpy().astype(np.float64)
+            flat_agree = torch.cat(agree).numpy()
+        at = 0
+        for ids, start in batch:
+            n = len(ids) - start
+            self._responses[(divergence, variant, (ids, start))] = ResponseDivergence(
+                flat_values[at : at + n].copy(), flat_agree[at : at + n].copy(), tuple(ids[start:])
+            )
+            at += n
         del base, other
 
     def decode(self, ids) -> str:
