@@ -40,10 +40,17 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 SIZES = (8, 64, 512)
-PARTS = ("probes", "suite", "overhead", "memory", "cache")
+PARTS = ("probes", "responses", "suite", "overhead", "memory", "cache")
 BATCH = 32
 SUBJECTS = ("the refund window", "a password reset", "the delivery date", "the warranty", "an invoice",
             "the mobile app", "a broken screen", "the loyalty card")  # fmt: skip
+
+
+def make_pairs(n: int) -> list[tuple[str, str]]:
+    """``n`` (prompt, response) pairs, responses of about 20 to 30 tokens."""
+    return [(prompt, f" Thanks for asking about {SUBJECTS[i % len(SUBJECTS)]}. Open the settings page, choose "
+                     f"option {i % 7 + 1} and follow the {i % 3 + 2} steps shown there; it takes a minute.")
+            for i, prompt in enumerate(make_prompts(n))]
 
 
 def make_prompts(n: int) -> list[str]:
@@ -127,6 +134,46 @@ class Floor:
         return out.numpy()
 
 
+    def response_js(self, pairs: list[tuple[str, str]]):
+        """Mean per-position JS over each teacher-forced response: per batch of 32 (sorted by
+        length, left-padded, position ids), one pass with the adapter disabled and one enabled,
+        logits of the response positions only, float64 log-softmax."""
+        import numpy as np
+
+        torch = self.torch
+        items = []
+        for prompt, response in pairs:
+            enc = self.tokenizer(prompt + response, return_offsets_mapping=True)
+            first = next(i for i, (lo, hi) in enumerate(enc["offset_mapping"]) if hi > len(prompt) and hi > lo)
+            items.append((enc["input_ids"], first))
+        order = sorted(range(len(items)), key=lambda i: len(items[i][0]))
+        out = np.empty(len(items))
+        for start in range(0, len(order), BATCH):
+            rows = order[start : start + BATCH]
+            width = max(len(items[i][0]) for i in rows)
+            keep = max(len(items[i][0]) - items[i][1] for i in rows) + 1
+            ids = torch.full((len(rows), width), self.pad)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, i in enumerate(rows):
+                seq = items[i][0]
+                ids[r, width - len(seq) :] = torch.tensor(seq)
+                mask[r, width - len(seq) :] = 1
+            x = dict(input_ids=ids, attention_mask=mask, position_ids=(mask.cumsum(-1) - 1).clamp(min=0))
+            with torch.inference_mode():
+                with self.model.disable_adapter():
+                    base = self.model(**x, logits_to_keep=keep).logits
+                tuned = self.model(**x, logits_to_keep=keep).logits
+                for r, i in enumerate(rows):
+                    n = len(items[i][0]) - items[i][1]
+                    lb = base[r, keep - n - 1 : keep - 1].double().log_softmax(-1)
+                    lt = tuned[r, keep - n - 1 : keep - 1].double().log_softmax(-1)
+                    p, q = lt.exp(), lb.exp()
+                    log_m = ((p + q) / 2).log()
+                    js = 0.5 * (p * (lt - log_m)).sum(-1) + 0.5 * (q * (lb - log_m)).sum(-1)
+                    out[i] = float(js.mean())
+        return out
+
+
 # -- timing -----------------------------------------------------------------------------------
 
 
@@ -202,6 +249,34 @@ def probe_tables(models: dict, sizes, reps: int) -> list[dict]:
                          "dlm_max_relative_error": dlm_error})
             print(f"  {name:8} n={n:4}: floor {floor_s:.3f}s, sway {sway_s:.3f}s ({sway_s / floor_s:.2f}x)"
                   + ("" if dlm_s is None else f", dlm-sway {dlm_s:.3f}s ({dlm_s / floor_s:.1f}x)"), flush=True)
+    return rows
+
+
+def response_tables(models: dict, n: int, reps: int) -> list[dict]:
+    """response_divergence against its floor (two teacher-forced batched passes and the JS)."""
+    import numpy as np
+
+    from pytest_sway import run_probe
+    from pytest_sway.backends.hf import HFBackend
+
+    rows = []
+    for name, (base, adapter, _) in models.items():
+        floor = Floor(base, adapter)
+        backend = HFBackend("smollm2-135m" if name == "smollm2-135m" else base, adapter=adapter)
+        pairs = make_pairs(n)
+
+        def sway():
+            backend._memo.clear()
+            backend._responses.clear()
+            return run_probe("response_divergence", backend, pairs=pairs)
+
+        floor_values, sway_values = floor.response_js(pairs), sway().values  # also the warm-up
+        floor_s, sway_s = median_times([lambda: floor.response_js(pairs), sway], 3 * reps if name == "tiny" else reps)
+        positions = sum(len(r.values) for r in backend.response_divergences(
+            [p for p, _ in pairs], [r for _, r in pairs], divergence="js"))
+        rows.append({"model": name, "n": n, "positions": positions, "floor_s": floor_s, "sway_s": sway_s,
+                     "ratio": sway_s / floor_s, "max_difference": float(np.abs(floor_values - sway_values).max())})
+        print(f"  {name:8} n={n}: floor {floor_s:.3f}s, sway {sway_s:.3f}s ({sway_s / floor_s:.2f}x)", flush=True)
     return rows
 
 
@@ -363,6 +438,17 @@ def main(argv=None) -> None:
             dlm_error = "-" if r["dlm_max_relative_error"] is None else f"{100 * r['dlm_max_relative_error']:.0f}%"
             print(f"| {r['model']} | {r['n']} | {r['floor_s']:.3f} | {r['sway_s']:.3f} | {r['ratio']:.2f}x | "
                   f"{r['max_js_difference']:.1e} | {dlm} | {dlm_ratio} | {dlm_error} |")
+        print()
+    if "responses" in parts:
+        print("response_divergence probe time against its floor (median of repetitions):", flush=True)
+        rows = response_tables(models, 64, reps)
+        print()
+        print("| model | items | response positions | floor (s) | pytest-sway (s) | pytest-sway / floor | "
+              "largest difference from the floor |")
+        print("|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(f"| {r['model']} | {r['n']} | {r['positions']} | {r['floor_s']:.3f} | {r['sway_s']:.3f} | "
+                  f"{r['ratio']:.2f}x | {r['max_difference']:.1e} |")
         print()
     if "suite" in parts:
         suite = suite_run(real[0], real[1], 64, work)

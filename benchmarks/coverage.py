@@ -7,6 +7,7 @@ that covers 0.78 lets a gate pass on noise about one time in five.
 
     python benchmarks/coverage.py                 # the README table (a few minutes on 2 cores)
     python benchmarks/coverage.py --datasets 500  # a quick look
+    python benchmarks/coverage.py --paired        # choice_accuracy's paired interval (README table)
 
 Every method sees the same datasets and the same resamples, so differences
 between columns are differences between methods, not between draws.
@@ -51,13 +52,78 @@ def coverage_table(*, datasets: int, resamples: int, confidence: float, seed: in
     return rows
 
 
+# Paired 0/1 outcomes (base, fine-tune) on the same questions, as cell probabilities
+# (both right, only the fine-tune right = fixed, only the base right = broken, both wrong):
+# many concordant pairs, few discordant ones, as after a fine-tune.
+PAIRED = {
+    "no change": (0.60, 0.00, 0.00, 0.40),
+    "rare flips, -1 pt": (0.70, 0.01, 0.02, 0.27),
+    "flips both ways, -3 pts": (0.60, 0.02, 0.05, 0.33),
+    "flips both ways, 0": (0.50, 0.05, 0.05, 0.40),
+    "forgetting, -10 pts": (0.55, 0.00, 0.10, 0.35),
+}
+PAIRED_SIZES = (20, 50, 100)
+
+
+def paired_coverage_table(*, datasets: int, resamples: int, confidence: float, seed: int):
+    """Rows of (scenario, n, {method: coverage}, {method: median width}) for the change in accuracy:
+    Tango's score interval (what choice_accuracy uses) against bootstraps of the {-1, 0, 1} values."""
+    from pytest_sway.paired import tango_interval_counts
+
+    rows = []
+    for s_index, (name, cells) in enumerate(PAIRED.items()):
+        true = cells[1] - cells[2]
+        for n in PAIRED_SIZES:
+            rng = np.random.default_rng([seed, 1000 + s_index, n])
+            counts = rng.multinomial(n, cells, size=datasets)  # (datasets, 4)
+            fixed, broken = counts[:, 1], counts[:, 2]
+            values = np.zeros((datasets, n))
+            for row in range(datasets):
+                values[row, : fixed[row]] = 1.0
+                values[row, fixed[row] : fixed[row] + broken[row]] = -1.0
+            bounds = batch_intervals(values, confidence=confidence, resamples=resamples,
+                                     methods=("studentized", "percentile"), seed=seed + n)
+            memo = {}
+            tango = np.array([memo.setdefault((f, b), tuple(tango_interval_counts(int(f), int(b), n, confidence=confidence)))
+                              for f, b in zip(fixed, broken)])
+            # The plugin clips every interval to the values' support, [-1, 1] here.
+            bounds = {"tango": tango, **{m: np.clip(b, -1.0, 1.0) for m, b in bounds.items()}}
+            cover = {m: float(np.mean((b[:, 0] <= true + 1e-12) & (true - 1e-12 <= b[:, 1]))) for m, b in bounds.items()}
+            width = {m: float(np.median(b[:, 1] - b[:, 0])) for m, b in bounds.items()}
+            rows.append((name, n, cover, width))
+    return rows
+
+
+def main_paired(args) -> None:
+    start = time.perf_counter()
+    rows = paired_coverage_table(datasets=args.datasets, resamples=args.resamples, confidence=args.confidence,
+                                 seed=args.seed)
+    print(f"Coverage of nominal {args.confidence:.0%} intervals for a paired change in accuracy: {args.datasets} "
+          f"datasets per cell, bootstraps with {args.resamples} resamples, seed {args.seed}")
+    print()
+    print("| scenario (both right, fixed, broken, both wrong) | n | tango | studentized | percentile | "
+          "median width (tango / studentized) |")
+    print("|---|---|---|---|---|---|")
+    for name, n, cover, width in rows:
+        cells = ", ".join(f"{x:g}" for x in PAIRED[name])
+        print(f"| {name} ({cells}) | {n} | {cover['tango']:.3f} | {cover['studentized']:.3f} | "
+              f"{cover['percentile']:.3f} | {width['tango']:.3g} / {width['studentized']:.3g} |")
+    print()
+    print(f"({time.perf_counter() - start:.0f} s)")
+
+
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=int, default=2000, help="datasets per cell (default 2000)")
     parser.add_argument("--resamples", type=int, default=9999, help="bootstrap resamples per interval (default 9999, as in the plugin)")
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--paired", action="store_true",
+                        help="the paired-accuracy table instead (choice_accuracy's interval against bootstraps)")
     args = parser.parse_args(argv)
+    if args.paired:
+        main_paired(args)
+        return
 
     start = time.perf_counter()
     rows = coverage_table(

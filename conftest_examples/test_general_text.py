@@ -18,3 +18,18 @@ def test_general_prompts_barely_move():
 def test_general_continuations_are_reported():
     """No threshold: measured and shown in the summary, not gated. Small shifts
     flip a greedy token somewhere in 12 more often than one might guess."""
+
+
+@pytest.mark.sway_probe("choice_accuracy", questions="data/general_knowledge.jsonl", above=-0.25)
+def test_general_knowledge_is_not_forgotten(sway_result):
+    """Non-inferiority on 40 multiple-choice questions (read from a JSONL file, relative to
+    this file): the paired change in accuracy loses at most 25 points. 40 questions cannot
+    show more: even with no question changing, the interval's low end is about -0.17 at this
+    suite's Bonferroni level; a 2-point margin (above=-0.02) needs on the order of a thousand."""
+    assert sway_result.n == 40
+
+
+@pytest.mark.sway_probe("response_divergence", prompts=GENERAL_PROMPTS, max_new_tokens=16, below=0.05)
+def test_general_answers_barely_move():
+    """Over the base model's own 16-token answers to the general prompts, teacher-forced
+    through both models, the mean per-token Jensen-Shannon divergence stays small."""

@@ -273,8 +273,10 @@ def _meta(r: dict) -> str:
     conf = _finite(r.get("confidence"))
     parts = [f"n = {r.get('n')}", f"estimate {_num(_estimate(r))}",
              (f"{conf * 100:.4g}% CI " if conf is not None else "CI ") + _ci(r)]  # fmt: skip
-    if r.get("method") == "wilson":
-        parts.append("Wilson score interval")
+    if r.get("method") and not r.get("resamples"):  # a closed-form interval
+        from .result import CLOSED_FORM_NAMES
+
+        parts.append(CLOSED_FORM_NAMES.get(r["method"], f"{r['method']} interval"))
     elif r.get("method"):
         parts.append(f"{r['method']} bootstrap, {r.get('resamples')} resamples, seed {r.get('seed')}")
     gates = _gates(r)

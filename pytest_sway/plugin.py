@@ -151,7 +151,7 @@ def _parse_markers(item) -> None:
         from .request import parse_marker
 
         try:
-            state.request = parse_marker(marker.args, marker.kwargs, _registry(item))
+            state.request = parse_marker(marker.args, marker.kwargs, _registry(item), base_dir=item.path.parent)
         except SwayError as exc:
             raise SwayError(f"invalid @pytest.mark.sway_probe: {exc}") from None
     state.declared = declared_gates(item.iter_markers())
@@ -255,6 +255,7 @@ def sway(request, sway_backend):
         method=settings.ci_method,
         registry=_registry(request.node),
         on_result=state.results.append,
+        base_dir=request.node.path.parent,
     )
 
 

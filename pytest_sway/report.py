@@ -127,6 +127,8 @@ def summarize_params(params: dict[str, Any]) -> dict[str, Any]:
     for name, value in params.items():
         if isinstance(value, (list, tuple)) and value and isinstance(value[0], (str, list, tuple)):
             out[name] = {"count": len(value)}
+            if getattr(value, "source", None):  # items read from a JSONL file
+                out[name]["file"] = value.source
         else:
             out[name] = jsonable(value)
     return out
@@ -142,6 +144,8 @@ def jsonable(value):
         return jsonable(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
         return None
+    if isinstance(value, str) and type(value) is not str:  # a Conversation: plain text travels to xdist's controller
+        return str(value)
     return value
 
 

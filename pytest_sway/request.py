@@ -32,8 +32,9 @@ class ProbeRequest:
     max_regression: float | None = None
 
 
-def parse_marker(args: tuple, kwargs: dict[str, Any], registry: ProbeRegistry) -> ProbeRequest:
-    """Turn marker arguments into a validated request, or raise ``ProbeParamError``."""
+def parse_marker(args: tuple, kwargs: dict[str, Any], registry: ProbeRegistry, *, base_dir=None) -> ProbeRequest:
+    """Turn marker arguments into a validated request, or raise ``ProbeParamError``.
+    Items files (a string where a probe takes items) are relative to ``base_dir``, the test file's folder."""
     if len(args) != 1:
         raise ProbeParamError(
             f"expected exactly one positional argument, the probe kind, got {len(args)}; "
@@ -64,7 +65,7 @@ def parse_marker(args: tuple, kwargs: dict[str, Any], registry: ProbeRegistry) -
             )
     return ProbeRequest(
         kind=kind,
-        params=probe.validate(kwargs),
+        params=probe.validate(kwargs, base_dir=base_dir),
         gate=gate,
         confidence=None if confidence is None else float(confidence),
         resamples=resamples,

@@ -19,6 +19,12 @@ FAILED = "failed"
 INCONCLUSIVE = "inconclusive"
 REPORTED = "reported"  # no threshold: measured and shown, not gated
 
+#: How reports name the intervals that are not a bootstrap (``resamples == 0``).
+CLOSED_FORM_NAMES = {
+    "wilson": "Wilson score interval",
+    "tango": "Tango score interval for paired proportions",
+}
+
 
 @dataclass(frozen=True)
 class Verdict:
@@ -152,8 +158,8 @@ class ProbeResult:
     def describe(self) -> str:
         """Estimate, CI and everything needed to reproduce them."""
         how = (
-            "Wilson score interval"
-            if self.method == "wilson"
+            CLOSED_FORM_NAMES.get(self.method, f"{self.method} interval")
+            if not self.resamples
             else f"{self.method} bootstrap, {self.resamples} resamples, seed {self.seed}"
         )
         return (

@@ -30,17 +30,20 @@ def run_probe(
     resamples: int | None = None,
     method: str | None = None,
     registry: ProbeRegistry | None = None,
+    base_dir=None,
     **params: Any,
 ) -> ProbeResult:
     """Measure probe ``kind`` on ``backend`` and bootstrap a CI for its mean.
 
-    ``params`` are the probe's own parameters (e.g. ``prompts=[...]``).
+    ``params`` are the probe's own parameters (e.g. ``prompts=[...]``); items
+    given as a string are read from that JSONL file, relative to ``base_dir``
+    (default: the current folder).
     Unknown kinds and unknown, missing or ill-typed parameters raise
     ``ValueError`` naming the kind and the parameter.
     """
     registry = registry if registry is not None else default_registry()
     probe = registry.get(kind)
-    checked = probe.validate(params)
+    checked = probe.validate(params, base_dir=base_dir)
     try:
         bootstrap = Bootstrap(confidence=confidence, resamples=resamples, method=method, seed=seed)
     except ValueError as exc:
@@ -63,7 +66,7 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap) -> ProbeResult:
         raise ProbeError(f"probe {probe.kind!r} raised {type(exc).__name__}: {exc} ({_where(exc)})") from exc
     if not isinstance(m, Measurement):
         raise ProbeError(f"probe {probe.kind!r} returned {type(m).__name__}, not a pytest_sway.Measurement")
-    items = tuple(m.items)
+    items = tuple(str(item) for item in m.items)  # plain str, even for a Conversation
     try:
         values = np.asarray(m.values, dtype=np.float64)
     except (TypeError, ValueError) as exc:
@@ -90,7 +93,10 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap) -> ProbeResult:
             f"support {m.support!r}"
         )
     try:
-        if m.binary:
+        if m.interval is not None:
+            ci = m.interval(values, confidence=bootstrap.confidence)
+            method, resamples = m.interval_method or getattr(m.interval, "__name__", "closed-form"), 0
+        elif m.binary:
             ci, method, resamples = wilson_interval(values, confidence=bootstrap.confidence), "wilson", 0
         else:
             ci, method, resamples = bootstrap.interval(values, support=m.support), bootstrap.method, bootstrap.resamples
@@ -133,8 +139,11 @@ class Sway:
         method: str | None = None,
         registry: ProbeRegistry | None = None,
         on_result=None,
+        base_dir=None,
     ):
         self.backend = backend
+        #: Where relative paths of items files start (the ``sway`` fixture: the test file's folder).
+        self.base_dir = base_dir
         self.bootstrap = Bootstrap(confidence=confidence, resamples=resamples, method=method, seed=seed)
         self.registry = registry if registry is not None else default_registry()
         self._on_result = on_result
@@ -157,6 +166,7 @@ class Sway:
             resamples=b.resamples if resamples is None else resamples,
             method=b.method if method is None else method,
             registry=self.registry,
+            base_dir=self.base_dir,
             **params,
         )
         if self._on_result is not None:
@@ -196,6 +206,17 @@ class Sway:
     def greedy_change(self, prompts, *, max_new_tokens: int = 16, chat: bool = False, **ci) -> ProbeResult:
         """1 if the greedy continuation changes, else 0, per prompt (Wilson interval)."""
         return self.run("greedy_change", prompts=prompts, max_new_tokens=max_new_tokens, chat=chat, **ci)
+
+    def response_divergence(
+        self, pairs=None, *, prompts=None, max_new_tokens: int = 32, divergence: str = "js", chat: bool = False, **ci
+    ) -> ProbeResult:
+        """Mean divergence over a teacher-forced response (given, or the base's greedy one), per item."""
+        return self.run("response_divergence", pairs=pairs, prompts=prompts, max_new_tokens=max_new_tokens,
+                        divergence=divergence, chat=chat, **ci)
+
+    def choice_accuracy(self, questions, *, normalize: str = "none", chat: bool = False, **ci) -> ProbeResult:
+        """correct_ft - correct_base per (question, choices, answer_index), with Tango's paired interval."""
+        return self.run("choice_accuracy", questions=questions, normalize=normalize, chat=chat, **ci)
 
 
 def derive_seed(base_seed: int, test_id: str) -> int:

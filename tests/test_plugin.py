@@ -144,10 +144,10 @@ def test_marker_is_registered_with_its_signature(pytester):
 @pytest.mark.parametrize(
     "marker, message",
     [
-        ('"delta_kI", prompts=["a", "b"]', "unknown probe kind 'delta_kI'; known kinds: adapter_ablation, completion_lift, delta_kl, greedy_change, null_contrast, perplexity_shift, preference_shift"),
+        ('"delta_kI", prompts=["a", "b"]', "unknown probe kind 'delta_kI'; known kinds: adapter_ablation, choice_accuracy, completion_lift, delta_kl, greedy_change, null_contrast, perplexity_shift, preference_shift, response_divergence"),
         ('"delta_kl", prompts=["a", "b"], promtps=["b"]', "delta_kl: unknown parameter(s) 'promtps'"),
         ('"delta_kl"', "delta_kl: missing required parameter 'prompts'"),
-        ('"delta_kl", prompts="a"', "parameter 'prompts': expected a list of strings, got a single string"),
+        ('"delta_kl", prompts="a"', "parameter 'prompts': no such items file"),
         ('"delta_kl", prompts=["a", "b"], divergence="jsd"', "parameter 'divergence': expected one of"),
         ('"delta_kl", prompts=["a", "b"], above="0.1"', "above: expected a number"),
         ('"delta_kl", prompts=["a", "b"], above=0.5, below=0.1', "`above` must be smaller than `below`"),

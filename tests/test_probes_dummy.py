@@ -9,6 +9,7 @@ from pytest_sway import DummyBackend, Sway, run_probe
 from pytest_sway.probes import builtin_probes
 from pytest_sway.probes.adapter_ablation import spearman
 from pytest_sway.probes.greedy_change import edit_distance
+from pytest_sway.paired import tango_interval
 from pytest_sway.stats import wilson_interval
 
 PROMPTS = [f"Ticket {i}: my order arrived broken" for i in range(12)]
@@ -20,6 +21,8 @@ PARAMS = {
     "adapter_ablation": dict(prompts=PROMPTS),
     "null_contrast": dict(prompts=PROMPTS),
     "greedy_change": dict(prompts=PROMPTS, max_new_tokens=2),
+    "response_divergence": dict(prompts=PROMPTS, max_new_tokens=3),
+    "choice_accuracy": dict(questions=[(p, [" refund", " replace", " ignore"], i % 3) for i, p in enumerate(PROMPTS)]),
 }
 
 
@@ -31,7 +34,10 @@ def test_every_builtin_probe_is_covered():
 def test_values_are_prompt_dependent_with_an_effect(kind):
     result = run_probe(kind, DummyBackend(), **PARAMS[kind])
     assert result.n == 12 and np.all(np.isfinite(result.values))
-    if kind == "adapter_ablation":  # the dummy's divergence grows with scale for every prompt
+    if kind == "choice_accuracy":  # per-question values are -1, 0 or 1; the dummy's effect flips some answers
+        assert set(result.values) <= {-1.0, 0.0, 1.0} and np.any(result.values != 0)
+        assert result.ci.low <= result.estimate <= result.ci.high
+    elif kind == "adapter_ablation":  # the dummy's divergence grows with scale for every prompt
         assert np.all(result.values == 1.0)
         curve = [p["mean"] for p in result.details["curve"]]
         assert curve[0] == 0.0 and all(a < b for a, b in zip(curve, curve[1:]))
@@ -44,9 +50,11 @@ def test_values_are_prompt_dependent_with_an_effect(kind):
 def test_no_effect_gives_exactly_zero(kind):
     result = run_probe(kind, DummyBackend(effect=0), **PARAMS[kind])
     assert np.all(result.values == 0.0)
-    assert result.estimate == 0.0 and result.ci.low == 0.0
+    assert result.estimate == 0.0 and (result.ci.low == 0.0 or kind == "choice_accuracy")
     if kind == "greedy_change":  # Wilson: 0 of 12 is not certainty
         assert result.ci.high == pytest.approx(wilson_interval(np.zeros(12)).high)
+    elif kind == "choice_accuracy":  # Tango: no discordant question among 12 is not certainty either
+        assert result.ci.high == pytest.approx(-tango_interval(np.zeros(12)).low) and result.ci.low < 0
     else:
         assert result.ci.high == 0.0
 

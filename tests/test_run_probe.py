@@ -23,10 +23,10 @@ PROMPTS = [f"prompt {i}" for i in range(12)]
 @pytest.mark.parametrize(
     "kind, params, message",
     [
-        ("delta_kI", dict(prompts=PROMPTS), "unknown probe kind 'delta_kI'; known kinds: adapter_ablation, completion_lift, delta_kl, greedy_change, null_contrast, perplexity_shift, preference_shift"),
+        ("delta_kI", dict(prompts=PROMPTS), "unknown probe kind 'delta_kI'; known kinds: adapter_ablation, choice_accuracy, completion_lift, delta_kl, greedy_change, null_contrast, perplexity_shift, preference_shift, response_divergence"),
         ("delta_kl", dict(), "delta_kl: missing required parameter 'prompts'"),
         ("delta_kl", dict(prompts=PROMPTS, promtps=PROMPTS), "delta_kl: unknown parameter(s) 'promtps'"),
-        ("delta_kl", dict(prompts="one prompt"), "delta_kl: parameter 'prompts': expected a list of strings, got a single string"),
+        ("delta_kl", dict(prompts="one prompt"), "delta_kl: parameter 'prompts': no such items file 'one prompt': a string names a JSONL file of items, relative to the test file; to give items inline, pass a list"),
         ("delta_kl", dict(prompts=[]), "delta_kl: parameter 'prompts': got 0 item(s); a confidence interval needs at least 2"),
         ("delta_kl", dict(prompts=["one"]), "delta_kl: parameter 'prompts': got 1 item(s); a confidence interval needs at least 2"),
         ("delta_kl", dict(prompts=["a", 3]), "delta_kl: parameter 'prompts': item 1 is int 3"),

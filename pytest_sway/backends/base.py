@@ -14,7 +14,7 @@ norms but random directions (``null_seed``).
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Protocol, Sequence, runtime_checkable
+from typing import Any, NamedTuple, Protocol, Sequence, runtime_checkable
 
 from ..errors import BackendError
 
@@ -44,6 +44,17 @@ class Variant:
 
 BASE = Variant(scale=0.0)
 FINETUNED = Variant(scale=1.0)
+
+
+class ResponseDivergence(NamedTuple):
+    """One response, teacher-forced through the base and a variant: per response position."""
+
+    #: Divergence between the two next-token distributions before each response token (float64).
+    values: Any
+    #: Whether both models' most likely next token is the same, per position (bool).
+    agree: Any
+    #: The response's token ids (what was teacher-forced).
+    tokens: tuple[int, ...]
 
 
 @runtime_checkable
@@ -76,6 +87,15 @@ class Backend(Protocol):
         self, prompts: Sequence[str], *, variant: Variant = FINETUNED, max_new_tokens: int = 16, chat: bool = False
     ):
         """Per prompt: the token ids of the greedy continuation (stopping at end-of-sequence)."""
+
+    def response_divergences(
+        self, prompts: Sequence[str], responses: Sequence[str] | None = None, *, divergence: str,
+        variant: Variant = FINETUNED, chat: bool = False, max_new_tokens: int = 32,
+    ):
+        """Per prompt: a :class:`ResponseDivergence`. The response (its tokens that
+        spell it after the prompt, as in ``completion_logprobs``) is teacher-forced
+        through the base and ``variant``; without ``responses``, each response is
+        the base's greedy continuation of up to ``max_new_tokens`` tokens."""
 
     def decode(self, ids) -> str:
         """Text of token ids (for reports)."""

@@ -21,7 +21,7 @@ import numpy as np
 
 from ..divergence import divergence as _divergence
 from ..errors import BackendError
-from .base import BASE, FINETUNED, Variant, scoring_windows
+from .base import BASE, FINETUNED, ResponseDivergence, Variant, scoring_windows
 
 # Spread of base logits, and of the per-context size of the fine-tune's shift.
 _BASE_SCALE = 2.0
@@ -103,6 +103,25 @@ class DummyBackend:
             out.append(tuple(ids))
         return out
 
+    def response_divergences(
+        self, prompts: Sequence[str], responses: Sequence[str] | None = None, *, divergence: str,
+        variant: Variant = FINETUNED, chat: bool = False, max_new_tokens: int = 32,
+    ) -> list[ResponseDivergence]:
+        if responses is None:
+            greedy = self.greedy(prompts, variant=BASE, max_new_tokens=max_new_tokens, chat=chat)
+            responses = [self.decode(ids) for ids in greedy]
+        out = []
+        for prompt, response in zip(prompts, responses):
+            context = self._format(prompt, chat)
+            base = np.stack([self._logprobs(context + response[:j], BASE) for j in range(len(response))])
+            other = np.stack([self._logprobs(context + response[:j], variant) for j in range(len(response))])
+            out.append(ResponseDivergence(
+                np.asarray(_divergence(base, other, divergence, np), dtype=np.float64),
+                base.argmax(-1) == other.argmax(-1),
+                tuple(self._token(ch) for ch in response),
+            ))
+        return out
+
     def decode(self, ids) -> str:
         return "".join(_ALPHABET[i % len(_ALPHABET)] for i in ids)
 
@@ -110,7 +129,10 @@ class DummyBackend:
 
     @staticmethod
     def _format(prompt: str, chat: bool) -> str:
-        return f"<user>{prompt}</user><assistant>" if chat else prompt
+        if not chat:
+            return prompt
+        messages = getattr(prompt, "messages", None) or [{"role": "user", "content": prompt}]  # a Conversation has them
+        return "".join(f"<{m['role']}>{m['content']}</{m['role']}>" for m in messages) + "<assistant>"
 
     def _token(self, char: str) -> int:
         """Characters are the dummy's tokens."""

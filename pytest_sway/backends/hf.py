@@ -30,7 +30,7 @@ import numpy as np
 
 from ..divergence import divergence as _divergence
 from ..errors import BackendError
-from .base import BASE, DEFAULT_BATCH_SIZE, FINETUNED, Variant, scoring_windows
+from .base import BASE, DEFAULT_BATCH_SIZE, FINETUNED, ResponseDivergence, Variant, scoring_windows
 
 #: Most tokens (batch rows x padded length) in one forward pass.
 _TOKEN_BUDGET = 16384
@@ -42,6 +42,8 @@ _DIVERGENCE_ROWS = 64
 #: matrix products over 1, 2 or 3 rows round differently from 4 or more, while any
 #: count from 4 up gives bit-identical rows (tests/test_determinism.py checks it).
 _MIN_ROWS = 4
+#: Most elements of one float64 array in a response-divergence chunk (32 MiB).
+_RESPONSE_CHUNK = 1 << 22
 
 
 def _import_frameworks():
@@ -130,6 +132,8 @@ class HFBackend:
         # _MIN_ROWS rows, so that a prompt's numbers do not depend on its batch-mates.
         self._exact_shapes = self.input_device.type == "cpu"
         self._memo: dict = {}
+        #: Finished per-response results (small arrays), keyed by (divergence, variant, (ids, start)).
+        self._responses: dict = {}
         self._active = None  # (variant, model) while a variant's context is entered
         self._provenance: dict | None = None
         self.cache = self._open_cache(cache_dir) if cache_dir is not None else None
@@ -190,6 +194,7 @@ class HFBackend:
 
     def close(self) -> None:
         self._memo.clear()
+        self._responses.clear()
         self.base_model = self.peft_model = self.finetuned_model = None
         if self._torch.cuda.is_available():
             self._torch.cuda.empty_cache()
@@ -264,6 +269,87 @@ class HFBackend:
                 out[(seq, n)] = new
         return out
 
+    def response_divergences(
+        self, prompts: Sequence[str], responses: Sequence[str] | None = None, *, divergence: str,
+        variant: Variant = FINETUNED, chat: bool = False, max_new_tokens: int = 32,
+    ) -> list[ResponseDivergence]:
+        if responses is None:  # the base's own greedy answer, token for token (no re-tokenization)
+            seqs = self.encode_prompts(prompts, chat=chat)
+            continuations = self.greedy(prompts, variant=BASE, max_new_tokens=max_new_tokens, chat=chat)
+            items, labels = [], []
+            for prompt, seq, new in zip(prompts, seqs, continuations):
+                if not new:
+                    raise BackendError(
+                        f"the base model's greedy continuation of prompt {_short(prompt)} is empty (it ends the "
+                        "sequence at once), so there is no response to compare; give (prompt, response) pairs"
+                    )
+                items.append((seq + tuple(new), len(seq)))
+                labels.append(prompt)
+        else:
+            items = [self.completion_tokens(p, r, chat=chat) for p, r in zip(prompts, responses)]
+            labels = [f"{p!r} -> {r!r}" for p, r in zip(prompts, responses)]
+        missing = [it for it in dict.fromkeys(items) if (divergence, variant, it) not in self._responses]
+        if missing:
+            missing.sort(key=_length)
+            label_of = dict(zip(items, labels))
+            # Both variants' logits of a batch count against the logit budget.
+            for batch in self._batches(missing, length=lambda it: len(it[0]),
+                                       keep=lambda it: 2 * (len(it[0]) - it[1] + 1)):
+                self._response_batch(batch, divergence, variant, label_of)
+        return [self._responses[(divergence, variant, it)] for it in items]
+
+    def _response_batch(self, batch: list, divergence: str, variant: Variant, label_of: dict) -> None:
+        """Teacher-force one batch through the base and ``variant``; keep per-position results only.
+
+        The response positions of all rows are processed together, in chunks of
+        at most ``_RESPONSE_CHUNK`` float64 elements per array, so a small
+        vocabulary does not pay per-row overhead and a long response does not
+        build one huge float64 block."""
+        torch = self._torch
+        keep = max(len(ids) - start for ids, start in batch) + 1
+        seqs = [ids for ids, _ in batch]
+        base = self._forward(BASE, seqs, keep=keep)
+        other = self._forward(variant, seqs, keep=keep)
+        chunk = max(_DIVERGENCE_ROWS, _RESPONSE_CHUNK // self.vocab_size)
+        values, agree, pending, pending_n = [], [], [], 0
+
+        def flush():
+            # Position p predicts token p + 1: the logits before each response token.
+            b = torch.cat([base[r, lo:hi] for r, lo, hi in pending]).to(self._accumulate)
+            o = torch.cat([other[r, lo:hi] for r, lo, hi in pending]).to(self._accumulate)
+            if not (torch.isfinite(b).all() and torch.isfinite(o).all()):
+                bad = next(r for r, lo, hi in pending
+                           if not (torch.isfinite(base[r, lo:hi]).all() and torch.isfinite(other[r, lo:hi]).all()))
+                raise BackendError(
+                    f"the base or {variant} model returned NaN or infinite logits for {_short(label_of[batch[bad]])}"
+                )
+            values.append(_divergence(b.log_softmax(-1), o.log_softmax(-1), divergence, torch).cpu())
+            agree.append((b.argmax(-1) == o.argmax(-1)).cpu())
+            pending.clear()
+
+        with torch.inference_mode():
+            for row, (ids, start) in enumerate(batch):
+                lo = keep - (len(ids) - start) - 1
+                while lo < keep - 1:
+                    take = min(keep - 1 - lo, chunk - pending_n)
+                    pending.append((row, lo, lo + take))
+                    pending_n, lo = pending_n + take, lo + take
+                    if pending_n >= chunk:
+                        flush()
+                        pending_n = 0
+            if pending:
+                flush()
+            flat_values = torch.cat(values).numpy().astype(np.float64)
+            flat_agree = torch.cat(agree).numpy()
+        at = 0
+        for ids, start in batch:
+            n = len(ids) - start
+            self._responses[(divergence, variant, (ids, start))] = ResponseDivergence(
+                flat_values[at : at + n].copy(), flat_agree[at : at + n].copy(), tuple(ids[start:])
+            )
+            at += n
+        del base, other
+
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
 
@@ -278,9 +364,9 @@ class HFBackend:
                 f"chat=True, but the tokenizer of {self.model_name!r} has no chat template; "
                 "drop chat=True, or use a chat model (one whose tokenizer_config.json or chat_template.jinja has one)"
             )
-        text = self.tokenizer.apply_chat_template(
-            [{"role": "user", "content": prompt}], add_generation_prompt=True, tokenize=False
-        )
+        # A Conversation (a multi-turn prompt) carries its messages; a string is one user turn.
+        messages = getattr(prompt, "messages", None) or [{"role": "user", "content": prompt}]
+        text = self.tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
         return text, False  # the template already holds any BOS token
 
     def encode_prompts(self, prompts: Sequence[str], *, chat: bool) -> list[tuple[int, ...]]:

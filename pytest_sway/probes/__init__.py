@@ -9,12 +9,14 @@ def builtin_probes() -> list[Probe]:
     """The probes pytest-sway ships, in the order the README lists them."""
     from . import (
         adapter_ablation,
+        choice_accuracy,
         completion_lift,
         delta_kl,
         greedy_change,
         null_contrast,
         perplexity_shift,
         preference_shift,
+        response_divergence,
     )
 
     return [
@@ -25,6 +27,8 @@ def builtin_probes() -> list[Probe]:
         adapter_ablation.PROBE,
         null_contrast.PROBE,
         greedy_change.PROBE,
+        response_divergence.PROBE,
+        choice_accuracy.PROBE,
     ]
 
 

@@ -19,9 +19,10 @@ from .base import (
     Measurement,
     Param,
     Probe,
+    check_chat_prompts,
     divergence_param,
     number_list,
-    text_list,
+    prompt_list,
 )
 
 DEFAULT_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0, 1.25)
@@ -65,11 +66,12 @@ PROBE = Probe(
     kind="adapter_ablation",
     doc="rank correlation between adapter scale and divergence from the base, per prompt",
     params=(
-        Param("prompts", text_list, doc="prompts whose response to the adapter's strength is traced"),
+        Param("prompts", prompt_list, items="prompt", doc="prompts whose response to the adapter's strength is traced"),
         Param("scales", number_list(min_len=3), DEFAULT_SCALES, doc="multipliers of the adapter's update"),
         divergence_param(),
         CHAT,
     ),
     measure=measure,
+    check=check_chat_prompts("prompts"),
     label_param="divergence",
 )

@@ -32,6 +32,10 @@ class Param:
     check: Callable[[Any], Any]
     default: Any = REQUIRED
     doc: str = ""
+    #: The parameter holds the probe's items, which may also come from a JSONL
+    #: file: a string value is a path, read as items of this shape (a key of
+    #: ``pytest_sway.items.SHAPES``: "prompt", "case", "triple", "pair", "question", "text").
+    items: str | None = None
 
     @property
     def required(self) -> bool:
@@ -51,6 +55,12 @@ class Measurement:
     #: Values are 0/1 outcomes: the interval is the Wilson score interval for
     #: a proportion, not a bootstrap.
     binary: bool = False
+    #: A closed-form interval instead of the bootstrap, for values a bootstrap
+    #: cannot treat honestly (few distinct values, many ties):
+    #: ``interval(values, confidence=c) -> Interval``. ``interval_method``
+    #: names it in reports (e.g. ``"tango"``).
+    interval: Callable | None = None
+    interval_method: str = ""
 
 
 @dataclass(frozen=True)
@@ -64,8 +74,11 @@ class Probe:
     #: Checks that involve several parameters: ``check(params)`` raises ValueError.
     check: Callable[[dict], None] | None = None
 
-    def validate(self, params: dict[str, Any]) -> dict[str, Any]:
-        """Check ``params`` and fill in defaults; raise ``ProbeParamError``."""
+    def validate(self, params: dict[str, Any], *, base_dir=None) -> dict[str, Any]:
+        """Check ``params`` and fill in defaults; raise ``ProbeParamError``.
+
+        An items parameter given as a string is a JSONL file, relative to
+        ``base_dir`` (the test file's folder; else the current folder)."""
         known = {p.name: p for p in self.params}
         unknown = sorted(set(params) - set(known))
         if unknown:
@@ -83,7 +96,11 @@ class Probe:
                 out[p.name] = p.default
                 continue
             try:
-                out[p.name] = p.check(params[p.name])
+                value = params[p.name]
+                if p.items is not None and isinstance(value, str):
+                    out[p.name] = _from_file(p, value, base_dir)
+                else:
+                    out[p.name] = p.check(value)
             except ValueError as exc:
                 raise ProbeParamError(f"{self.kind}: parameter {p.name!r}: {exc}") from None
         if self.check is not None:
@@ -143,6 +160,27 @@ class ProbeRegistry:
 
     def __contains__(self, kind) -> bool:
         return kind in self._probes
+
+
+def _from_file(param: Param, path: str, base_dir):
+    """The items of a JSONL file, checked as if given inline; errors name the file and line."""
+    import re
+
+    from ..items import ItemList, load_jsonl, resolve
+
+    items, lines, groups, slices = load_jsonl(path, param.items, base_dir=base_dir)
+    try:
+        checked = param.check(items)
+    except ValueError as exc:
+        message = str(exc)
+        found = re.match(r"item (\d+)(:| is)", message)
+        file = resolve(path, base_dir)
+        if found and int(found.group(1)) < len(lines):
+            message = f"{file}:{lines[int(found.group(1))]}: {message}"
+        else:
+            message = f"{file}: {message}"
+        raise ValueError(message) from None
+    return ItemList(checked, source=str(path), groups=groups, slices=slices)
 
 
 # -- parameter checks: each returns a normalised value or raises ValueError ---
@@ -223,7 +261,8 @@ def text_list(value) -> tuple[str, ...]:
 
 
 def tuple_list(*fields: str):
-    """A list of at least two distinct tuples of non-empty strings, e.g. ``(prompt, completion)``."""
+    """A list of at least two distinct tuples of non-empty strings, e.g. ``(prompt, completion)``.
+    A ``prompt`` field may also be a conversation (a list of messages; it needs chat=True)."""
     shape = "(" + ", ".join(fields) + ")"
 
     def check(value) -> tuple[tuple[str, ...], ...]:
@@ -231,10 +270,60 @@ def tuple_list(*fields: str):
         for i, item in enumerate(_items(value, f"{shape} tuples")):
             if isinstance(item, str) or not hasattr(item, "__len__") or len(item) != len(fields):
                 raise ValueError(f"item {i} is {_short(item)}, expected a {shape} tuple")
+            parts = []
             for name, part in zip(fields, item):
-                _text(part, f"item {i}: {name}")
-            out.append(tuple(item))
+                if name == "prompt":
+                    part = _prompt(part, i)
+                else:
+                    _text(part, f"item {i}: {name}")
+                parts.append(part)
+            out.append(tuple(parts))
         return _distinct(tuple(out))
+
+    return check
+
+
+def _prompt(value, i: int) -> str:
+    """A non-empty string, or a list of messages made a ``Conversation``."""
+    from ..items import Conversation, is_messages
+
+    if isinstance(value, (list, tuple)) and not isinstance(value, str) and (is_messages(value) or not value):
+        try:
+            return Conversation(value)
+        except ValueError as exc:
+            raise ValueError(f"item {i}: {exc}") from None
+    if not isinstance(value, str):
+        raise ValueError(f"item {i} is {type(value).__name__} {_short(value)}, expected a string "
+                         "(or, with chat=True, a list of {'role', 'content'} messages)")
+    return _text(value, f"item {i}")
+
+
+def is_prompt(value) -> bool:
+    """A non-empty string (a ``Conversation`` is one)."""
+    return isinstance(value, str) and bool(value)
+
+
+def prompt_list(value) -> tuple[str, ...]:
+    """A list of at least two prompts: non-empty strings, or conversations
+    (lists of ``{"role", "content"}`` messages, for chat=True)."""
+    return _distinct(tuple(_prompt(item, i) for i, item in enumerate(_items(value, "prompts"))))
+
+
+def check_chat_prompts(name: str):
+    """A probe check: conversations in parameter ``name`` need ``chat=True``."""
+
+    def check(params) -> None:
+        from ..items import Conversation
+
+        if params.get("chat") or params.get(name) is None:
+            return
+        for i, item in enumerate(params[name]):
+            prompt = item if isinstance(item, str) else item[0]
+            if isinstance(prompt, Conversation):
+                raise ValueError(
+                    f"{name}: item {i} is a conversation (a list of messages); conversations are rendered with the "
+                    "chat template, so they need chat=True"
+                )
 
     return check
 
@@ -296,7 +385,8 @@ def _short(value, limit: int = 40) -> str:
 
 # -- parameters several probes share ----------------------------------------------
 
-CHAT = Param("chat", boolean, False, doc="format each prompt with the tokenizer's chat template (as a user turn)")
+CHAT = Param("chat", boolean, False, doc="format each prompt with the tokenizer's chat template "
+             "(a string as a user turn; a list of messages as the conversation)")
 
 
 def divergence_param():

@@ -10,7 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import BASE, FINETUNED
-from .base import CHAT, Measurement, Param, Probe, boolean, tuple_list
+from .base import CHAT, Measurement, Param, Probe, boolean, check_chat_prompts, tuple_list
 
 _TOP = 3
 
@@ -40,9 +40,10 @@ PROBE = Probe(
     kind="completion_lift",
     doc="how much more likely the fine-tune makes each completion after its prompt",
     params=(
-        Param("cases", tuple_list("prompt", "completion"), doc="(prompt, completion) pairs"),
+        Param("cases", tuple_list("prompt", "completion"), doc="(prompt, completion) pairs", items="case"),
         Param("per_token", boolean, True, doc="average over the completion's tokens (else sum)"),
         CHAT,
     ),
     measure=measure,
+    check=check_chat_prompts("cases"),
 )

@@ -11,7 +11,7 @@ import numpy as np
 
 from ..backends.base import FINETUNED
 from ..divergence import SUPPORT
-from .base import CHAT, Measurement, Param, Probe, divergence_param, text_list
+from .base import CHAT, Measurement, Param, Probe, check_chat_prompts, divergence_param, prompt_list
 
 # How many of the most-moved prompts to keep in the details.
 _TOP = 3
@@ -35,10 +35,11 @@ PROBE = Probe(
     kind="delta_kl",
     doc="divergence between base and fine-tuned next-token distributions, per prompt",
     params=(
-        Param("prompts", text_list, doc="prompts whose next-token distribution is compared"),
+        Param("prompts", prompt_list, items="prompt", doc="prompts whose next-token distribution is compared"),
         divergence_param(),
         CHAT,
     ),
     measure=measure,
+    check=check_chat_prompts("prompts"),
     label_param="divergence",
 )

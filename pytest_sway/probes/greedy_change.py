@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import BASE, FINETUNED
-from .base import CHAT, Measurement, Param, Probe, integer, text_list
+from .base import CHAT, Measurement, Param, Probe, check_chat_prompts, integer, prompt_list
 
 _EXAMPLES = 3
 
@@ -60,9 +60,10 @@ PROBE = Probe(
     kind="greedy_change",
     doc="whether the greedy continuation changes, per prompt",
     params=(
-        Param("prompts", text_list, doc="prompts to continue greedily with both models"),
+        Param("prompts", prompt_list, items="prompt", doc="prompts to continue greedily with both models"),
         Param("max_new_tokens", integer(1), 16, doc="length of each continuation"),
         CHAT,
     ),
     measure=measure,
+    check=check_chat_prompts("prompts"),
 )

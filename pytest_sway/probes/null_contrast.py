@@ -12,7 +12,7 @@ import numpy as np
 
 from ..backends.base import FINETUNED, Variant
 from ..divergence import SUPPORT
-from .base import CHAT, Measurement, Param, Probe, divergence_param, integer, text_list
+from .base import CHAT, Measurement, Param, Probe, check_chat_prompts, divergence_param, integer, prompt_list
 
 
 def measure(backend, params, bootstrap) -> Measurement:
@@ -44,11 +44,12 @@ PROBE = Probe(
     kind="null_contrast",
     doc="divergence under the adapter minus under random adapters of the same size, per prompt",
     params=(
-        Param("prompts", text_list, doc="prompts the adapter should move"),
+        Param("prompts", prompt_list, items="prompt", doc="prompts the adapter should move"),
         Param("seeds", integer(1), 3, doc="how many null adapters to average"),
         divergence_param(),
         CHAT,
     ),
     measure=measure,
+    check=check_chat_prompts("prompts"),
     label_param="divergence",
 )

@@ -47,7 +47,7 @@ PROBE = Probe(
     kind="perplexity_shift",
     doc="change in mean negative log-likelihood per token of each text (fine-tune minus base)",
     params=(
-        Param("texts", text_list, doc="general text the fine-tune should still model well"),
+        Param("texts", text_list, doc="general text the fine-tune should still model well", items="text"),
         Param("window", optional(integer(2)), None, doc="tokens per forward pass (default: the model's context)"),
         Param("stride", optional(integer(1)), None, doc="tokens between windows (default: half the window)"),
     ),

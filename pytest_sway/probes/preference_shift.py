@@ -12,7 +12,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import BASE, FINETUNED
-from .base import CHAT, Measurement, Param, Probe, boolean, tuple_list
+from .base import CHAT, Measurement, Param, Probe, boolean, check_chat_prompts, tuple_list
 
 
 def _margins(backend, triples, variant, *, per_token, chat):
@@ -53,9 +53,10 @@ PROBE = Probe(
     kind="preference_shift",
     doc="change in the log-probability margin of the chosen over the rejected completion",
     params=(
-        Param("triples", tuple_list("prompt", "chosen", "rejected"), doc="(prompt, chosen, rejected) triples"),
+        Param("triples", tuple_list("prompt", "chosen", "rejected"), doc="(prompt, chosen, rejected) triples", items="triple"),
         Param("per_token", boolean, False, doc="average each completion's log-probability over its tokens"),
         CHAT,
     ),
     measure=measure,
+    check=check_chat_prompts("triples"),
 )

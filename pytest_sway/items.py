@@ -1,0 +1,175 @@
+"""Probe items that are not Python literals: conversations, and eval sets in JSONL files.
+
+Pure: no pytest, no numpy. Probes' parameter checks use it.
+
+* A :class:`Conversation` is a multi-turn chat prompt, a list of
+  ``{"role", "content"}`` messages, rendered by the HF backend with the
+  tokenizer's chat template and the generation prompt. It is a ``str`` (its
+  JSON), so it hashes, labels reports and travels wherever a prompt does.
+* :func:`load_jsonl` reads a probe's items from a JSONL file, one object per
+  line, so a suite's eval sets live outside Python. A line that is not what
+  the probe needs is a ``ValueError`` naming the file and the line.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+#: The fields of one JSONL line for each kind of item, and what they become.
+SHAPES = {
+    "prompt": ("prompt",),
+    "case": ("prompt", "completion"),
+    "triple": ("prompt", "chosen", "rejected"),
+    "pair": ("prompt", "response"),
+    "question": ("question", "choices", "answer"),
+    "text": ("text",),
+}
+#: Optional fields any line may carry (another feature groups and slices items by them).
+OPTIONAL = ("group", "slice")
+
+
+class Conversation(str):
+    """A multi-turn chat prompt. Its string value is the messages as JSON."""
+
+    def __new__(cls, messages):
+        checked = tuple(_check_messages(messages))
+        self = super().__new__(cls, json.dumps([{"role": r, "content": c} for r, c in checked], ensure_ascii=False))
+        self._messages = checked
+        return self
+
+    @property
+    def messages(self) -> list[dict[str, str]]:
+        """The messages, as ``apply_chat_template`` takes them."""
+        return [{"role": role, "content": content} for role, content in self._messages]
+
+    def __getnewargs__(self):  # pickling rebuilds from the messages, not from the JSON text
+        return (self.messages,)
+
+    def __repr__(self) -> str:
+        return f"Conversation({self.messages!r})"
+
+
+def is_messages(value) -> bool:
+    """Whether ``value`` looks like a conversation (a list of message dicts), right or wrong."""
+    return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(m, dict) for m in value)
+
+
+def _check_messages(messages):
+    if not is_messages(messages):
+        raise ValueError(f"a conversation must be a non-empty list of {{'role', 'content'}} dicts, got {_short(messages)}")
+    for i, message in enumerate(messages):
+        if set(message) != {"role", "content"}:
+            raise ValueError(f"message {i} must have exactly the keys 'role' and 'content', got {sorted(message)}")
+        role, content = message["role"], message["content"]
+        if not isinstance(role, str) or not role:
+            raise ValueError(f"message {i}: role must be a non-empty string, got {role!r}")
+        if not isinstance(content, str):
+            raise ValueError(f"message {i}: content must be a string, got {_short(content)}")
+        yield role, content
+
+
+class ItemList(tuple):
+    """Items read from a file: a tuple, plus where they came from and their
+    optional ``group`` and ``slice`` fields (``None`` where a line has none)."""
+
+    source: str | None = None
+    groups: tuple = ()
+    slices: tuple = ()
+
+    def __new__(cls, items, *, source=None, groups=(), slices=()):
+        self = super().__new__(cls, items)
+        self.source, self.groups, self.slices = source, tuple(groups), tuple(slices)
+        return self
+
+    def __reduce__(self):
+        return (_rebuild_item_list, (tuple(self), self.source, self.groups, self.slices))
+
+
+def _rebuild_item_list(items, source, groups, slices):
+    return ItemList(items, source=source, groups=groups, slices=slices)
+
+
+def resolve(path: str, base_dir=None) -> Path:
+    """``path`` relative to ``base_dir`` (the test file's folder), unless absolute."""
+    p = Path(path).expanduser()
+    return p if p.is_absolute() or base_dir is None else Path(base_dir) / p
+
+
+def load_jsonl(path: str, shape: str, *, base_dir=None) -> tuple[list, list[int], list, list]:
+    """``(items, line numbers, groups, slices)`` from a JSONL file of ``shape`` items.
+
+    Blank lines are skipped. Every line must be a JSON object with exactly the
+    shape's fields, plus optionally ``group`` and ``slice``.
+    """
+    fields = SHAPES[shape]
+    file = resolve(path, base_dir)
+    try:
+        text = file.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ValueError(
+            f"no such items file {str(file)!r}: a string names a JSONL file of items, relative to the test file; "
+            "to give items inline, pass a list"
+        ) from None
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ValueError(f"cannot read items file {str(file)!r}: {exc}") from None
+    want = ", ".join(f'"{f}"' for f in fields)
+    items, lines, groups, slices = [], [], [], []
+    for number, line in enumerate(text.splitlines(), 1):
+        if not line.strip():
+            continue
+        where = f"{file}:{number}"
+        try:
+            obj = json.loads(line)
+        except ValueError as exc:
+            raise ValueError(f"{where}: not valid JSON ({exc})") from None
+        if not isinstance(obj, dict):
+            raise ValueError(f"{where}: expected a JSON object with {want}, got {_short(obj)}")
+        missing = [f for f in fields if f not in obj]
+        unknown = sorted(set(obj) - set(fields) - set(OPTIONAL))
+        if missing or unknown:
+            problem = (f"missing {', '.join(map(repr, missing))}" if missing else "") + (
+                ("; " if missing else "") + f"unknown field(s) {', '.join(map(repr, unknown))}" if unknown else ""
+            )
+            raise ValueError(f"{where}: {problem}; each line of a {shape} file is an object with {want} "
+                             f"(and optionally {', '.join(map(repr, OPTIONAL))})")
+        try:
+            item = tuple(_field(name, obj[name]) for name in fields)
+            extra = [_optional(name, obj.get(name)) for name in OPTIONAL]
+        except ValueError as exc:
+            raise ValueError(f"{where}: {exc}") from None
+        items.append(item[0] if len(item) == 1 else item)
+        lines.append(number)
+        groups.append(extra[0])
+        slices.append(extra[1])
+    if not items:
+        raise ValueError(f"items file {str(file)!r} holds no items")
+    return items, lines, groups, slices
+
+
+def _field(name: str, value):
+    if name in ("prompt", "question") and is_messages(value):
+        return Conversation(value)
+    if name == "choices":
+        if not isinstance(value, list) or not all(isinstance(c, str) and c for c in value):
+            raise ValueError(f'"choices" must be a list of non-empty strings, got {_short(value)}')
+        return tuple(value)
+    if name == "answer":
+        if isinstance(value, bool) or not isinstance(value, int):
+            raise ValueError(f'"answer" must be the index of the right choice (an integer), got {value!r}')
+        return value
+    if not isinstance(value, str) or not value:
+        kind = " or a list of messages" if name in ("prompt", "question") else ""
+        raise ValueError(f'"{name}" must be a non-empty string{kind}, got {_short(value)}')
+    return value
+
+
+def _optional(name: str, value):
+    if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
+        raise ValueError(f'"{name}" must be a string or an integer, got {_short(value)}')
+    return value
+
+
+def _short(value, limit: int = 60) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
