@@ -16,7 +16,10 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .outcome import Outcome
 from .outputs import BASELINE_KIND as KIND
+
+_REPORTED = Outcome.REPORTED.value  # rows and comparisons hold plain strings
 
 SCHEMA = 1
 
@@ -33,7 +36,7 @@ _MUST_MATCH = ("name", "model", "model_sha256", "dtype", "vocab_size", "seed")
 def baseline_document(rows, *, provenance: dict, settings: dict) -> dict[str, Any]:
     tests: dict[str, list] = {}
     for row in rows:
-        if row.get("outcome") == "error" or "values" not in row:
+        if row.get("outcome") == Outcome.ERROR or "values" not in row:
             continue
         tests.setdefault(row["nodeid"], []).append(
             {
@@ -171,13 +174,13 @@ def compare(result, entry: dict | None, *, provenance_now: dict, provenance_then
     from .result import Gate, ProbeResult
 
     if entry is None:
-        return {"status": NO_BASELINE, "outcome": "reported", "message": "no saved values for this probe"}
+        return {"status": NO_BASELINE, "outcome": _REPORTED, "message": "no saved values for this probe"}
     mismatch = provenance_mismatch(provenance_now, provenance_then)
     if mismatch:
-        return {"status": PROVENANCE_MISMATCH, "outcome": "reported", "message": f"not compared: {mismatch}"}
+        return {"status": PROVENANCE_MISMATCH, "outcome": _REPORTED, "message": f"not compared: {mismatch}"}
     diffs, change = paired_differences(result.items, result.values, entry)
     if diffs is None:
-        return {"status": ITEMS_CHANGED, "outcome": "reported", "message": f"not compared: {change}"}
+        return {"status": ITEMS_CHANGED, "outcome": _REPORTED, "message": f"not compared: {change}"}
     import numpy as np
 
     values = np.array(diffs)
@@ -189,12 +192,12 @@ def compare(result, entry: dict | None, *, provenance_now: dict, provenance_then
     )
     out = {"status": COMPARED, "delta": delta.estimate, "ci_low": ci.low, "ci_high": ci.high,
            "baseline_estimate": entry["estimate"], "max_regression": max_regression, "direction": direction,
-           "outcome": "reported", "message": ""}
+           "outcome": _REPORTED, "message": ""}
     if max_regression is not None and direction is not None:
         # Higher is better for an `above` gate: the delta may fall by at most max_regression.
         gate = Gate(above=-max_regression) if direction == "higher" else Gate(below=max_regression)
         verdict = gate.judge(delta)
-        out["outcome"] = verdict.outcome
+        out["outcome"] = verdict.outcome.value
         if not verdict.ok:
             head, _, how = verdict.message.partition("\n")
             out["message"] = (f"{head} A regression against the baseline beyond max_regression={max_regression:g}."

@@ -24,11 +24,13 @@ import math
 from html import escape
 from typing import Any, Iterable
 
+from .outcome import Outcome
 from .report import describe_backend, short_ids
 
-OUTCOMES = ("passed", "failed", "inconclusive", "reported", "error")
-COLORS = {"passed": "#1a7f37", "failed": "#cf222e", "inconclusive": "#b86e00", "reported": "#6e7781",
-          "error": "#8250df"}  # fmt: skip
+OUTCOMES = tuple(o.value for o in Outcome)
+#: By outcome value: rows hold plain strings.
+COLORS = {Outcome.PASSED.value: "#1a7f37", Outcome.FAILED.value: "#cf222e", Outcome.INCONCLUSIVE.value: "#b86e00",
+          Outcome.REPORTED.value: "#6e7781", Outcome.ERROR.value: "#8250df"}  # fmt: skip
 
 #: Beside each forest group's heading, for the built-in probes.
 _CAPTIONS = {
@@ -81,10 +83,10 @@ def _header(doc: dict, results: list[dict]) -> str:
         for o in OUTCOMES
     )  # fmt: skip
     tests = len({r.get("nodeid") for r in results})
-    regressed = sum(isinstance(r.get("baseline"), dict) and r["baseline"].get("outcome") in ("failed", "inconclusive")
+    regressed = sum(isinstance(r.get("baseline"), dict) and r["baseline"].get("outcome") in (Outcome.FAILED, Outcome.INCONCLUSIVE)
                     for r in results)  # fmt: skip
     if regressed:  # a baseline regression gate can fail a test whose own gate passed
-        pills += f'<span class="pill" style="background:{COLORS["failed"]}">{regressed} regressed vs baseline</span>'
+        pills += f'<span class="pill" style="background:{COLORS[Outcome.FAILED.value]}">{regressed} regressed vs baseline</span>'
     out = [
         "<header><h1>pytest-sway report</h1>",
         f'<p class="summary">{pills}<span class="muted">{len(results)} results in {tests} tests</span></p>',
@@ -144,7 +146,7 @@ def _forest(results: list[dict], names: list[str]) -> str:
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(results):
         unit = _details(r).get("unit")
-        key = ("", None) if r.get("outcome") == "error" else (str(r.get("label")), None if unit is None else str(unit))
+        key = ("", None) if r.get("outcome") == Outcome.ERROR else (str(r.get("label")), None if unit is None else str(unit))
         groups.setdefault(key, []).append(i)
     out = []
     for label, unit in sorted(groups, key=lambda key: key[0] != ""):  # sorted() is stable
@@ -182,7 +184,7 @@ def _forest_svg(rows: list[tuple[int, dict, str]]) -> str:
             out.append(f'<text class="num" x="{_NUM_X}" y="{text_y}">{_num(_estimate(r))}  {_ci(r)}</text>')
         else:  # an error row (or a row without an estimate) is text
             first = (str(r.get("message") or "no estimate").strip().splitlines() or [""])[0]
-            text = f"{r.get('label')}: {first}" if r.get("outcome") == "error" else first
+            text = f"{r.get('label')}: {first}" if r.get("outcome") == Outcome.ERROR else first
             out.append(f'<text class="errtext" x="{_PLOT_X0}" y="{text_y}" fill="{color}">{_e(_clip(text, 90))}</text>')
         out.append(f'<text class="outcome" x="{_W - 6}" y="{text_y}" text-anchor="end" fill="{color}">'
                    f"{_e(r.get('outcome'))}</text></g>")  # fmt: skip
@@ -259,7 +261,7 @@ def _result(i: int, r: dict) -> str:
             out.append(f'<p class="meta muted">{_e(params)}</p>')
         curve = _details(r).get("curve")
         out.append('<div class="plots">' + _strip_plot(r, color) + (_ablation_chart(curve) if curve else "") + "</div>")
-    if r.get("message") and outcome != "passed":
+    if r.get("message") and outcome != Outcome.PASSED:
         out.append(f'<pre class="message" style="border-left-color:{color}">{_e(r["message"])}</pre>')
     if isinstance(r.get("baseline"), dict) and r["baseline"]:
         out.append(_baseline(r["baseline"]))
@@ -425,7 +427,7 @@ def _finite(x) -> float | None:
 
 
 def _estimate(r: dict) -> float | None:
-    return None if r.get("outcome") == "error" else _finite(r.get("estimate"))
+    return None if r.get("outcome") == Outcome.ERROR else _finite(r.get("estimate"))
 
 
 def _extent(r: dict) -> list[float]:
@@ -444,7 +446,7 @@ def _gates(r: dict) -> list[tuple[float, str]]:
 
 
 def _color(outcome) -> str:
-    return COLORS.get(outcome, COLORS["reported"])
+    return COLORS.get(outcome, COLORS[Outcome.REPORTED.value])
 
 
 def _num(x, unbounded: str = "-") -> str:

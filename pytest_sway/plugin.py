@@ -11,6 +11,7 @@ from __future__ import annotations
 import pytest
 
 from .errors import SwayError
+from .outcome import Outcome
 from .settings import OPTIONS, Settings, SettingsError
 from .state import ItemState, RunState
 
@@ -319,7 +320,7 @@ def pytest_runtest_call(item):
             regression = state.request.max_regression
             comparison = _compare(item, state, result, 1, gate=state.request.gate,
                                   max_regression=regression if regression is not None else run.settings.max_regression)
-            if comparison["outcome"] not in ("passed", "reported"):
+            if not Outcome(comparison["outcome"]).ok:
                 pytest.fail(comparison["message"], pytrace=False)
     problem = None
     try:

@@ -12,12 +12,10 @@ import math
 from typing import Any, Iterable, Sequence
 
 from .outputs import JSON_KIND
-from .result import FAILED, INCONCLUSIVE, PASSED, REPORTED, Verdict
+from .result import Outcome, Verdict
 
 SCHEMA = 1
 
-#: Row outcomes beyond the gate's: the probe could not run.
-ERROR = "error"
 
 
 def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> dict[str, Any]:
@@ -41,7 +39,7 @@ def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> d
         "seed": result.seed,
         "above": above,
         "below": below,
-        "outcome": verdict.outcome,
+        "outcome": verdict.outcome.value,  # a plain str: rows cross xdist's wire
         "gates": len(result.checks),
         "items_needed": verdict.items_needed,
         "message": verdict.message,
@@ -52,14 +50,14 @@ def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> d
     }
 
 
-_SEVERITY = (FAILED, INCONCLUSIVE, PASSED, REPORTED)
+_SEVERITY = (Outcome.FAILED, Outcome.INCONCLUSIVE, Outcome.PASSED, Outcome.REPORTED)
 
 
 def _judged(checks):
     """Strictest thresholds and worst verdict over a result's checks."""
     aboves = [g.above for g, _ in checks if g.above is not None]
     belows = [g.below for g, _ in checks if g.below is not None]
-    verdicts = [v for _, v in checks] or [Verdict(REPORTED)]
+    verdicts = [v for _, v in checks] or [Verdict(Outcome.REPORTED)]
     worst = min(verdicts, key=lambda v: _SEVERITY.index(v.outcome))
     return (max(aboves) if aboves else None), (min(belows) if belows else None), worst
 
@@ -90,7 +88,7 @@ def rows_for_test(
                 "label": request.kind,
                 "above": request.gate.above,
                 "below": request.gate.below,
-                "outcome": ERROR,
+                "outcome": Outcome.ERROR.value,
                 "message": error,
             },
         )
@@ -205,7 +203,7 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
     if with_baseline:
         table[0] += ("vs baseline",)
     for name, row in zip(names, rows):
-        if row["outcome"] == ERROR:
+        if row["outcome"] == Outcome.ERROR:
             table.append((name, row["label"], "-", "-", "-", _gate(row), "ERROR") + (("-",) if with_baseline else ()))
             continue
         curve = (row.get("details") or {}).get("curve")
@@ -265,7 +263,7 @@ def describe_backend(info: dict) -> str:
 
 
 def _ci_header(rows) -> str:
-    levels = {r.get("confidence") for r in rows if r["outcome"] != ERROR}
+    levels = {r.get("confidence") for r in rows if r["outcome"] != Outcome.ERROR}
     if len(levels) == 1:
         (level,) = levels
         return f"{level * 100:.4g}% CI"
@@ -289,9 +287,9 @@ def _gate(row) -> str:
 
 def _outcome(row) -> str:
     outcome = row["outcome"]
-    if outcome == "failed":
+    if outcome == Outcome.FAILED:
         return "FAILED"
-    if outcome == "inconclusive":
+    if outcome == Outcome.INCONCLUSIVE:
         needed = row.get("items_needed")
         return f"FAILED (inconclusive: ~{needed} items)" if needed else "FAILED (inconclusive)"
     return outcome
@@ -305,8 +303,8 @@ def _versus(comparison: dict | None) -> str:
     delta = comparison.get("delta")
     sign = "+" if delta is not None and delta >= 0 else ""
     text = f"Δ {sign}{_num(delta)} [{_num(comparison.get('ci_low'))}, {_num(comparison.get('ci_high'))}]"
-    if comparison["outcome"] in ("failed", "inconclusive"):
-        text += " REGRESSED" if comparison["outcome"] == "failed" else " REGRESSED? (inconclusive)"
+    if comparison["outcome"] in (Outcome.FAILED, Outcome.INCONCLUSIVE):
+        text += " REGRESSED" if comparison["outcome"] == Outcome.FAILED else " REGRESSED? (inconclusive)"
     return text
 
 

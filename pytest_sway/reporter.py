@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import pytest
 
+from .outcome import Outcome
+
 _WRITE_ON = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
 
 
@@ -128,7 +130,7 @@ class SwayReporter:
             m = self.correction["m"]
             from .ci_methods import bonferroni
 
-            judged = sum(r.get("gates", 0) + (r.get("baseline", {}).get("outcome", "reported") != "reported")
+            judged = sum(r.get("gates", 0) + (r.get("baseline", {}).get("outcome", Outcome.REPORTED) != Outcome.REPORTED)
                          for r in self.rows)
             # Fewer judged than counted (a skipped test, a body that only reported): conservative, and said.
             counted = f"m={m} gates" if judged == m else f"m={m} gates ({judged} judged)"

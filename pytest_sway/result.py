@@ -12,12 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from .outcome import Outcome
 from .stats import Interval
-
-PASSED = "passed"
-FAILED = "failed"
-INCONCLUSIVE = "inconclusive"
-REPORTED = "reported"  # no threshold: measured and shown, not gated
 
 #: How reports name the intervals that are not a bootstrap (``resamples == 0``).
 CLOSED_FORM_NAMES = {
@@ -28,7 +24,7 @@ CLOSED_FORM_NAMES = {
 
 @dataclass(frozen=True)
 class Verdict:
-    outcome: str
+    outcome: Outcome
     message: str = ""
     #: For an inconclusive verdict, the item count at which, if the estimate
     #: and spread held, the interval would clear the threshold.
@@ -36,7 +32,7 @@ class Verdict:
 
     @property
     def ok(self) -> bool:
-        return self.outcome in (PASSED, REPORTED)
+        return self.outcome.ok
 
 
 @dataclass(frozen=True)
@@ -74,7 +70,7 @@ class Gate:
 
     def judge(self, result: ProbeResult) -> Verdict:
         if not self.active:
-            return Verdict(REPORTED)
+            return Verdict(Outcome.REPORTED)
         verdicts = []
         if self.above is not None:
             verdicts.append(_judge_side(result, self.above, side="above"))
@@ -82,9 +78,9 @@ class Gate:
             verdicts.append(_judge_side(result, self.below, side="below"))
         bad = [v for v in verdicts if not v.ok]
         if not bad:
-            return Verdict(PASSED)
+            return Verdict(Outcome.PASSED)
         # A clear failure on either side outranks an inconclusive one.
-        bad.sort(key=lambda v: v.outcome != FAILED)
+        bad.sort(key=lambda v: v.outcome != Outcome.FAILED)
         message = "\n".join(v.message for v in bad)
         return Verdict(bad[0].outcome, message, bad[0].items_needed)
 
@@ -96,13 +92,13 @@ def _judge_side(result: ProbeResult, threshold: float, *, side: str) -> Verdict:
     est = result.estimate
     if side == "above":
         if low >= threshold:
-            return Verdict(PASSED)
+            return Verdict(Outcome.PASSED)
         wholly_wrong = high < threshold
         need = f"CI low >= {threshold:g}"
         margin, spread = est - threshold, est - low
     else:
         if high <= threshold:
-            return Verdict(PASSED)
+            return Verdict(Outcome.PASSED)
         wholly_wrong = low > threshold
         need = f"CI high <= {threshold:g}"
         margin, spread = threshold - est, high - est
@@ -110,17 +106,17 @@ def _judge_side(result: ProbeResult, threshold: float, *, side: str) -> Verdict:
     how = f"{result.label}: {result.describe()}; gate needs {need}."
     if wholly_wrong:
         where = "below" if side == "above" else "above"
-        return Verdict(FAILED, f"FAILED: {result.label} {ci} lies wholly {where} {threshold:g}.\n{how}")
+        return Verdict(Outcome.FAILED, f"FAILED: {result.label} {ci} lies wholly {where} {threshold:g}.\n{how}")
     if margin <= 0 or not math.isfinite(spread) or spread <= 0:
         return Verdict(
-            INCONCLUSIVE,
+            Outcome.INCONCLUSIVE,
             f"INCONCLUSIVE: {result.label} {ci} straddles {threshold:g}, and the estimate itself is on the wrong "
             f"side of it; more items would most likely confirm a failure.\n{how}",
         )
     # Half-widths shrink as 1/sqrt(n): n' = n * (spread / margin)^2.
     needed = math.ceil(round(result.n * (spread / margin) ** 2, 6))
     return Verdict(
-        INCONCLUSIVE,
+        Outcome.INCONCLUSIVE,
         f"INCONCLUSIVE: {result.label} {ci} straddles {threshold:g}. If the estimate and spread held, about "
         f"{needed} items (now {result.n}) would resolve it.\n{how}",
         needed,

@@ -6,7 +6,10 @@ import numpy as np
 import pytest
 
 from pytest_sway import Gate
-from pytest_sway.result import FAILED, INCONCLUSIVE, PASSED, REPORTED, ProbeResult
+from pytest_sway.outcome import Outcome
+from pytest_sway.result import ProbeResult
+
+PASSED, FAILED, INCONCLUSIVE, REPORTED = Outcome.PASSED, Outcome.FAILED, Outcome.INCONCLUSIVE, Outcome.REPORTED
 from pytest_sway.stats import Interval
 
 
