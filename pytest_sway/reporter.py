@@ -48,28 +48,28 @@ class SwayReporter:
     def pytest_sessionfinish(self, session, exitstatus):
         from .outputs import OUTPUTS
 
-        outputs = [(getattr(self.settings, name), kind) for name, kind in OUTPUTS
+        outputs = [(name, getattr(self.settings, name), kind) for name, kind in OUTPUTS
                    if getattr(self.settings, name) is not None]
         if not outputs:
             return
         if exitstatus not in _WRITE_ON:
-            for path, _ in outputs:
+            for _, path, _ in outputs:
                 self.notes.append((f"sway: run interrupted; {path} left as it was", {"yellow": True}))
             return
         if not self.rows:
             # --co, -k selecting nothing, a subset without sway tests: an empty document
             # would replace the last real one (and a later --sway-baseline would compare with nothing).
-            for path, kind in outputs:
+            for _, path, kind in outputs:
                 self.notes.append((f"sway: no sway results in this run; {kind} {path} left as it was", {"yellow": True}))
             return
         from .outputs import write_output
-        from .report import dump_json, json_document
+        from .report import json_document
 
         doc = json_document(self.rows, backend=self.backend_info(), settings=self.settings.as_json(),
                             provenance=self.provenance, correction=self.correction)
-        for path, kind in outputs:
+        for name, path, kind in outputs:
             try:
-                text = self._render(kind, doc, dump_json)
+                text = self._render(name, doc)
             except _Incomplete as exc:
                 self.notes.append((f"sway: {kind} {path} left as it was: {exc}", {"red": True}))
                 self._fail(session)
@@ -87,10 +87,13 @@ class SwayReporter:
         if session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-    def _render(self, kind: str, doc: dict, dump_json) -> str:
-        if kind == "JSON report":
+    def _render(self, output: str, doc: dict) -> str:
+        """The text of output ``output`` (a setting name from ``OUTPUTS``)."""
+        from .report import dump_json
+
+        if output == "json":
             return dump_json(doc)
-        if kind == "HTML report":
+        if output == "html":
             from .html_report import render_html
 
             return render_html(doc)
