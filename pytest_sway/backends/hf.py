@@ -13,7 +13,15 @@ full-vocabulary log-softmax in float64 (float32 on MPS, which has no float64);
 only one number per prompt leaves the device.
 
 Answers are memoised per (question, variant, token ids) for the session: a
-prompt asked by ten tests costs one forward pass per variant.
+prompt asked by ten tests costs one forward pass per variant. What the memo
+keeps per prompt is small: for next-token questions, every divergence of
+``pytest_sway.divergence.DIVERGENCES`` (computed batch by batch while both
+sides' logits are on the device, four numbers per prompt and variant), not
+vocabulary rows. The base's logits, which every later variant is compared
+with, are kept in a least-recently-used store of at most ``memo_bytes``
+(``DEFAULT_MEMO_BYTES``); beyond it they are read back from the disk cache
+when one is set, else recomputed (and counted in ``forwarded``). Memory is
+therefore flat in the number of prompts.
 
 torch, transformers and peft are imported here only, when a backend is built.
 """
@@ -28,7 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..divergence import divergence as _divergence
+from ..divergence import DIVERGENCES
+from ..divergence import all_divergences as _all_divergences
 from ..errors import BackendError
 from .base import BASE, FINETUNED, Variant, scoring_windows
 
@@ -40,6 +49,8 @@ _TOKEN_BUDGET = 16384
 _LOGIT_BUDGET = 1 << 27
 #: Rows per divergence computation (each holds a few float64 vocabulary rows).
 _DIVERGENCE_ROWS = 64
+#: Bytes of next-token logits (the base's, on the model's device) the session memo may keep.
+DEFAULT_MEMO_BYTES = 64 << 20
 
 
 def _import_frameworks():
@@ -68,6 +79,7 @@ class HFBackend:
         batch_size: int | None = None,
         device_map: str | None = None,
         cache_dir: str | None = None,
+        memo_bytes: int = DEFAULT_MEMO_BYTES,
     ):
         if adapter is not None and finetuned is not None:
             raise BackendError("give an adapter or a fine-tuned checkpoint, not both")
@@ -115,7 +127,7 @@ class HFBackend:
         self.pad_id = _pad_id(self.tokenizer)
         self.vocab_size = self.base_model.get_output_embeddings().weight.shape[0]
         self._accumulate = torch.float32 if self.input_device.type == "mps" else torch.float64
-        self._memo: dict = {}
+        self._memo = _Memo(memo_bytes)
         self._active = None  # (variant, model) while a variant's context is entered
         self._provenance: dict | None = None
         self.cache = self._open_cache(cache_dir) if cache_dir is not None else None
@@ -193,18 +205,80 @@ class HFBackend:
     def divergences(
         self, prompts: Sequence[str], *, divergence: str, variant: Variant = FINETUNED, chat: bool = False
     ) -> np.ndarray:
-        torch = self._torch
+        if divergence not in DIVERGENCES:
+            raise ValueError(f"unknown divergence {divergence!r}; choose one of {', '.join(DIVERGENCES)}")
         seqs = self.encode_prompts(prompts, chat=chat)
-        base = self.next_token_logits(seqs, BASE, labels=prompts)
-        other = self.next_token_logits(seqs, variant, labels=prompts)
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(seqs), _DIVERGENCE_ROWS):
-                rows = slice(start, start + _DIVERGENCE_ROWS)
-                b = torch.stack([r.to(self._accumulate) for r in base[rows]]).log_softmax(-1)
-                o = torch.stack([r.to(self._accumulate) for r in other[rows]]).log_softmax(-1)
-                out.append(_divergence(b, o, divergence, torch).cpu())
-        return torch.cat(out).numpy().astype(np.float64)
+        label_of = dict(zip(seqs, prompts))
+        missing = [seq for seq in dict.fromkeys(seqs) if ("divergences", variant, seq) not in self._memo]
+        if missing:
+            missing.sort(key=len)  # shortest first: less padding per batch
+            for group in self._logit_groups(missing):
+                for seq, values in self._compute_divergences(variant, group, label_of).items():
+                    self._memo[("divergences", variant, seq)] = values
+        column = DIVERGENCES.index(divergence)
+        return np.array([self._memo[("divergences", variant, seq)][column] for seq in seqs], dtype=np.float64)
+
+    def _logit_groups(self, seqs: list) -> list[list]:
+        """Consecutive runs of ``seqs`` whose base logits fit the memo's byte budget
+        (at least one batch each): the most logits one question holds at a time."""
+        row_bytes = self.vocab_size * _element_size(self._torch, self.dtype)
+        size = max(self.batch_size, self._memo.logits.budget // max(row_bytes, 1))
+        return [seqs[start : start + size] for start in range(0, len(seqs), size)]
+
+    def _compute_divergences(self, variant: Variant, group: list, label_of: dict) -> dict:
+        """Every divergence per sequence of ``group``: the base's logits for the group
+        (memo, disk cache or forward passes), then ``variant``'s batch by batch, each
+        batch compared as it arrives and dropped."""
+        torch = self._torch
+        base = self._base_next(group, label_of)
+        out = {}
+        if variant.is_base:  # the base against itself: its own logits, no second pass
+            batches = [(batch, torch.stack([base[seq] for seq in batch])) for batch in self._batches(group)]
+            entered = contextlib.nullcontext()
+        else:
+            batches = self._next_batches(variant, group, label_of)
+            entered = self._variant(variant)
+        with entered, torch.inference_mode():
+            for batch, logits in batches:  # a generator for the variant: one batch's logits at a time
+                for start in range(0, len(batch), _DIVERGENCE_ROWS):
+                    rows = batch[start : start + _DIVERGENCE_ROWS]
+                    o = logits[start : start + len(rows)].to(self._accumulate).log_softmax(-1)
+                    b = torch.stack([base[seq].to(device=o.device, dtype=self._accumulate) for seq in rows])
+                    values = _all_divergences(b.log_softmax(-1), o, torch)
+                    table = torch.stack([values[kind] for kind in DIVERGENCES], dim=-1).cpu().numpy()
+                    for seq, row in zip(rows, table.astype(np.float64)):
+                        out[seq] = row
+        return out
+
+    def _base_next(self, seqs: list, label_of: dict) -> dict:
+        """The base's next-token logits for ``seqs`` (at most one memo budget of them):
+        from the memo, then the disk cache, then forward passes; all kept in the memo."""
+        store = self._memo.logits
+        found = {}
+        for seq in seqs:
+            hit = store.get((BASE, seq))
+            if hit is not None:
+                found[seq] = hit
+        missing = [seq for seq in seqs if seq not in found]
+        if missing and self.cache is not None:
+            still = []
+            for seq in missing:
+                stored = self.cache.get(("next", seq))
+                if stored is None:
+                    still.append(seq)
+                else:
+                    found[seq] = self._from_store("next", stored)
+            missing = still
+        if missing:
+            with self._variant(BASE):
+                computed = self._compute_next(BASE, missing, label_of)
+            for seq in missing:
+                found[seq] = computed[seq]
+                if self.cache is not None:
+                    self.cache.put(("next", seq), self._to_store(computed[seq]))
+        for seq in seqs:  # the group is the most recent: what it evicts is older
+            store.put((BASE, seq), found[seq])
+        return found
 
     def completion_logprobs(
         self, pairs: Sequence[tuple[str, str]], *, variant: Variant = FINETUNED, chat: bool = False
@@ -332,8 +406,23 @@ class HFBackend:
     # -- forward passes ---------------------------------------------------------------------
 
     def next_token_logits(self, seqs, variant: Variant, *, labels: Sequence[str]) -> list:
-        """Last-position logits (1-d tensors on the device) per token sequence."""
-        return self._answers("next", variant, list(seqs), labels, self._compute_next)
+        """Last-position logits (1-d tensors on the device) per token sequence.
+
+        The base's are kept in the memo's logit store (within its byte budget)
+        and the disk cache; other variants' are computed afresh. Probes ask
+        ``divergences``, which keeps numbers rather than these rows.
+        """
+        seqs = list(seqs)
+        label_of = dict(zip(seqs, labels))
+        unique = list(dict.fromkeys(seqs))
+        if variant.is_base:
+            found = {}
+            for group in self._logit_groups(sorted(unique, key=len)):
+                found.update(self._base_next(group, label_of))
+        else:
+            with self._variant(variant):
+                found = self._compute_next(variant, sorted(unique, key=len), label_of)
+        return [found[seq] for seq in seqs]
 
     def token_logprobs(self, items, variant: Variant, *, labels: Sequence[str]) -> list[np.ndarray]:
         """Per ``(ids, start)``: log p(ids[j] | ids[:j]) for j >= start (float64 numpy)."""
@@ -379,6 +468,13 @@ class HFBackend:
 
     def _compute_next(self, variant: Variant, seqs: list, label_of: dict) -> dict:
         out = {}
+        for batch, logits in self._next_batches(variant, seqs, label_of):
+            for row, seq in enumerate(batch):
+                out[seq] = logits[row].clone()  # its own storage: the batch's is freed
+        return out
+
+    def _next_batches(self, variant: Variant, seqs: list, label_of: dict):
+        """``(batch, last-position logits)`` per forward pass, one pass at a time."""
         for batch in self._batches(seqs):
             logits = self._forward(variant, batch, keep=1)[:, -1, :]
             finite = self._torch.isfinite(logits).all(dim=-1).cpu()
@@ -387,8 +483,7 @@ class HFBackend:
                     raise BackendError(
                         f"the {variant} model returned NaN or infinite logits for prompt {_short(label_of[seq])}"
                     )
-                out[seq] = logits[row]
-        return out
+            yield batch, logits
 
     def _compute_scores(self, variant: Variant, items: list, label_of: dict) -> dict:
         torch = self._torch
@@ -522,6 +617,71 @@ class HFBackend:
 
             with rescale_adapter_scale(model, variant.scale):
                 yield model
+
+
+class _LogitStore:
+    """Least-recently-used tensors under a byte budget (a tensor larger than
+    the whole budget is not kept)."""
+
+    def __init__(self, budget: int):
+        from collections import OrderedDict
+
+        self.budget = max(0, int(budget))
+        self.bytes = 0
+        self._items = OrderedDict()
+
+    def get(self, key):
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key, value) -> None:
+        size = value.numel() * value.element_size()
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= old.numel() * old.element_size()
+        if size > self.budget:
+            return
+        self._items[key] = value
+        self.bytes += size
+        while self.bytes > self.budget:
+            _, evicted = self._items.popitem(last=False)
+            self.bytes -= evicted.numel() * evicted.element_size()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
+
+
+class _Memo:
+    """The session memo: finished answers per (question, variant, item) — numbers,
+    per-token arrays, token ids — and a bounded store of the base's logits."""
+
+    def __init__(self, logit_bytes: int):
+        self.answers: dict = {}
+        self.logits = _LogitStore(logit_bytes)
+
+    def __contains__(self, key) -> bool:
+        return key in self.answers
+
+    def __getitem__(self, key):
+        return self.answers[key]
+
+    def __setitem__(self, key, value) -> None:
+        self.answers[key] = value
+
+    def clear(self) -> None:
+        self.answers.clear()
+        self.logits.clear()
+
+
+def _element_size(torch, dtype) -> int:
+    """Bytes per logit in ``dtype`` (4 where the dtype is not a torch dtype)."""
+    return torch.empty((), dtype=dtype).element_size() if isinstance(dtype, torch.dtype) else 4
 
 
 def _contiguous_input(module, args):

@@ -1,0 +1,88 @@
+"""Memory flat in the number of prompts: numbers in the memo, a bounded store of base logits."""
+
+import numpy as np
+import pytest
+from conftest import CONTROL_PROMPTS, TARGET_PROMPTS
+
+from pytest_sway import FINETUNED, Variant, run_probe
+
+torch = pytest.importorskip("torch")
+pytest.importorskip("peft")
+from pytest_sway.backends.hf import HFBackend  # noqa: E402
+
+PROMPTS = [*TARGET_PROMPTS, *CONTROL_PROMPTS, *(f"Item number {i} on the list is" for i in range(8))]
+
+
+def _row_bytes(model_folder) -> int:
+    """Bytes of one float32 next-token row of a tiny model."""
+    import json
+    from pathlib import Path
+
+    return 4 * json.loads((Path(model_folder) / "config.json").read_text())["vocab_size"]
+
+
+def _watch_store(backend):
+    """Record the most bytes the logit store ever held."""
+    store, seen = backend._memo.logits, [0]
+    put = store.put
+
+    def watched(key, value):
+        put(key, value)
+        seen[0] = max(seen[0], store.bytes)
+
+    store.put = watched
+    return seen
+
+
+def test_a_small_budget_gives_the_values_of_an_unbounded_memo(tiny):
+    model, adapter = tiny["llama"]
+    row = _row_bytes(model)
+    small = HFBackend(model, adapter=adapter, batch_size=4, memo_bytes=5 * row)  # five prompts' base logits
+    roomy = HFBackend(model, adapter=adapter, batch_size=4, memo_bytes=1 << 30)
+    most = _watch_store(small)
+    for kind in ("js", "kl", "reverse_kl", "tv"):
+        for variant in (FINETUNED, Variant(scale=0.5), Variant(null_seed=1)):
+            # Groups of five prompts batch differently from one group of 24: float32 rounding only.
+            np.testing.assert_allclose(small.divergences(PROMPTS, divergence=kind, variant=variant),
+                                       roomy.divergences(PROMPTS, divergence=kind, variant=variant),
+                                       rtol=1e-5, atol=1e-7)
+    assert 0 < most[0] <= 5 * row and len(small._memo.logits) == 5
+    assert roomy._memo.logits.bytes == len(PROMPTS) * row  # everything fits: all kept
+    # What the memo keeps per prompt and variant is four numbers, not a vocabulary row.
+    answers = small._memo.answers
+    assert len(answers) == 3 * len(PROMPTS)
+    assert all(isinstance(v, np.ndarray) and v.shape == (4,) for v in answers.values())
+
+
+def test_forward_passes_are_counted_truthfully_when_base_logits_are_evicted(tiny, tmp_path):
+    model, adapter = tiny["llama"]
+    n, budget = len(PROMPTS), 5 * _row_bytes(model)
+    counts = {}
+    for name, kwargs in (("roomy", {}), ("small", dict(memo_bytes=budget)),
+                         ("small+disk", dict(memo_bytes=budget, cache_dir=str(tmp_path)))):
+        backend = HFBackend(model, adapter=adapter, batch_size=4, **kwargs)
+        first = backend.divergences(PROMPTS, divergence="js")
+        assert (backend.forwarded[("next", "base")], backend.forwarded[("next", "fine-tuned")]) == (n, n)
+        # Another divergence of the same variant: answered from the numbers, no pass at all.
+        backend.divergences(PROMPTS, divergence="tv")
+        backend.divergences(PROMPTS[:5], divergence="kl")
+        assert sum(backend.forwarded.values()) == 2 * n
+        scaled = backend.divergences(PROMPTS, divergence="js", variant=Variant(scale=0.5))
+        assert backend.forwarded[("next", "adapter x0.5")] == n
+        counts[name] = backend.forwarded[("next", "base")]
+        assert np.all(scaled < first)
+    assert counts["roomy"] == n  # kept: the second variant reuses the base's logits
+    assert counts["small"] == 2 * n  # evicted: recomputed, and counted
+    assert counts["small+disk"] == n  # evicted: read back from the disk cache
+
+
+def test_a_suite_on_a_small_budget_matches_probe_by_probe(tiny):
+    model, adapter = tiny["gpt2"]
+    budget = 5 * _row_bytes(model)
+    small = HFBackend(model, adapter=adapter, memo_bytes=budget)
+    roomy = HFBackend(model, adapter=adapter)
+    for kind, params in (("delta_kl", {}), ("null_contrast", dict(seeds=2)), ("adapter_ablation", {})):
+        a = run_probe(kind, small, prompts=PROMPTS, **params).values
+        b = run_probe(kind, roomy, prompts=PROMPTS, **params).values
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
+    assert small._memo.logits.bytes <= budget
