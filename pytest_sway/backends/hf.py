@@ -210,6 +210,8 @@ class HFBackend:
         seqs = self.encode_prompts(prompts, chat=chat)
         label_of = dict(zip(seqs, prompts))
         missing = [seq for seq in dict.fromkeys(seqs) if ("divergences", variant, seq) not in self._memo]
+        if missing and variant.is_base:  # the base against itself: exactly 0, no logits needed
+            return np.zeros(len(seqs))
         if missing:
             missing.sort(key=len)  # shortest first: less padding per batch
             for group in self._logit_groups(missing):
@@ -222,7 +224,8 @@ class HFBackend:
         """Consecutive runs of ``seqs`` whose base logits fit the memo's byte budget
         (at least one batch each): the most logits one question holds at a time."""
         row_bytes = self.vocab_size * _element_size(self._torch, self.dtype)
-        size = max(self.batch_size, self._memo.logits.budget // max(row_bytes, 1))
+        rows = self._memo.logits.budget // max(row_bytes, 1)
+        size = max(self.batch_size, rows - rows % self.batch_size)  # whole batches
         return [seqs[start : start + size] for start in range(0, len(seqs), size)]
 
     def _compute_divergences(self, variant: Variant, group: list, label_of: dict) -> dict:
@@ -232,14 +235,8 @@ class HFBackend:
         torch = self._torch
         base = self._base_next(group, label_of)
         out = {}
-        if variant.is_base:  # the base against itself: its own logits, no second pass
-            batches = [(batch, torch.stack([base[seq] for seq in batch])) for batch in self._batches(group)]
-            entered = contextlib.nullcontext()
-        else:
-            batches = self._next_batches(variant, group, label_of)
-            entered = self._variant(variant)
-        with entered, torch.inference_mode():
-            for batch, logits in batches:  # a generator for the variant: one batch's logits at a time
+        with self._variant(variant), torch.inference_mode():
+            for batch, logits in self._next_batches(variant, group, label_of):  # one batch's logits at a time
                 for start in range(0, len(batch), _DIVERGENCE_ROWS):
                     rows = batch[start : start + _DIVERGENCE_ROWS]
                     o = logits[start : start + len(rows)].to(self._accumulate).log_softmax(-1)
