@@ -86,3 +86,52 @@ def test_a_suite_on_a_small_budget_matches_probe_by_probe(tiny):
         b = run_probe(kind, roomy, prompts=PROMPTS, **params).values
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-6)
     assert small._memo.logits.bytes <= budget
+
+
+# -- a model larger than one device: accelerate places the layers ------------------------------------
+
+
+@pytest.fixture(scope="module")
+def merged(tiny, tmp_path_factory):
+    """The tiny llama with its adapter merged in: a fully fine-tuned checkpoint (no peft at load)."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, adapter = tiny["llama"]
+    folder = tmp_path_factory.mktemp("merged")
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), adapter).merge_and_unload().save_pretrained(folder)
+    AutoTokenizer.from_pretrained(model).save_pretrained(folder)
+    return str(folder)
+
+
+@pytest.mark.parametrize("placement", ["max_memory", "explicit map"])
+def test_a_model_split_over_cpu_and_disk_gives_the_single_device_values(tiny, merged, tmp_path, placement):
+    model, _ = tiny["llama"]
+    single = HFBackend(model, finetuned=merged, device="cpu")
+    if placement == "max_memory":  # a CPU budget below the model's size: the rest goes to disk
+        weights = sum(p.numel() * p.element_size() for p in single.base_model.parameters())
+        split = HFBackend(model, finetuned=merged, device_map="auto", max_memory={"cpu": weights // 2},
+                          offload_folder=str(tmp_path / "offload"))
+    else:
+        split = HFBackend(model, finetuned=merged, offload_folder=str(tmp_path / "offload"), device_map={
+            "model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
+            "model.norm": "cpu", "lm_head": "cpu"})
+    for m in (split.base_model, split.finetuned_model):
+        assert "disk" in set(m.hf_device_map.values())  # some layers really are offloaded
+    values = {}
+    for backend in (single, split):
+        values[backend] = [backend.divergences(PROMPTS, divergence=kind) for kind in ("js", "kl")]
+        cases = [(p, " and more.") for p in PROMPTS[:6]]
+        values[backend].append(run_probe("completion_lift", backend, cases=cases).values)
+        values[backend].append(run_probe("perplexity_shift", backend, texts=list(CONTROL_PROMPTS)).values)
+    assert values[single][0].mean() > 0.01  # the merged fine-tune does move the distribution
+    for got, want in zip(values[split], values[single]):
+        np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
+
+
+def test_max_memory_without_a_device_map_is_a_clear_error(tiny):
+    from pytest_sway.errors import BackendError
+
+    model, adapter = tiny["llama"]
+    with pytest.raises(BackendError, match="give device_map too"):
+        HFBackend(model, adapter=adapter, max_memory={"cpu": "1GiB"})

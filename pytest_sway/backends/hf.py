@@ -80,6 +80,8 @@ class HFBackend:
         device_map: str | None = None,
         cache_dir: str | None = None,
         memo_bytes: int = DEFAULT_MEMO_BYTES,
+        max_memory: dict | None = None,
+        offload_folder: str | None = None,
     ):
         if adapter is not None and finetuned is not None:
             raise BackendError("give an adapter or a fine-tuned checkpoint, not both")
@@ -95,6 +97,12 @@ class HFBackend:
         self.finetuned_name = finetuned
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
         self.device_map = device_map
+        # With a device map, accelerate's placement budget: most bytes of weights per device
+        # ({0: "70GiB", "cpu": "100GiB"}) and where layers beyond them go ("disk").
+        placement = {"max_memory": max_memory, "offload_folder": offload_folder}
+        self._placement = {k: v for k, v in placement.items() if v is not None}
+        if self._placement and device_map is None:
+            raise BackendError("max_memory and offload_folder place a model with a device map; give device_map too")
 
         from .builtin_models import resolve_model
 
@@ -103,7 +111,8 @@ class HFBackend:
         self.tokenizer = _load_tokenizer(model_path, model)
         self.device = _pick_device(torch, device, device_map)
         self.dtype = _pick_dtype(torch, dtype, self.device)
-        base = _load_model(model_path, model, dtype=self.dtype, device=self.device, device_map=device_map)
+        base = _load_model(model_path, model, dtype=self.dtype, device=self.device, device_map=device_map,
+                           placement=self._placement)
         self.dtype = base.dtype  # what "auto" resolved to
         self.peft_model = None
         self.finetuned_model = None
@@ -116,7 +125,8 @@ class HFBackend:
             ft_path = resolve_model(finetuned)
             self._paths["finetuned"] = ft_path
             self.finetuned_model = _load_model(
-                ft_path, finetuned, dtype=self.dtype, device=self.device, device_map=device_map
+                ft_path, finetuned, dtype=self.dtype, device=self.device, device_map=device_map,
+                placement=self._placement,
             )
             _check_same_vocabulary(base, self.finetuned_model, model, finetuned)
         for m in (self.base_model, self.finetuned_model):
@@ -706,7 +716,7 @@ def _load_tokenizer(path: str, name: str):
         raise BackendError(f"could not load the tokenizer of model {name!r}: {_first_line(exc)}{_offline_hint(exc)}") from None
 
 
-def _load_model(path: str, name: str, *, dtype, device, device_map):
+def _load_model(path: str, name: str, *, dtype, device, device_map, placement=None):
     from transformers import AutoModelForCausalLM
 
     local = Path(path)
@@ -718,6 +728,7 @@ def _load_model(path: str, name: str, *, dtype, device, device_map):
     kwargs = {"dtype": dtype}
     if device_map is not None:
         kwargs["device_map"] = device_map
+        kwargs.update(placement or {})
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:
