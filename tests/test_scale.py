@@ -135,3 +135,33 @@ def test_max_memory_without_a_device_map_is_a_clear_error(tiny):
     model, adapter = tiny["llama"]
     with pytest.raises(BackendError, match="give device_map too"):
         HFBackend(model, adapter=adapter, max_memory={"cpu": "1GiB"})
+
+
+def test_variants_asked_together_share_the_base_pass(tiny):
+    from pytest_sway.backends.base import divergences_by_variant
+
+    model, adapter = tiny["llama"]
+    n, budget = len(PROMPTS), 5 * _row_bytes(model)
+    variants = [FINETUNED, Variant(null_seed=1), Variant(scale=0.0), Variant(scale=0.5)]
+    together = HFBackend(model, adapter=adapter, batch_size=4, memo_bytes=budget)
+    apart = HFBackend(model, adapter=adapter, batch_size=4, memo_bytes=budget)
+    joint = divergences_by_variant(together, PROMPTS, divergence="js", variants=variants)
+    each = [apart.divergences(PROMPTS, divergence="js", variant=v) for v in variants]
+    for a, b in zip(joint, each):
+        np.testing.assert_array_equal(a, b)  # same groups, same batches: the same numbers
+    assert np.all(joint[2] == 0.0)  # scale 0 is the base
+    assert together.forwarded[("next", "base")] == n  # once per prompt for all variants
+    assert apart.forwarded[("next", "base")] == 3 * n  # evicted between the calls: once per variant
+    for backend in (together, apart):
+        assert backend.forwarded[("next", "null(seed=1)")] == backend.forwarded[("next", "adapter x0.5")] == n
+
+
+def test_variants_together_on_a_backend_without_divergences_many():
+    from pytest_sway import DummyBackend
+    from pytest_sway.backends.base import divergences_by_variant
+
+    backend = DummyBackend()
+    variants = [FINETUNED, Variant(scale=0.5)]
+    joint = divergences_by_variant(backend, PROMPTS, divergence="tv", variants=variants)
+    for got, variant in zip(joint, variants):
+        np.testing.assert_array_equal(got, backend.divergences(PROMPTS, divergence="tv", variant=variant))

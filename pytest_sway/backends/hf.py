@@ -215,20 +215,40 @@ class HFBackend:
     def divergences(
         self, prompts: Sequence[str], *, divergence: str, variant: Variant = FINETUNED, chat: bool = False
     ) -> np.ndarray:
+        return self.divergences_many(prompts, divergence=divergence, variants=[variant], chat=chat)[0]
+
+    def divergences_many(
+        self, prompts: Sequence[str], *, divergence: str, variants: Sequence[Variant], chat: bool = False
+    ) -> list[np.ndarray]:
+        """``divergences`` for several variants at once. The base's logits for each
+        group of prompts are fetched once and compared with every variant's in turn,
+        so over more prompts than the memo's logit store holds, the variants share one
+        base pass per prompt instead of needing one each."""
         if divergence not in DIVERGENCES:
             raise ValueError(f"unknown divergence {divergence!r}; choose one of {', '.join(DIVERGENCES)}")
         seqs = self.encode_prompts(prompts, chat=chat)
         label_of = dict(zip(seqs, prompts))
-        missing = [seq for seq in dict.fromkeys(seqs) if ("divergences", variant, seq) not in self._memo]
-        if missing and variant.is_base:  # the base against itself: exactly 0, no logits needed
-            return np.zeros(len(seqs))
-        if missing:
-            missing.sort(key=len)  # shortest first: less padding per batch
-            for group in self._logit_groups(missing):
-                for seq, values in self._compute_divergences(variant, group, label_of).items():
-                    self._memo[("divergences", variant, seq)] = values
+        unique = list(dict.fromkeys(seqs))
+        pending = {}
+        for variant in variants:  # the base against itself is exactly 0: no logits needed
+            if not variant.is_base and variant not in pending:
+                todo = {seq for seq in unique if ("divergences", variant, seq) not in self._memo}
+                if todo:
+                    pending[variant] = todo
+        needed = sorted({seq for todo in pending.values() for seq in todo}, key=len)  # shortest first: less padding
+        for group in self._logit_groups(needed):
+            base = self._base_next(group, label_of)
+            for variant, todo in pending.items():
+                part = [seq for seq in group if seq in todo]
+                if part:
+                    for seq, values in self._compare(variant, part, base, label_of).items():
+                        self._memo[("divergences", variant, seq)] = values
         column = DIVERGENCES.index(divergence)
-        return np.array([self._memo[("divergences", variant, seq)][column] for seq in seqs], dtype=np.float64)
+        return [
+            np.zeros(len(seqs)) if variant.is_base
+            else np.array([self._memo[("divergences", variant, seq)][column] for seq in seqs], dtype=np.float64)
+            for variant in variants
+        ]
 
     def _logit_groups(self, seqs: list) -> list[list]:
         """Consecutive runs of ``seqs`` whose base logits fit the memo's byte budget
@@ -238,15 +258,13 @@ class HFBackend:
         size = max(self.batch_size, rows - rows % self.batch_size)  # whole batches
         return [seqs[start : start + size] for start in range(0, len(seqs), size)]
 
-    def _compute_divergences(self, variant: Variant, group: list, label_of: dict) -> dict:
-        """Every divergence per sequence of ``group``: the base's logits for the group
-        (memo, disk cache or forward passes), then ``variant``'s batch by batch, each
-        batch compared as it arrives and dropped."""
+    def _compare(self, variant: Variant, seqs: list, base: dict, label_of: dict) -> dict:
+        """Every divergence per sequence: ``variant``'s logits batch by batch, each
+        batch compared with the base's rows as it arrives, then dropped."""
         torch = self._torch
-        base = self._base_next(group, label_of)
         out = {}
         with self._variant(variant), torch.inference_mode():
-            for batch, logits in self._next_batches(variant, group, label_of):  # one batch's logits at a time
+            for batch, logits in self._next_batches(variant, seqs, label_of):  # one batch's logits at a time
                 for start in range(0, len(batch), _DIVERGENCE_ROWS):
                     rows = batch[start : start + _DIVERGENCE_ROWS]
                     o = logits[start : start + len(rows)].to(self._accumulate).log_softmax(-1)
