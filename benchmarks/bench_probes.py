@@ -21,6 +21,16 @@ whole pytest run of a 10-test suite sharing prompts (and how many base
 forward passes it made), the plugin's overhead on a suite without sway tests,
 peak memory against a plain model load running the same forward passes, and
 a rerun with another adapter against the base-output cache.
+
+The ``scale`` part (``--parts scale``; not in the default set, it takes long)
+runs a suite of delta_kl (two divergences), null_contrast and adapter_ablation
+(``--scale-suite delta_kl``: delta_kl only) on SmolLM2 at 256, 1024 and 4096
+prompts of about 12 tokens (``--scale-sizes``), each size in a
+fresh process, and prints the peak resident memory while the suite runs, over
+the memory after the model load, with the time per prompt and the forward
+passes made; ``--scale-cache`` repeats each size with ``--sway-cache-dir`` set.
+
+    python benchmarks/bench_probes.py --parts scale --scale-sizes 256,1024,4096
 """
 
 from __future__ import annotations
@@ -41,6 +51,8 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 SIZES = (8, 64, 512)
 PARTS = ("probes", "responses", "suite", "overhead", "memory", "cache")
+EXTRA_PARTS = ("scale",)
+SCALE_SIZES = (256, 1024, 4096)
 BATCH = 32
 SUBJECTS = ("the refund window", "a password reset", "the delivery date", "the warranty", "an invoice",
             "the mobile app", "a broken screen", "the loyalty card")  # fmt: skip
@@ -384,6 +396,53 @@ def peak_rss(base: str, adapter: str, n: int) -> dict:
     return out
 
 
+SCALE = '''
+import json, sys, tempfile, time
+sys.path.insert(0, {bench!r})
+base, adapter, n, cached, suite = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "cache", sys.argv[5]
+from bench_probes import make_prompts
+from pytest_sway import run_probe
+from pytest_sway.backends.hf import HFBackend
+
+
+def mib(field):
+    return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith(field + ":"))) / 1024
+
+
+backend = HFBackend(base, adapter=adapter, cache_dir=tempfile.mkdtemp() if cached else None)
+# Warm up every code path on other prompts, then forget them.
+warm = ["Warm-up prompt number %d says" % i for i in range(8)]
+run_probe("null_contrast", backend, prompts=warm, seeds=1)
+run_probe("adapter_ablation", backend, prompts=warm, scales=[0, 0.5, 1])
+backend._memo.clear()
+backend.forwarded.clear()
+# Short prompts (about 12 tokens): the memory in question is per prompt, not per token.
+prompts = [p.replace(" and I already tried the help page", "") for p in make_prompts(n)]
+loaded = mib("VmRSS")
+open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to what is resident now
+start = time.perf_counter()
+run_probe("delta_kl", backend, prompts=prompts, divergence="js")
+run_probe("delta_kl", backend, prompts=prompts, divergence="kl")
+if suite == "full":
+    run_probe("null_contrast", backend, prompts=prompts, seeds=2)
+    run_probe("adapter_ablation", backend, prompts=prompts, scales=[0, 0.5, 1])
+seconds = time.perf_counter() - start
+print(json.dumps(dict(n=n, cached=cached, loaded_mib=loaded, peak_mib=mib("VmHWM"), end_mib=mib("VmRSS"),
+                      seconds=seconds, forwarded={{"|".join(k): v for k, v in backend.forwarded.items()}},
+                      memo_items=len(backend._memo.answers), logit_store_mib=backend._memo.logits.bytes / 2**20)))
+'''
+
+
+def scale_run(base: str, adapter: str, n: int, cached: bool, suite: str) -> dict:
+    """The scale suite at ``n`` prompts in a fresh process (memory after load, peak while it runs)."""
+    script = SCALE.format(bench=str(Path(__file__).parent))
+    done = subprocess.run([sys.executable, "-c", script, base, adapter, str(n), "cache" if cached else "memo", suite],
+                          capture_output=True, text=True)
+    if done.returncode:
+        raise RuntimeError(f"scale run at {n} prompts failed:\n{done.stderr[-3000:]}")
+    return json.loads(done.stdout.strip().splitlines()[-1])
+
+
 def cache_rerun(base: str, adapter: str, adapter2: str, n: int, tmp: Path, reps: int) -> dict:
     from pytest_sway import run_probe
     from pytest_sway.backends.hf import HFBackend
@@ -411,12 +470,21 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny model only, fewer repetitions")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per timing (median reported)")
     parser.add_argument("--work", default=None, help="folder for the benchmark's models (default: a temp dir)")
-    parser.add_argument("--parts", default=",".join(PARTS), help=f"comma-separated subset of {','.join(PARTS)}")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help=f"comma-separated subset of {','.join(PARTS + EXTRA_PARTS)} (default: all but scale)")
+    parser.add_argument("--scale-sizes", default=",".join(map(str, SCALE_SIZES)),
+                        help="prompt counts of the scale part")
+    parser.add_argument("--scale-suite", choices=("full", "delta_kl"), default="full",
+                        help="scale part: the four-probe suite, or delta_kl's two divergences only (faster)")
+    parser.add_argument("--scale-cache", action="store_true",
+                        help="scale part: also run each size with --sway-cache-dir (evicted base logits read back)")
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
-    if not parts <= set(PARTS):
+    if not parts <= set(PARTS + EXTRA_PARTS):
         parser.error(f"--parts: unknown {', '.join(sorted(parts - set(PARTS)))}")
     names = ("tiny",) if args.quick else ("tiny", "smollm2-135m")
+    if parts == {"scale"} and not args.quick:
+        names = ("smollm2-135m",)
     reps = 2 if args.quick else args.reps
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="sway-bench-"))
     import torch
@@ -470,6 +538,20 @@ def main(argv=None) -> None:
         print(f"base-output cache, {names[-1]}, {cache['prompts']} prompts: first run {cache['first_s']:.3f} s, rerun "
               f"with another adapter {cache['second_s']:.3f} s ({cache['ratio']:.2f}x); {cache['cache_mib']:.1f} MiB "
               "on disk", flush=True)
+    if "scale" in parts:
+        what = ("delta_kl js and kl, null_contrast seeds=2, adapter_ablation scales 0, 0.5, 1"
+                if args.scale_suite == "full" else "delta_kl js and kl")
+        print(f"scale suite on {names[-1]} ({what}), prompts of about 12 tokens, a fresh process per row:", flush=True)
+        print("| prompts | disk cache | RSS after load (MiB) | peak while running (MiB) | peak - load (MiB) | "
+              "seconds | ms per prompt | base passes per prompt | all passes per prompt |")
+        print("|---|---|---|---|---|---|---|---|---|", flush=True)
+        for n in (int(x) for x in args.scale_sizes.split(",")):
+            for cached in (False, True) if args.scale_cache else (False,):
+                r = scale_run(real[0], real[1], n, cached, args.scale_suite)
+                passes = sum(v for k, v in r["forwarded"].items())
+                print(f"| {n} | {'yes' if cached else 'no'} | {r['loaded_mib']:.0f} | {r['peak_mib']:.0f} | "
+                      f"{r['peak_mib'] - r['loaded_mib']:.0f} | {r['seconds']:.1f} | {1000 * r['seconds'] / n:.1f} | "
+                      f"{r['forwarded'].get('next|base', 0) / n:.2f} | {passes / n:.2f} |", flush=True)
 
 if __name__ == "__main__":
     main()

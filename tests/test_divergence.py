@@ -91,3 +91,16 @@ def test_torch_gives_the_numpy_answer(pair, kind):
     base, ft = pair
     got = divergence(torch.from_numpy(base), torch.from_numpy(ft), kind, torch).numpy()
     np.testing.assert_allclose(got, divergence(base, ft, kind, np), rtol=1e-12, atol=1e-15)
+
+
+def test_all_divergences_at_once_are_bit_identical_to_each_alone(pair):
+    torch = pytest.importorskip("torch")
+    from pytest_sway.divergence import all_divergences
+
+    base, ft = pair
+    for xp, a, b in ((np, base, ft), (torch, torch.from_numpy(base), torch.from_numpy(ft))):
+        together = all_divergences(a, b, xp)
+        assert list(together) == list(DIVERGENCES)
+        for kind in DIVERGENCES:
+            alone = divergence(a, b, kind, xp)
+            assert np.array_equal(np.asarray(together[kind]), np.asarray(alone))

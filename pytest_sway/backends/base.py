@@ -101,6 +101,16 @@ class Backend(Protocol):
         """Text of token ids (for reports)."""
 
 
+def divergences_by_variant(backend, prompts, *, divergence: str, variants, chat: bool = False) -> list:
+    """``backend.divergences`` for each of ``variants``, in one call where the backend
+    offers ``divergences_many`` (the Hugging Face backend: the variants then share the
+    base's logits instead of each fetching them), else one call per variant."""
+    many = getattr(backend, "divergences_many", None)
+    if many is not None:
+        return list(many(prompts, divergence=divergence, variants=list(variants), chat=chat))
+    return [backend.divergences(prompts, divergence=divergence, variant=v, chat=chat) for v in variants]
+
+
 def scoring_windows(n_tokens: int, window: int, stride: int | None = None) -> list[tuple[int, int, int]]:
     """``(begin, end, score_from)`` spans that score tokens 1..n-1 exactly once.
 

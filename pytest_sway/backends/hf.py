@@ -13,7 +13,15 @@ full-vocabulary log-softmax in float64 (float32 on MPS, which has no float64);
 only one number per prompt leaves the device.
 
 Answers are memoised per (question, variant, token ids) for the session: a
-prompt asked by ten tests costs one forward pass per variant.
+prompt asked by ten tests costs one forward pass per variant. What the memo
+keeps per prompt is small: for next-token questions, every divergence of
+``pytest_sway.divergence.DIVERGENCES`` (computed batch by batch while both
+sides' logits are on the device, four numbers per prompt and variant), not
+vocabulary rows. The base's logits, which every later variant is compared
+with, are kept in a least-recently-used store of at most ``memo_bytes``
+(``DEFAULT_MEMO_BYTES``); beyond it they are read back from the disk cache
+when one is set, else recomputed (and counted in ``forwarded``). Memory is
+therefore flat in the number of prompts.
 
 torch, transformers and peft are imported here only, when a backend is built.
 """
@@ -28,7 +36,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..divergence import divergence as _divergence
+from ..divergence import DIVERGENCES
+from ..divergence import all_divergences as _all_divergences
 from ..errors import BackendError
 from .base import BASE, DEFAULT_BATCH_SIZE, FINETUNED, ResponseDivergence, Variant, scoring_windows
 
@@ -44,6 +53,8 @@ _DIVERGENCE_ROWS = 64
 _MIN_ROWS = 4
 #: Most elements of one float64 array in a response-divergence chunk (32 MiB).
 _RESPONSE_CHUNK = 1 << 22
+#: Bytes of next-token logits (the base's, on the model's device) the session memo may keep.
+DEFAULT_MEMO_BYTES = 64 << 20
 
 
 def _import_frameworks():
@@ -72,6 +83,9 @@ class HFBackend:
         batch_size: int | None = None,
         device_map: str | None = None,
         cache_dir: str | None = None,
+        memo_bytes: int = DEFAULT_MEMO_BYTES,
+        max_memory: dict | None = None,
+        offload_folder: str | None = None,
     ):
         if adapter is not None and finetuned is not None:
             raise BackendError("give an adapter or a fine-tuned checkpoint, not both")
@@ -86,15 +100,24 @@ class HFBackend:
         # the saved ones); a test suite's own random state must not depend on whether sway ran.
         cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=cuda):
-            self._load(model, adapter, finetuned, device, dtype, batch_size, device_map, cache_dir)
+            self._load(model=model, adapter=adapter, finetuned=finetuned, device=device, dtype=dtype,
+                       batch_size=batch_size, device_map=device_map, cache_dir=cache_dir, memo_bytes=memo_bytes,
+                       max_memory=max_memory, offload_folder=offload_folder)
 
-    def _load(self, model, adapter, finetuned, device, dtype, batch_size, device_map, cache_dir) -> None:
+    def _load(self, *, model, adapter, finetuned, device, dtype, batch_size, device_map, cache_dir, memo_bytes,
+              max_memory, offload_folder) -> None:
         torch = self._torch
         self.model_name = model
         self.adapter_name = adapter
         self.finetuned_name = finetuned
         self.batch_size = batch_size or DEFAULT_BATCH_SIZE
         self.device_map = device_map
+        # With a device map, accelerate's placement budget: most bytes of weights per device
+        # ({0: "70GiB", "cpu": "100GiB"}) and where layers beyond them go ("disk").
+        placement = {"max_memory": max_memory, "offload_folder": offload_folder}
+        self._placement = {k: v for k, v in placement.items() if v is not None}
+        if self._placement and device_map is None:
+            raise BackendError("max_memory and offload_folder place a model with a device map; give device_map too")
 
         from .builtin_models import resolve_model
 
@@ -104,7 +127,8 @@ class HFBackend:
         self.tokenizer = _load_tokenizer(model_path, model)
         self.device = _pick_device(torch, device, device_map)
         self.dtype = _pick_dtype(torch, dtype, self.device)
-        base = _load_model(model_path, model, dtype=self.dtype, device=self.device, device_map=device_map)
+        base = _load_model(model_path, model, dtype=self.dtype, device=self.device, device_map=device_map,
+                           placement=self._placement)
         self.dtype = base.dtype  # what "auto" resolved to
         self.peft_model = None
         self.finetuned_model = None
@@ -117,7 +141,8 @@ class HFBackend:
             ft_path = resolve_model(finetuned)
             self._paths["finetuned"] = ft_path
             self.finetuned_model = _load_model(
-                ft_path, finetuned, dtype=self.dtype, device=self.device, device_map=device_map
+                ft_path, finetuned, dtype=self.dtype, device=self.device, device_map=device_map,
+                placement=self._placement,
             )
             _check_same_vocabulary(base, self.finetuned_model, model, finetuned)
         for m in (self.base_model, self.finetuned_model):
@@ -131,7 +156,7 @@ class HFBackend:
         # On the CPU, batches hold sequences of one length only (no padding) and at least
         # _MIN_ROWS rows, so that a prompt's numbers do not depend on its batch-mates.
         self._exact_shapes = self.input_device.type == "cpu"
-        self._memo: dict = {}
+        self._memo = _Memo(memo_bytes)
         #: Finished per-response results (small arrays), keyed by (divergence, variant, (ids, start)).
         self._responses: dict = {}
         self._active = None  # (variant, model) while a variant's context is entered
@@ -204,18 +229,95 @@ class HFBackend:
     def divergences(
         self, prompts: Sequence[str], *, divergence: str, variant: Variant = FINETUNED, chat: bool = False
     ) -> np.ndarray:
-        torch = self._torch
+        return self.divergences_many(prompts, divergence=divergence, variants=[variant], chat=chat)[0]
+
+    def divergences_many(
+        self, prompts: Sequence[str], *, divergence: str, variants: Sequence[Variant], chat: bool = False
+    ) -> list[np.ndarray]:
+        """``divergences`` for several variants at once. The base's logits for each
+        group of prompts are fetched once and compared with every variant's in turn,
+        so over more prompts than the memo's logit store holds, the variants share one
+        base pass per prompt instead of needing one each."""
+        if divergence not in DIVERGENCES:
+            raise ValueError(f"unknown divergence {divergence!r}; choose one of {', '.join(DIVERGENCES)}")
         seqs = self.encode_prompts(prompts, chat=chat)
-        base = self.next_token_logits(seqs, BASE, labels=prompts)
-        other = self.next_token_logits(seqs, variant, labels=prompts)
-        out = []
-        with torch.inference_mode():
-            for start in range(0, len(seqs), _DIVERGENCE_ROWS):
-                rows = slice(start, start + _DIVERGENCE_ROWS)
-                b = torch.stack([r.to(self._accumulate) for r in base[rows]]).log_softmax(-1)
-                o = torch.stack([r.to(self._accumulate) for r in other[rows]]).log_softmax(-1)
-                out.append(_divergence(b, o, divergence, torch).cpu())
-        return torch.cat(out).numpy().astype(np.float64)
+        label_of = dict(zip(seqs, prompts))
+        unique = list(dict.fromkeys(seqs))
+        pending = {}
+        for variant in variants:  # the base against itself is exactly 0: no logits needed
+            if not variant.is_base and variant not in pending:
+                todo = {seq for seq in unique if ("divergences", variant, seq) not in self._memo}
+                if todo:
+                    pending[variant] = todo
+        needed = sorted({seq for todo in pending.values() for seq in todo}, key=len)  # shortest first: less padding
+        for group in self._logit_groups(needed):
+            base = self._base_next(group, label_of)
+            for variant, todo in pending.items():
+                part = [seq for seq in group if seq in todo]
+                if part:
+                    for seq, values in self._compare(variant, part, base, label_of).items():
+                        self._memo[("divergences", variant, seq)] = values
+        column = DIVERGENCES.index(divergence)
+        return [
+            np.zeros(len(seqs)) if variant.is_base
+            else np.array([self._memo[("divergences", variant, seq)][column] for seq in seqs], dtype=np.float64)
+            for variant in variants
+        ]
+
+    def _logit_groups(self, seqs: list) -> list[list]:
+        """Consecutive runs of ``seqs`` whose base logits fit the memo's byte budget
+        (at least one batch each): the most logits one question holds at a time."""
+        row_bytes = self.vocab_size * _element_size(self._torch, self.dtype)
+        rows = self._memo.logits.budget // max(row_bytes, 1)
+        size = max(self.batch_size, rows - rows % self.batch_size)  # whole batches
+        return [seqs[start : start + size] for start in range(0, len(seqs), size)]
+
+    def _compare(self, variant: Variant, seqs: list, base: dict, label_of: dict) -> dict:
+        """Every divergence per sequence: ``variant``'s logits batch by batch, each
+        batch compared with the base's rows as it arrives, then dropped."""
+        torch = self._torch
+        out = {}
+        with self._variant(variant), torch.inference_mode():
+            for batch, logits in self._next_batches(variant, seqs, label_of):  # one batch's logits at a time
+                for start in range(0, len(batch), _DIVERGENCE_ROWS):
+                    rows = batch[start : start + _DIVERGENCE_ROWS]
+                    o = logits[start : start + len(rows)].to(self._accumulate).log_softmax(-1)
+                    b = torch.stack([base[seq].to(device=o.device, dtype=self._accumulate) for seq in rows])
+                    values = _all_divergences(b.log_softmax(-1), o, torch)
+                    table = torch.stack([values[kind] for kind in DIVERGENCES], dim=-1).cpu().numpy()
+                    for seq, row in zip(rows, table.astype(np.float64)):
+                        out[seq] = row
+        return out
+
+    def _base_next(self, seqs: list, label_of: dict) -> dict:
+        """The base's next-token logits for ``seqs`` (at most one memo budget of them):
+        from the memo, then the disk cache, then forward passes; all kept in the memo."""
+        store = self._memo.logits
+        found = {}
+        for seq in seqs:
+            hit = store.get((BASE, seq))
+            if hit is not None:
+                found[seq] = hit
+        missing = [seq for seq in seqs if seq not in found]
+        if missing and self.cache is not None:
+            still = []
+            for seq in missing:
+                stored = self.cache.get(("next", seq))
+                if stored is None:
+                    still.append(seq)
+                else:
+                    found[seq] = self._from_store("next", stored)
+            missing = still
+        if missing:
+            with self._variant(BASE):
+                computed = self._compute_next(BASE, missing, label_of)
+            for seq in missing:
+                found[seq] = computed[seq]
+                if self.cache is not None:
+                    self.cache.put(("next", seq), self._to_store(computed[seq]))
+        for seq in seqs:  # the group is the most recent: what it evicts is older
+            store.put((BASE, seq), found[seq])
+        return found
 
     def completion_logprobs(
         self, pairs: Sequence[tuple[str, str]], *, variant: Variant = FINETUNED, chat: bool = False
@@ -424,8 +526,23 @@ class HFBackend:
     # -- forward passes ---------------------------------------------------------------------
 
     def next_token_logits(self, seqs, variant: Variant, *, labels: Sequence[str]) -> list:
-        """Last-position logits (1-d tensors on the device) per token sequence."""
-        return self._answers("next", variant, list(seqs), labels, self._compute_next)
+        """Last-position logits (1-d tensors on the device) per token sequence.
+
+        The base's are kept in the memo's logit store (within its byte budget)
+        and the disk cache; other variants' are computed afresh. Probes ask
+        ``divergences``, which keeps numbers rather than these rows.
+        """
+        seqs = list(seqs)
+        label_of = dict(zip(seqs, labels))
+        unique = list(dict.fromkeys(seqs))
+        if variant.is_base:
+            found = {}
+            for group in self._logit_groups(sorted(unique, key=len)):
+                found.update(self._base_next(group, label_of))
+        else:
+            with self._variant(variant):
+                found = self._compute_next(variant, sorted(unique, key=len), label_of)
+        return [found[seq] for seq in seqs]
 
     def token_logprobs(self, items, variant: Variant, *, labels: Sequence[str]) -> list[np.ndarray]:
         """Per ``(ids, start)``: log p(ids[j] | ids[:j]) for j >= start (float64 numpy)."""
@@ -471,6 +588,13 @@ class HFBackend:
 
     def _compute_next(self, variant: Variant, seqs: list, label_of: dict) -> dict:
         out = {}
+        for batch, logits in self._next_batches(variant, seqs, label_of):
+            for row, seq in enumerate(batch):
+                out[seq] = logits[row].clone()  # its own storage: the batch's is freed
+        return out
+
+    def _next_batches(self, variant: Variant, seqs: list, label_of: dict):
+        """``(batch, last-position logits)`` per forward pass, one pass at a time."""
         for batch in self._batches(seqs):
             logits = self._forward(variant, batch, keep=1)[:, -1, :]
             finite = self._torch.isfinite(logits).all(dim=-1).cpu()
@@ -479,8 +603,7 @@ class HFBackend:
                     raise BackendError(
                         f"the {variant} model returned NaN or infinite logits for prompt {_short(label_of[seq])}"
                     )
-                out[seq] = logits[row]
-        return out
+            yield batch, logits
 
     def _compute_scores(self, variant: Variant, items: list, label_of: dict) -> dict:
         torch = self._torch
@@ -638,6 +761,71 @@ class HFBackend:
                 yield model
 
 
+class _LogitStore:
+    """Least-recently-used tensors under a byte budget (a tensor larger than
+    the whole budget is not kept)."""
+
+    def __init__(self, budget: int):
+        from collections import OrderedDict
+
+        self.budget = max(0, int(budget))
+        self.bytes = 0
+        self._items = OrderedDict()
+
+    def get(self, key):
+        value = self._items.get(key)
+        if value is not None:
+            self._items.move_to_end(key)
+        return value
+
+    def put(self, key, value) -> None:
+        size = value.numel() * value.element_size()
+        old = self._items.pop(key, None)
+        if old is not None:
+            self.bytes -= old.numel() * old.element_size()
+        if size > self.budget:
+            return
+        self._items[key] = value
+        self.bytes += size
+        while self.bytes > self.budget:
+            _, evicted = self._items.popitem(last=False)
+            self.bytes -= evicted.numel() * evicted.element_size()
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def clear(self) -> None:
+        self._items.clear()
+        self.bytes = 0
+
+
+class _Memo:
+    """The session memo: finished answers per (question, variant, item) — numbers,
+    per-token arrays, token ids — and a bounded store of the base's logits."""
+
+    def __init__(self, logit_bytes: int):
+        self.answers: dict = {}
+        self.logits = _LogitStore(logit_bytes)
+
+    def __contains__(self, key) -> bool:
+        return key in self.answers
+
+    def __getitem__(self, key):
+        return self.answers[key]
+
+    def __setitem__(self, key, value) -> None:
+        self.answers[key] = value
+
+    def clear(self) -> None:
+        self.answers.clear()
+        self.logits.clear()
+
+
+def _element_size(torch, dtype) -> int:
+    """Bytes per logit in ``dtype`` (4 where the dtype is not a torch dtype)."""
+    return torch.empty((), dtype=dtype).element_size() if isinstance(dtype, torch.dtype) else 4
+
+
 def _contiguous_input(module, args):
     """Give the output layer a contiguous input.
 
@@ -663,7 +851,7 @@ def _load_tokenizer(path: str, name: str):
         raise BackendError(f"could not load the tokenizer of model {name!r}: {_first_line(exc)}{_offline_hint(exc)}") from None
 
 
-def _load_model(path: str, name: str, *, dtype, device, device_map):
+def _load_model(path: str, name: str, *, dtype, device, device_map, placement=None):
     from transformers import AutoModelForCausalLM
 
     _check_model_folder(path)
@@ -673,6 +861,7 @@ def _load_model(path: str, name: str, *, dtype, device, device_map):
     kwargs = {"dtype": dtype}
     if device_map is not None:
         kwargs["device_map"] = device_map
+        kwargs.update(placement or {})
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
     except (OSError, ValueError, EnvironmentError) as exc:

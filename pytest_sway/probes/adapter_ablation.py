@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backends.base import Variant
+from ..backends.base import Variant, divergences_by_variant
 from ..divergence import SUPPORT
 from .base import (
     CHAT,
@@ -42,14 +42,9 @@ def spearman(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def measure(backend, params, bootstrap) -> Measurement:
     prompts, scales = params["prompts"], np.array(params["scales"])
-    curves = np.stack(
-        [
-            np.asarray(backend.divergences(prompts, divergence=params["divergence"], variant=Variant(scale=s),
-                                           chat=params["chat"]), dtype=float)
-            for s in scales
-        ],
-        axis=1,
-    )  # prompts x scales
+    per_scale = divergences_by_variant(backend, prompts, divergence=params["divergence"],
+                                       variants=[Variant(scale=s) for s in scales], chat=params["chat"])
+    curves = np.stack([np.asarray(v, dtype=float) for v in per_scale], axis=1)  # prompts x scales
     curve = []
     for j, s in enumerate(scales):
         ci = bootstrap.interval(curves[:, j], support=SUPPORT[params["divergence"]])

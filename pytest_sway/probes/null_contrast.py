@@ -10,21 +10,17 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..backends.base import FINETUNED, Variant
+from ..backends.base import FINETUNED, Variant, divergences_by_variant
 from ..divergence import SUPPORT
 from .base import CHAT, Measurement, Param, Probe, check_chat_prompts, divergence_param, integer, prompt_list
 
 
 def measure(backend, params, bootstrap) -> Measurement:
     prompts, kind, chat = params["prompts"], params["divergence"], params["chat"]
-    real = np.asarray(backend.divergences(prompts, divergence=kind, variant=FINETUNED, chat=chat), dtype=float)
-    nulls = np.stack(
-        [
-            np.asarray(backend.divergences(prompts, divergence=kind, variant=Variant(null_seed=seed), chat=chat),
-                       dtype=float)
-            for seed in range(1, params["seeds"] + 1)
-        ]
-    )
+    variants = [FINETUNED] + [Variant(null_seed=seed) for seed in range(1, params["seeds"] + 1)]
+    real, *each = (np.asarray(v, dtype=float)
+                   for v in divergences_by_variant(backend, prompts, divergence=kind, variants=variants, chat=chat))
+    nulls = np.stack(each)
     floor = nulls.mean(axis=0)
     low, high = SUPPORT[kind]
     return Measurement(
