@@ -79,14 +79,32 @@ class WordTokenizer:
     chat_template = None
     model_max_length = 1 << 20
 
-    def __call__(self, texts, add_special_tokens=True, **kwargs):
+    def __call__(self, texts, add_special_tokens=True, return_offsets_mapping=False, **kwargs):
         def ids(text):
             return [int(word[1:]) for word in text.split()]
 
+        if return_offsets_mapping:  # one text: each word's (start, end) characters, as a fast tokenizer gives
+            spans, at = [], 0
+            for word in texts.split():
+                at = texts.index(word, at)
+                spans.append((at, at + len(word)))
+                at += len(word)
+            return {"input_ids": ids(texts), "offset_mapping": spans}
         return {"input_ids": [ids(t) for t in texts] if isinstance(texts, list) else ids(texts)}
 
     def decode(self, ids, skip_special_tokens=True):
         return " ".join(f"t{i}" for i in ids)
+
+
+#: Tokens in each response that response_divergence teacher-forces.
+RESPONSE_TOKENS = 32
+
+
+def make_responses(n: int, vocab: int, seed: int = 1) -> list[str]:
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    return [" " + " ".join(f"t{i}" for i in rng.integers(1, vocab, RESPONSE_TOKENS)) for _ in range(n)]
 
 
 def make_prompts(n: int, vocab: int, seed: int = 0) -> list[str]:
@@ -198,26 +216,67 @@ def js(base_logits, other_logits, dtype, rows: int = 64):
 @dataclass(frozen=True)
 class BenchProbe:
     name: str
-    sway: Callable  # (backend, prompts) -> per-prompt values (numpy)
-    floor: Callable  # (peft model, token sequences) -> per-prompt values (numpy)
+    sway: Callable  # (backend, prompts, responses) -> per-item values (numpy)
+    floor: Callable  # (peft model, prompt token sequences, response token sequences) -> per-item values (numpy)
     passes: int  # forward passes over the prompts per run (for tokens per second)
+    responses: bool = False  # whether each item also holds a teacher-forced response
 
 
-def _sway_delta_kl(backend, prompts):
+def _sway_delta_kl(backend, prompts, responses):
     from pytest_sway import run_probe
 
     return run_probe("delta_kl", backend, prompts=prompts, divergence="js").values
 
 
-def _floor_delta_kl(model, seqs):
+def _floor_delta_kl(model, seqs, answers):
     import torch
 
     return js(floor_logits(model, seqs, adapter=False), floor_logits(model, seqs, adapter=True), torch.float64)
 
 
+def _sway_response_divergence(backend, prompts, responses):
+    from pytest_sway import run_probe
+
+    return run_probe("response_divergence", backend, pairs=list(zip(prompts, responses)), divergence="js").values
+
+
+def _floor_response_divergence(model, seqs, answers, batch: int = BATCH):
+    """Both variants teacher-forced on prompt + response, batched like the plugin (by length, left-padded,
+    position ids, the response positions' logits only); full-vocabulary JS in float64 per position,
+    averaged over each response."""
+    import numpy as np
+    import torch
+
+    full = [s + a for s, a in zip(seqs, answers)]
+    keep = max(len(a) for a in answers) + 1
+    device = model.get_input_embeddings().weight.device
+    order = sorted(range(len(full)), key=lambda i: len(full[i]))
+    out = np.empty(len(full))
+    with torch.inference_mode():
+        for start in range(0, len(order), batch):
+            rows = order[start : start + batch]
+            width = max(len(full[i]) for i in rows)
+            ids = torch.zeros((len(rows), width), dtype=torch.long)
+            mask = torch.zeros((len(rows), width), dtype=torch.long)
+            for r, i in enumerate(rows):
+                ids[r, width - len(full[i]) :] = torch.tensor(full[i])
+                mask[r, width - len(full[i]) :] = 1
+            positions = (mask.cumsum(-1) - 1).clamp(min=0)
+            kwargs = dict(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
+                          logits_to_keep=keep, use_cache=False)
+            with model.disable_adapter():
+                base = model(**kwargs).logits
+            tuned = model(**kwargs).logits
+            for r, i in enumerate(rows):
+                n = len(answers[i])  # position p predicts token p + 1: the logits before each response token
+                out[i] = js(base[r, keep - n - 1 : keep - 1], tuned[r, keep - n - 1 : keep - 1], torch.float64).mean()
+    return out
+
+
 PROBES = [
     BenchProbe("delta_kl", _sway_delta_kl, _floor_delta_kl, passes=2),
-    # A second probe is one more line: BenchProbe("response_divergence", sway_fn, floor_fn, passes=...).
+    BenchProbe("response_divergence", _sway_response_divergence, _floor_response_divergence, passes=2,
+               responses=True),
 ]
 
 
@@ -274,7 +333,9 @@ def measure_shape(shape: str, args, deadline: float, result: dict) -> dict:
     result["params_b"] = sum(p.numel() for p in model.parameters()) / 1e9
     tokenizer = WordTokenizer()
     prompts = make_prompts(args.prompts, SHAPES[shape]["vocab_size"])
+    responses = make_responses(args.prompts, SHAPES[shape]["vocab_size"])
     seqs = [tuple(tokenizer(p)["input_ids"]) for p in prompts]
+    answers = [tuple(tokenizer(r)["input_ids"]) for r in responses]
     tokens = sum(len(s) for s in seqs)
     result["prompt_tokens"] = tokens
     backend = make_backend(model, tokenizer)
@@ -289,9 +350,11 @@ def measure_shape(shape: str, args, deadline: float, result: dict) -> dict:
 
         def sway():
             backend._memo.clear()
-            return probe.sway(backend, prompts)
+            backend._responses.clear()
+            return probe.sway(backend, prompts, responses)
 
-        floor = lambda: probe.floor(model, seqs)  # noqa: E731
+        floor = lambda: probe.floor(model, seqs, answers)  # noqa: E731
+        probe_tokens = tokens + (RESPONSE_TOKENS * len(prompts) if probe.responses else 0)
         sway(), floor()  # warm-up (kernel selection, allocator)
         sway_times, floor_times, sway_peak, floor_peak = [], [], 0.0, 0.0
         for _ in range(args.reps):
@@ -306,7 +369,8 @@ def measure_shape(shape: str, args, deadline: float, result: dict) -> dict:
         sway_s, floor_s = statistics.median(sway_times), statistics.median(floor_times)
         probes[probe.name] = {
             "sway_s": sway_s, "floor_s": floor_s, "ratio": sway_s / floor_s,
-            "sway_tokens_per_s": probe.passes * tokens / sway_s, "floor_tokens_per_s": probe.passes * tokens / floor_s,
+            "sway_tokens_per_s": probe.passes * probe_tokens / sway_s,
+            "floor_tokens_per_s": probe.passes * probe_tokens / floor_s,
             "sway_peak_mib": sway_peak if device.startswith("cuda") else None,
             "floor_peak_mib": floor_peak if device.startswith("cuda") else None,
             "mean": float(np.mean(sway_values)),

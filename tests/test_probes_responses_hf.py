@@ -192,7 +192,7 @@ def test_a_conversation_is_rendered_with_the_template_and_exactly_one_bos(tiny):
     # And every probe that takes prompts takes conversations.
     prompts = [messages, "Our refund window is", messages[:2]]
     result = run_probe("delta_kl", backend, prompts=prompts, chat=True)
-    assert result.values[1] == run_probe("delta_kl", backend, prompts=[one, one], chat=True).values[0]
+    assert result.values[1] == run_probe("delta_kl", backend, prompts=[one, messages], chat=True).values[0]
     assert result.items[0] == str(Conversation(messages)) and type(result.items[0]) is str
     pairs = [(messages, " Thirty days."), (messages[:2], " Ten days.")]
     assert run_probe("response_divergence", backend, pairs=pairs, chat=True).n == 2

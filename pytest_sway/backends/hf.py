@@ -38,6 +38,7 @@ import numpy as np
 
 from ..divergence import DIVERGENCES
 from ..divergence import all_divergences as _all_divergences
+from ..divergence import divergence as _divergence
 from ..errors import BackendError
 from .base import BASE, DEFAULT_BATCH_SIZE, FINETUNED, ResponseDivergence, Variant, scoring_windows
 
