@@ -122,7 +122,7 @@ def test_response_divergence_reuses_passes_and_respects_the_logit_budget(tiny, m
     np.testing.assert_array_equal(again.values, first.values[::-1])
     # A budget of the shortest response's logits for both models: one row per batch, same answers.
     shortest = min(len(ids) - start for ids, start in (backend.completion_tokens(p, r, chat=False) for p, r in PAIRS))
-    monkeypatch.setattr(hf, "_LOGIT_BUDGET", 2 * (shortest + 1) * backend.vocab_size)
+    monkeypatch.setattr(hf, "_LOGIT_BYTES", 2 * (shortest + 1) * backend.vocab_size * 4)  # float32 logits
     # And divergence chunks of 3 positions: rows split across chunks and chunks across rows.
     monkeypatch.setattr(hf, "_DIVERGENCE_ROWS", 1)
     monkeypatch.setattr(hf, "_RESPONSE_CHUNK", 3 * backend.vocab_size)

@@ -44,8 +44,10 @@ from .base import BASE, DEFAULT_BATCH_SIZE, FINETUNED, ResponseDivergence, Varia
 
 #: Most tokens (batch rows x padded length) in one forward pass.
 _TOKEN_BUDGET = 16384
-#: Most logits (rows x kept positions x vocabulary) one scoring pass may hold.
-_LOGIT_BUDGET = 1 << 27
+#: Most bytes of logits (rows x kept positions x vocabulary x element size) one batch may hold:
+#: 2^27 float32 logits, twice as many in bfloat16 (a GPU batch of 32 teacher-forced responses
+#: of 32 tokens on a 128k vocabulary fits, as benchmarks/bench_gpu.py measured).
+_LOGIT_BYTES = 1 << 29
 #: Rows per divergence computation (each holds a few float64 vocabulary rows).
 _DIVERGENCE_ROWS = 64
 #: Fewest rows of a CPU forward pass. Measured on the tiny test models and SmolLM2:
@@ -637,13 +639,14 @@ class HFBackend:
         (GPU kernels round by batch shape anyway; benchmarks/bench_gpu.py measures
         what that costs in bf16).
         """
+        row_bytes = self.vocab_size * _element_size(self._torch, self.dtype)  # one position's logits
         if self._exact_shapes:
             groups: dict = {}
             for item in items:
                 groups.setdefault((length(item), keep(item)), []).append(item)
             batches = []
             for (width, kept), group in sorted(groups.items()):
-                rows = max(1, min(self.batch_size, _TOKEN_BUDGET // width, _LOGIT_BUDGET // (kept * self.vocab_size)))
+                rows = max(1, min(self.batch_size, _TOKEN_BUDGET // width, _LOGIT_BYTES // (kept * row_bytes)))
                 batches.extend(group[i : i + rows] for i in range(0, len(group), rows))
             return batches
         batches, current, width, kept = [], [], 0, 0
@@ -651,7 +654,7 @@ class HFBackend:
             w, k = max(width, length(item)), max(kept, keep(item))
             rows = len(current) + 1
             if current and (
-                rows > self.batch_size or rows * w > _TOKEN_BUDGET or rows * k * self.vocab_size > _LOGIT_BUDGET
+                rows > self.batch_size or rows * w > _TOKEN_BUDGET or rows * k * row_bytes > _LOGIT_BYTES
             ):
                 batches.append(current)
                 current, w, k = [], length(item), keep(item)
