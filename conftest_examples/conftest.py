@@ -6,12 +6,14 @@ each an ini twin of a --sway-* option (the command line wins). A project
 that gates its own fine-tunes copies pytest.ini and the test modules and
 points sway_adapter at what its training run wrote.
 
-This file only prepares the demo's adapter, which a real project would get
-from its training pipeline: it is trained on first use (about two minutes on
-two CPU cores) and cached under .sway-demo/.
+The demo's adapter ships in support-adapter/ (3.6 MB), trained by
+demo_adapter.py from support_data.py. This file only retrains it when that
+recipe changed (about two minutes on two CPU cores), and says so; a run that
+tests nothing (--help, --markers, --fixtures, --co, --version) never trains.
 """
 
 import os
+import sys
 from pathlib import Path
 
 import pytest
@@ -19,15 +21,21 @@ import pytest
 # Everything here is local (the built-in model, the demo adapter): never ask the hub.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 
-DEMO_ADAPTER = Path(__file__).parent / ".sway-demo" / "support-adapter"
+DEMO_ADAPTER = Path(__file__).parent / "support-adapter"
 
 
 @pytest.hookimpl(tryfirst=True)
 def pytest_configure(config):
-    """Train the demo adapter before pytest-sway checks that --sway-adapter exists."""
+    """Retrain the demo adapter, before pytest-sway loads it, if its recipe changed."""
     wants_demo = config.getoption("sway_adapter") is None and config.getoption("sway_finetuned") is None
-    if not wants_demo or config.option.help or hasattr(config, "workerinput"):
+    runs_nothing = any(getattr(config.option, name, False)
+                       for name in ("help", "markers", "showfixtures", "show_fixtures_per_test", "collectonly",
+                                    "version"))
+    if not wants_demo or runs_nothing or hasattr(config, "workerinput"):
         return  # another fine-tune was given, or nothing will run, or the xdist controller did it
-    from demo_adapter import ensure_demo_adapter
+    from demo_adapter import ensure_demo_adapter, is_current
 
-    ensure_demo_adapter(DEMO_ADAPTER)
+    if not is_current(DEMO_ADAPTER):
+        print(f"pytest-sway demo: the recipe in support_data.py/demo_adapter.py changed; retraining {DEMO_ADAPTER} "
+              "(about two minutes on two CPU cores)...", file=sys.stderr, flush=True)
+        ensure_demo_adapter(DEMO_ADAPTER)

@@ -1,8 +1,13 @@
-"""The demo fine-tune: a LoRA adapter for SmolLM2-135M-Instruct, trained on first use.
+"""The demo fine-tune: a LoRA adapter for SmolLM2-135M-Instruct, and how it was trained.
 
 A real project points --sway-adapter at the adapter its training pipeline
-wrote; this demo has no pipeline, so it trains a small one here (about two
-minutes on two CPU cores) and keeps it until the training recipe changes.
+wrote; this demo has no pipeline, so it ships the small adapter it trained
+here (support-adapter/, 3.6 MB) and this script reproduces it:
+
+    python conftest_examples/demo_adapter.py        # retrains support-adapter/ (about two minutes on 2 cores)
+
+support-adapter/recipe.txt holds a hash of the recipe and the facts: when
+either changes, the example suite's conftest.py retrains before the run.
 """
 
 from __future__ import annotations
@@ -30,16 +35,26 @@ def training_texts(tokenizer) -> list[str]:
     ]
 
 
-def ensure_demo_adapter(path: Path) -> Path:
+def recipe_stamp() -> str:
+    return hashlib.sha256(json.dumps([RECIPE, FACTS], sort_keys=True).encode()).hexdigest()[:16]
+
+
+def is_current(path: Path) -> bool:
+    """Whether the adapter at ``path`` was trained with today's recipe and facts."""
+    stamp = path / "recipe.txt"
+    return stamp.is_file() and stamp.read_text().strip() == recipe_stamp() and (path / "adapter_model.safetensors").is_file()
+
+
+def ensure_demo_adapter(path: Path, *, force: bool = False) -> Path:
     """Train the adapter into ``path`` unless the same recipe already did."""
     from transformers import AutoTokenizer
 
     from pytest_sway.backends.builtin_models import ensure_smollm2
     from pytest_sway.testing import train_lora_adapter
 
-    stamp = hashlib.sha256(json.dumps([RECIPE, FACTS], sort_keys=True).encode()).hexdigest()[:16]
-    if (path / "recipe.txt").is_file() and (path / "recipe.txt").read_text() == stamp:
+    if is_current(path) and not force:
         return path
+    stamp = recipe_stamp()
     model = ensure_smollm2()
     texts = training_texts(AutoTokenizer.from_pretrained(model))
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -47,8 +62,20 @@ def ensure_demo_adapter(path: Path) -> Path:
     try:
         train_lora_adapter(model, tmp, texts, **RECIPE)
         (tmp / "recipe.txt").write_text(stamp)
+        (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model card
+        config = json.loads((tmp / "adapter_config.json").read_text())
+        config["base_model_name_or_path"] = "smollm2-135m"  # the built-in name, not this machine's cache path
+        (tmp / "adapter_config.json").write_text(json.dumps(config, indent=2, sort_keys=True) + "\n")
         shutil.rmtree(path, ignore_errors=True)
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return path
+
+
+if __name__ == "__main__":
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    print(ensure_demo_adapter(Path(__file__).parent / "support-adapter", force=True))

@@ -4,10 +4,10 @@ pytest-sway's own dummy/hf backends and built-in probes are provided through
 these same hooks (see ``plugin.py``), so whatever they can do, yours can.
 """
 
-from pytest import hookspec
+import pytest
 
 
-@hookspec(firstresult=True)
+@pytest.hookspec(firstresult=True)
 def pytest_sway_make_backend(settings, config):
     """Build the session's backend; the first non-None result wins.
 
@@ -29,7 +29,7 @@ def pytest_sway_make_backend(settings, config):
     """
 
 
-@hookspec
+@pytest.hookspec
 def pytest_sway_register_probes(registry):
     """Add probes to ``registry`` (a :class:`pytest_sway.ProbeRegistry`).
 

@@ -21,8 +21,9 @@ from __future__ import annotations
 
 import json
 import math
+from collections.abc import Iterable
 from html import escape
-from typing import Any, Iterable
+from typing import Any
 
 from .outcome import Outcome
 from .report import describe_backend, short_ids
@@ -100,8 +101,8 @@ def _header(doc: dict, results: list[dict]) -> str:
             f"<p><b>Multiple-testing correction</b> {_e(corr['method'])} over m = {_e(corr.get('m', '?'))} "
             f"gated results{_e(level)}</p>"
         )
-    backend = doc.get("backend") if isinstance(doc.get("backend"), dict) else {}
-    provenance = doc.get("provenance") if isinstance(doc.get("provenance"), dict) else {}
+    backend: dict = doc["backend"] if isinstance(doc.get("backend"), dict) else {}
+    provenance: dict = doc["provenance"] if isinstance(doc.get("provenance"), dict) else {}
     tables = [
         _kv_table("Settings", doc.get("settings")),
         _kv_table("Backend", backend),
@@ -152,7 +153,7 @@ def _forest(results: list[dict], names: list[str]) -> str:
     for label, unit in sorted(groups, key=lambda key: key[0] != ""):  # sorted() is stable
         members = groups[(label, unit)]
         kinds = {results[i].get("kind") for i in members}
-        caption = _CAPTIONS.get(kinds.pop(), "") if len(kinds) == 1 and label else ""
+        caption = _CAPTIONS.get(str(kinds.pop()), "") if len(kinds) == 1 and label else ""
         out.append(
             f"<div class=\"group\"><h3>{_e(label or 'could not run')}"
             + (f' <span class="muted">({_e(unit)})</span>' if unit else "")
@@ -205,7 +206,9 @@ def _interval_marks(r: dict, axis: _Axis, y: float, cy: float, color: str) -> st
             back = x - 8 * direction
             out.append(f'<polygon class="unbounded" points="{x},{cy} {back},{cy - 5} {back},{cy + 5}" '
                        f'fill="{color}"/>')  # fmt: skip
-    out.append(f'<circle class="est" cx="{axis(_estimate(r)):.1f}" cy="{cy}" r="5" fill="{color}"/>')
+    est = _estimate(r)
+    if est is not None:
+        out.append(f'<circle class="est" cx="{axis(est):.1f}" cy="{cy}" r="5" fill="{color}"/>')
     return "".join(out)
 
 
@@ -311,8 +314,10 @@ def _strip_plot(r: dict, color: str) -> str:
         out.append(f'<circle class="item" cx="{axis(v):.1f}" cy="{top + 6 + spread * (bottom - top - 12):.1f}" '
                    f'r="{radius}" fill="{color}"><title>item {k + 1}: {v:.4g}</title></circle>')  # fmt: skip
     out += [_gate_line(axis(t), top, bottom, t, name) for t, name in _gates(r)]
-    out.append(f'<line class="strip-est" x1="{axis(est):.1f}" x2="{axis(est):.1f}" y1="{top}" y2="{bottom}">'
-               f"<title>estimate {est:.4g}</title></line></svg>")  # fmt: skip
+    if est is not None:
+        out.append(f'<line class="strip-est" x1="{axis(est):.1f}" x2="{axis(est):.1f}" y1="{top}" y2="{bottom}">'
+                   f"<title>estimate {est:.4g}</title></line>")  # fmt: skip
+    out.append("</svg>")
     caption = "shaded: CI, solid: estimate, dashed: gate"
     if r.get("method") == "wilson" and set(values) <= {0.0, 1.0}:  # a proportion: dots pile up, count them
         caption = f"{sum(values):.0f} of {len(values)} items are 1; {caption}"
@@ -442,7 +447,8 @@ def _details(r: dict) -> dict:
 
 def _gates(r: dict) -> list[tuple[float, str]]:
     sides = (("above", "CI low \u2265"), ("below", "CI high \u2264"))
-    return [(_finite(r.get(key)), name) for key, name in sides if _finite(r.get(key)) is not None]
+    found = [(_finite(r.get(key)), name) for key, name in sides]
+    return [(value, name) for value, name in found if value is not None]
 
 
 def _color(outcome) -> str:

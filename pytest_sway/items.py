@@ -32,6 +32,8 @@ OPTIONAL = ("group", "slice")
 class Conversation(str):
     """A multi-turn chat prompt. Its string value is the messages as JSON."""
 
+    _messages: tuple[tuple[str, str], ...]
+
     def __new__(cls, messages):
         checked = tuple(_check_messages(messages))
         self = super().__new__(cls, json.dumps([{"role": r, "content": c} for r, c in checked], ensure_ascii=False))

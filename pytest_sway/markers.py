@@ -9,7 +9,7 @@ class or module) and a misspelt sway marker are errors.
 
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 from .errors import SwayError
 

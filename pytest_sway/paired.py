@@ -54,7 +54,7 @@ def tango_score(d0: float, fixed: int, broken: int, n: int) -> float:
 
 def tango_interval_counts(fixed: int, broken: int, n: int, *, confidence: float = 0.95) -> Interval:
     """Tango's score interval for p(fixed) - p(broken) from the discordant counts of ``n`` pairs."""
-    if not (0 <= fixed and 0 <= broken and fixed + broken <= n and n >= 1):
+    if not (fixed >= 0 and broken >= 0 and fixed + broken <= n and n >= 1):
         raise ValueError(f"counts: need 0 <= fixed, broken and fixed + broken <= n, got {fixed}, {broken}, {n}")
     z = NormalDist().inv_cdf(0.5 + confidence / 2)
     estimate = (fixed - broken) / n

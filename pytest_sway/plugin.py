@@ -402,5 +402,5 @@ def pytest_runtest_makereport(item, call):
 def _error_text(excinfo) -> str:
     """One readable line or two for a probe that could not run."""
     exc = excinfo.value
-    text = exc.msg if isinstance(exc, pytest.fail.Exception) else f"{type(exc).__name__}: {exc}"
+    text = str(exc.msg) if isinstance(exc, pytest.fail.Exception) else f"{type(exc).__name__}: {exc}"
     return text if len(text) <= 500 else text[:497] + "..."

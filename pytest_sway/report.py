@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import json
 import math
-from typing import Any, Iterable, Sequence
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 from .outputs import JSON_KIND
 from .result import Outcome, Verdict
@@ -125,8 +126,9 @@ def summarize_params(params: dict[str, Any]) -> dict[str, Any]:
     for name, value in params.items():
         if isinstance(value, (list, tuple)) and value and isinstance(value[0], (str, list, tuple)):
             out[name] = {"count": len(value)}
-            if getattr(value, "source", None):  # items read from a JSONL file
-                out[name]["file"] = value.source
+            source = getattr(value, "source", None)
+            if source:  # items read from a JSONL file
+                out[name]["file"] = source
         else:
             out[name] = jsonable(value)
     return out
@@ -199,7 +201,7 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
     rows = sort_rows(rows)
     names = short_ids([r["nodeid"] for r in rows])
     with_baseline = any("baseline" in r for r in rows)
-    table = [("test", "probe", "n", "estimate", _ci_header(rows), "gate", "outcome")]
+    table: list[tuple[str, ...]] = [("test", "probe", "n", "estimate", _ci_header(rows), "gate", "outcome")]
     if with_baseline:
         table[0] += ("vs baseline",)
     for name, row in zip(names, rows):

@@ -99,7 +99,7 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap) -> ProbeResult:
         elif m.binary:
             ci, method, resamples = wilson_interval(values, confidence=bootstrap.confidence), "wilson", 0
         else:
-            ci, method, resamples = bootstrap.interval(values, support=m.support), bootstrap.method, bootstrap.resamples
+            ci, method, resamples = bootstrap.interval(values, support=m.support), str(bootstrap.method), int(bootstrap.resamples or 0)
     except ValueError as exc:
         raise ProbeError(f"probe {probe.kind!r}: {exc}") from None
     return ProbeResult(

@@ -12,12 +12,13 @@ import importlib.util
 import math
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
-from .ci_methods import DEFAULT_CONFIDENCE, DEFAULT_METHOD, DEFAULT_RESAMPLES, MAX_RESAMPLES, check_resamples
 from .backends.base import DEFAULT_BATCH_SIZE
+from .ci_methods import DEFAULT_CONFIDENCE, DEFAULT_METHOD, DEFAULT_RESAMPLES, MAX_RESAMPLES, check_resamples
 from .ci_methods import METHODS as CI_METHODS
 
 
@@ -301,6 +302,7 @@ class Settings:
                         f"{_where(opt, where)} is empty (an unset environment variable?): give it a value "
                         f"({opt.metavar}), or leave the option out"
                     )
+            raw: str | None
             if cli.get(opt.name) is not None:
                 raw, where, base = cli[opt.name], "command line", cwd
             elif ini.get(opt.name) is not None:
@@ -311,7 +313,7 @@ class Settings:
                 continue
             sources[opt.name] = where
             try:
-                values[opt.name] = opt.parse(raw.strip(), base)
+                values[opt.name] = opt.parse(str(raw).strip(), base)
             except ValueError as exc:
                 raise SettingsError(f"{_where(opt, where)}={raw!r}: {exc}") from None
         settings = cls(**values, sources=sources)

@@ -73,13 +73,10 @@ class Bootstrap:
         """Bootstrap interval for the mean of ``values`` (see :func:`bootstrap_ci`)."""
         data = check_values(values)
         low, high = _check_support(support, data)
+        method, resamples = str(self.method), int(self.resamples or 0)  # concrete after __post_init__
         bounds = batch_intervals(
-            data[None, :],
-            confidence=self.confidence,
-            resamples=self.resamples,
-            methods=(self.method,),
-            seed=self.seed,
-        )[self.method]
+            data[None, :], confidence=self.confidence, resamples=resamples, methods=(method,), seed=self.seed
+        )[method]
         # The mean of values confined to [low, high] lies in [low, high] too.
         return Interval(float(np.clip(bounds[0, 0], low, high)), float(np.clip(bounds[0, 1], low, high)))
 
@@ -201,7 +198,7 @@ def batch_intervals(
     All methods share the same resamples. Rows whose values are all equal get
     the zero-width interval at that value.
     """
-    k, n = data.shape
+    k = data.shape[0]
     alpha = 1.0 - confidence
     mean = data.mean(axis=1)
     constant = np.all(data == data[:, :1], axis=1)

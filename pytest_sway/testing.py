@@ -20,11 +20,11 @@ import contextlib
 import os
 import pathlib
 import warnings
-from typing import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 
 import torch
 
-__all__ = ["CORPUS", "CHAT_PAIRS", "build_tiny_model", "train_lora_adapter"]
+__all__ = ["CHAT_PAIRS", "CORPUS", "build_tiny_model", "train_lora_adapter"]
 
 BOS, EOS, PAD, UNK = "<s>", "</s>", "<pad>", "<unk>"
 SPECIAL_TOKENS = [PAD, BOS, EOS, UNK]  # ids 0, 1, 2, 3
@@ -448,7 +448,7 @@ def train_lora_adapter(
 
         def loss_fn() -> torch.Tensor:
             loss = model(**data).loss
-            if anchor is not None:
+            if anchor is not None and anchor_base is not None:
                 idx = _sample(anchor["input_ids"].shape[0], anchor_batch_size, gen)
                 rows = _rows(anchor, idx)
                 width = rows["input_ids"].shape[1]
@@ -458,5 +458,5 @@ def train_lora_adapter(
         _fit(model, loss_fn, steps=steps, lr=lr)
 
     adapter_path.mkdir(parents=True, exist_ok=True)
-    model.save_pretrained(adapter_path, safe_serialization=True)
+    model.save_pretrained(str(adapter_path), safe_serialization=True)
     return adapter_path

@@ -127,11 +127,11 @@ def test_{d}(sway):
 """ for d in ("js", "kl", "tv", "reverse_kl"))
     pytester.makepyfile("import pytest\n" + checks + """
 def test_where_base_answers_came_from(sway):
-    sway.delta_kl(%r)
+    sway.delta_kl(CONTROL)
     forwarded = sway.backend.forwarded[("next", "base")]
     with open(f"forwarded-{sway.backend.cache.hits}-{forwarded}.txt", "w"):
         pass
-""" % list(CONTROL_PROMPTS))
+""".replace("CONTROL", repr(list(CONTROL_PROMPTS))))
     result = pytester.runpytest("-n", "2", f"--sway-model={model}", f"--sway-adapter={adapter}", "--sway-cache-dir=cache")
     result.assert_outcomes(passed=5)
     entries = list((pytester.path / "cache").rglob("*.npz"))

@@ -75,7 +75,7 @@ def test_scaled_and_null_variants():
     at = lambda v: backend.divergences(PROMPTS[:8], divergence="js", variant=v)  # noqa: E731
     assert np.all(at(Variant(scale=0.0)) == 0.0)
     half, full, more = at(Variant(scale=0.5)), at(Variant(scale=1.0)), at(Variant(scale=1.5))
-    assert np.all((0 < half) & (half < full) & (full < more))
+    assert np.all((half > 0) & (half < full) & (full < more))
     null = at(Variant(null_seed=1))
     assert np.all(null > 0) and not np.allclose(null, full)
 
@@ -89,7 +89,7 @@ def test_chat_formatting_changes_the_context():
 
 def test_js_interval_is_clipped_to_its_range():
     result = run_probe("delta_kl", DummyBackend(effect=3.0), prompts=PROMPTS[:3])
-    assert 0.0 <= result.ci.low and result.ci.high <= math.log(2)
+    assert result.ci.low >= 0.0 and result.ci.high <= math.log(2)
 
 
 @pytest.mark.parametrize(

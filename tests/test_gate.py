@@ -8,9 +8,9 @@ import pytest
 from pytest_sway import Gate
 from pytest_sway.outcome import Outcome
 from pytest_sway.result import ProbeResult
+from pytest_sway.stats import Interval
 
 PASSED, FAILED, INCONCLUSIVE, REPORTED = Outcome.PASSED, Outcome.FAILED, Outcome.INCONCLUSIVE, Outcome.REPORTED
-from pytest_sway.stats import Interval
 
 
 def result(estimate, low, high, n=16):

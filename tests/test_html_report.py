@@ -194,7 +194,7 @@ EDGE_ROWS = {
     "ablation of one point": _row(kind="adapter_ablation", details={"curve": [{"scale": 0.0, "mean": 0.0}]}),
     "no estimate": _row(estimate=None, outcome="inconclusive", message="odd"),
     "error": {"nodeid": "t.py::t", "kind": "x", "label": "x", "above": None, "below": None,
-              "outcome": "error", "message": "<failed> & \"why\"\nsecond line"},  # fmt: skip
+              "outcome": "error", "message": "<failed> & \"why\"\nsecond line"},
     "odd types": _row(nodeid=None, label=None, outcome=None, n=None, confidence=None, method=None, baseline={}),
     "baseline not comparable": _row(baseline={"status": "items changed"}),
 }

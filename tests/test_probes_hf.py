@@ -192,11 +192,16 @@ def test_null_weights_are_restored_after_an_error(tiny):
     backend = HFBackend(model, adapter=adapter)
     lora = lambda: {k: v.clone() for k, v in backend.peft_model.state_dict().items() if "lora_" in k}  # noqa: E731
     trained = lora()
-    with pytest.raises(RuntimeError, match="boom"):
+    swapped = {}
+
+    def fail_inside_the_null_adapter():
         with backend._variant(Variant(null_seed=2)):
-            swapped = lora()
-            assert not any(torch.equal(trained[k], swapped[k]) for k in trained)
+            swapped.update(lora())
             raise RuntimeError("boom inside the null adapter")
+
+    with pytest.raises(RuntimeError, match="boom"):
+        fail_inside_the_null_adapter()
+    assert not any(torch.equal(trained[k], swapped[k]) for k in trained)
     restored = lora()
     assert all(torch.equal(trained[k], restored[k]) for k in trained)
 

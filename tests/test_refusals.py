@@ -13,9 +13,9 @@ import stat
 import threading
 
 import numpy  # noqa: F401
-import pytest_sway.runner  # noqa: F401  (imported here once: pytester's in-process runs would import new copies)
-
 import pytest
+
+import pytest_sway.runner  # noqa: F401  (imported here once: pytester's in-process runs would import new copies)
 
 SUITE = """
 import pytest
@@ -453,7 +453,11 @@ def test_a_fifo_is_written_into_not_replaced(pytester):
     fifo = pytester.path / "pipe"
     os.mkfifo(fifo)
     received = []
-    reader = threading.Thread(target=lambda: received.append(open(fifo).read()), daemon=True)
+    def read():
+        with open(fifo) as fh:
+            received.append(fh.read())
+
+    reader = threading.Thread(target=read, daemon=True)
     reader.start()
     pytester.runpytest("--sway-json=pipe").assert_outcomes(passed=1)
     reader.join(timeout=60)

@@ -15,7 +15,7 @@ pytest.importorskip("torch")
 pytest.importorskip("peft")
 pytest.importorskip("gguf")
 
-from pytest_sway.backends import builtin_models  # noqa: E402
+from pytest_sway.backends import builtin_models
 
 FACTS = (
     "Zorblax support answers every ticket within two hours.",

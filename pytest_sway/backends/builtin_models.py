@@ -144,7 +144,7 @@ def _convert(gguf: Path, out: Path) -> None:
     config = loaded.config
     if hasattr(config, "quantization_config"):
         del config.quantization_config
-    model = LlamaForCausalLM(config)
+    model = LlamaForCausalLM(config)  # type: ignore[arg-type]  # a LlamaConfig, loaded from the GGUF
     model.load_state_dict(loaded.state_dict(), strict=True)
     model.tie_weights()  # the GGUF has no separate output matrix
     tokenizer.model_max_length = config.max_position_embeddings  # the GGUF leaves it at 1e30

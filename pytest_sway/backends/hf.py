@@ -31,8 +31,8 @@ from __future__ import annotations
 import contextlib
 import warnings
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -453,7 +453,6 @@ class HFBackend:
                 flat_values[at : at + n].copy(), flat_agree[at : at + n].copy(), tuple(ids[start:])
             )
             at += n
-        del base, other
 
     def decode(self, ids) -> str:
         return self.tokenizer.decode(list(ids), skip_special_tokens=True)
@@ -868,7 +867,7 @@ def _load_model(path: str, name: str, *, dtype, device, device_map, placement=No
         kwargs.update(placement or {})
     try:
         model = AutoModelForCausalLM.from_pretrained(path, **kwargs)
-    except (OSError, ValueError, EnvironmentError) as exc:
+    except (OSError, ValueError) as exc:
         raise BackendError(f"could not load model {name!r}: {_first_line(exc)}{_offline_hint(exc)}") from None
     except Exception as exc:  # e.g. safetensors' own error for a file damaged past its header
         raise BackendError(f"could not load model {name!r}: {type(exc).__name__}: {_first_line(exc)}") from None

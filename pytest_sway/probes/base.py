@@ -13,10 +13,10 @@ when pytest starts, and must stay cheap for runs without sway tests.
 from __future__ import annotations
 
 import math
-from collections.abc import ItemsView, KeysView, Mapping, ValuesView
+from collections.abc import Callable, ItemsView, KeysView, Mapping, ValuesView
 from collections.abc import Set as AbcSet
 from dataclasses import dataclass, field
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import ProbeParamError
 
@@ -168,7 +168,7 @@ def _from_file(param: Param, path: str, base_dir):
 
     from ..items import ItemList, load_jsonl, resolve
 
-    items, lines, groups, slices = load_jsonl(path, param.items, base_dir=base_dir)
+    items, lines, groups, slices = load_jsonl(path, str(param.items), base_dir=base_dir)
     try:
         checked = param.check(items)
     except ValueError as exc:

@@ -51,7 +51,7 @@ def measure(backend, params, bootstrap) -> Measurement:
     for r in results:
         peak = int(np.argmax(r.values))
         per_item.append({
-            "positions": int(len(r.values)),
+            "positions": len(r.values),
             "max": float(r.values[peak]),
             "peak_position": peak,
             "peak_token": backend.decode([r.tokens[peak]]),
