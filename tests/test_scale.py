@@ -165,3 +165,20 @@ def test_variants_together_on_a_backend_without_divergences_many():
     joint = divergences_by_variant(backend, PROMPTS, divergence="tv", variants=variants)
     for got, variant in zip(joint, variants):
         np.testing.assert_array_equal(got, backend.divergences(PROMPTS, divergence="tv", variant=variant))
+
+
+def test_the_store_and_the_group_being_computed_stay_within_one_budget(tiny):
+    model, adapter = tiny["llama"]
+    row = _row_bytes(model)
+    backend = HFBackend(model, adapter=adapter, batch_size=4, memo_bytes=8 * row)  # groups of 8
+    store, held = backend._memo.logits, []
+    compute = backend._compute_next
+
+    def watched(variant, seqs, label_of):
+        out = compute(variant, seqs, label_of)
+        held.append(store.bytes + sum(t.numel() * t.element_size() for t in out.values()))
+        return out
+
+    backend._compute_next = watched
+    backend.divergences(PROMPTS, divergence="js")
+    assert len(held) == 3 and max(held) <= 8 * row  # 24 prompts: three groups, never two at once

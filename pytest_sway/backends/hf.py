@@ -295,6 +295,9 @@ class HFBackend:
                     found[seq] = self._from_store("next", stored)
             missing = still
         if missing:
+            # Room first: the group's new rows replace the oldest ones instead of joining
+            # them, so the store and the group together stay within one budget.
+            store.make_room(len(missing) * self.vocab_size * _element_size(self._torch, self.dtype))
             with self._variant(BASE):
                 computed = self._compute_next(BASE, missing, label_of)
             for seq in missing:
@@ -660,6 +663,12 @@ class _LogitStore:
         if value is not None:
             self._items.move_to_end(key)
         return value
+
+    def make_room(self, size: int) -> None:
+        """Evict the least recently used until ``size`` more bytes fit (or nothing is left)."""
+        while self._items and self.bytes + size > self.budget:
+            _, evicted = self._items.popitem(last=False)
+            self.bytes -= evicted.numel() * evicted.element_size()
 
     def put(self, key, value) -> None:
         size = value.numel() * value.element_size()
