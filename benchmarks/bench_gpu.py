@@ -145,16 +145,16 @@ def make_backend(peft_model, tokenizer, batch_size: int = BATCH):
 
     base = peft_model.get_base_model()
     patches = dict(
-        _load_tokenizer=lambda path, name: tokenizer,
-        _load_model=lambda path, name, **kwargs: base,
-        _attach_adapter=lambda base_model, adapter, name, *a, **k: peft_model,
+        _load_tokenizer=lambda *args, **kwargs: tokenizer,
+        _load_model=lambda *args, **kwargs: base,
+        _attach_adapter=lambda *args, **kwargs: peft_model,
     )
     with contextlib.ExitStack() as stack:
         for name, fn in patches.items():
             if not hasattr(hf, name):
                 raise RuntimeError(f"pytest_sway.backends.hf has no {name} any more: update make_backend")
             stack.enter_context(mock.patch.object(hf, name, fn))
-        stack.enter_context(mock.patch.object(builtin_models, "resolve_model", lambda name: name))
+        stack.enter_context(mock.patch.object(builtin_models, "resolve_model", lambda name, *args, **kwargs: name))
         device = str(base.get_input_embeddings().weight.device)
         backend = hf.HFBackend("random-" + type(base).__name__, adapter="random-lora", device=device,
                                dtype=str(base.dtype).replace("torch.", ""), batch_size=batch_size)

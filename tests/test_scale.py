@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 from conftest import CONTROL_PROMPTS, TARGET_PROMPTS
 
-from pytest_sway import FINETUNED, Variant, run_probe
+from pytest_sway import BASE, FINETUNED, Variant, run_probe
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
@@ -27,8 +27,9 @@ def _watch_store(backend):
     put = store.put
 
     def watched(key, value):
-        put(key, value)
+        kept = put(key, value)
         seen[0] = max(seen[0], store.bytes)
+        return kept
 
     store.put = watched
     return seen
@@ -165,3 +166,25 @@ def test_variants_together_on_a_backend_without_divergences_many():
     joint = divergences_by_variant(backend, PROMPTS, divergence="tv", variants=variants)
     for got, variant in zip(joint, variants):
         np.testing.assert_array_equal(got, backend.divergences(PROMPTS, divergence="tv", variant=variant))
+
+
+def test_the_store_is_one_block_within_the_budget_reused_row_by_row(tiny):
+    model, adapter = tiny["llama"]
+    row = _row_bytes(model)
+    backend = HFBackend(model, adapter=adapter, batch_size=4, memo_bytes=8 * row + row // 2)  # groups of 8
+    store = backend._memo.logits
+    most = _watch_store(backend)
+    backend.divergences(PROMPTS[:4], divergence="js")
+    block = store._block
+    assert block.shape[0] == 8 and block.numel() * block.element_size() <= store.budget
+    values = backend.divergences(PROMPTS, divergence="js", variant=Variant(scale=0.5))
+    assert store._block is block and most[0] <= 8 * row  # the same block, never more
+    # Rows handed out by next_token_logits are copies: later questions cannot change them.
+    seqs = backend.encode_prompts(PROMPTS, chat=False)
+    rows = backend.next_token_logits(seqs[:3], BASE, labels=PROMPTS[:3])
+    before = [r.clone() for r in rows]
+    backend.divergences(PROMPTS, divergence="js", variant=Variant(null_seed=3))
+    assert all(torch.equal(a, b) for a, b in zip(rows, before))
+    roomy = HFBackend(model, adapter=adapter, batch_size=4)
+    np.testing.assert_allclose(values, roomy.divergences(PROMPTS, divergence="js", variant=Variant(scale=0.5)),
+                               rtol=1e-5, atol=1e-7)

@@ -29,6 +29,7 @@ torch, transformers and peft are imported here only, when a backend is built.
 from __future__ import annotations
 
 import contextlib
+import functools
 import warnings
 from collections import Counter
 from collections.abc import Sequence
@@ -260,6 +261,9 @@ class HFBackend:
                 if part:
                     for seq, values in self._compare(variant, part, base, label_of).items():
                         self._memo[("divergences", variant, seq)] = values
+            del base
+            if self.input_device.type == "cpu":
+                _trim_heap()
         column = DIVERGENCES.index(divergence)
         return [
             np.zeros(len(seqs)) if variant.is_base
@@ -294,13 +298,20 @@ class HFBackend:
 
     def _base_next(self, seqs: list, label_of: dict) -> dict:
         """The base's next-token logits for ``seqs`` (at most one memo budget of them):
-        from the memo, then the disk cache, then forward passes; all kept in the memo."""
+        from the memo, then the disk cache, then forward passes; all kept in the memo.
+
+        The rows returned are views of the memo's store, valid while the group is
+        worked on: the group fits the store and is its most recent part, so nothing
+        of it is evicted meanwhile (a group larger than the store gets copies)."""
         store = self._memo.logits
+        row_bytes = self.vocab_size * _element_size(self._torch, self.dtype)
+        capacity = store.rows or store.budget // max(1, row_bytes)  # the block's, once it exists
+        fits = len(seqs) <= capacity
         found = {}
         for seq in seqs:
             hit = store.get((BASE, seq))
             if hit is not None:
-                found[seq] = hit
+                found[seq] = hit if fits else hit.clone()
         missing = [seq for seq in seqs if seq not in found]
         if missing and self.cache is not None:
             still = []
@@ -309,18 +320,24 @@ class HFBackend:
                 if stored is None:
                     still.append(seq)
                 else:
-                    found[seq] = self._from_store("next", stored)
+                    found[seq] = self._keep(seq, self._from_store("next", stored), fits)
             missing = still
         if missing:
+            # Room first: the group's new rows replace the oldest ones instead of joining
+            # them, so the store and the group together stay within one budget.
+            store.make_room(len(missing) * row_bytes)
             with self._variant(BASE):
-                computed = self._compute_next(BASE, missing, label_of)
-            for seq in missing:
-                found[seq] = computed[seq]
-                if self.cache is not None:
-                    self.cache.put(("next", seq), self._to_store(computed[seq]))
-        for seq in seqs:  # the group is the most recent: what it evicts is older
-            store.put((BASE, seq), found[seq])
+                for batch, logits in self._next_batches(BASE, missing, label_of):
+                    for row, seq in enumerate(batch):
+                        if self.cache is not None:
+                            self.cache.put(("next", seq), self._to_store(logits[row]))
+                        found[seq] = self._keep(seq, logits[row], fits)
         return found
+
+    def _keep(self, seq, row, fits: bool):
+        """Put a base row in the memo's store; what the group may hold on to."""
+        kept = self._memo.logits.put((BASE, seq), row)
+        return kept if fits and kept is not row else row.clone()
 
     def completion_logprobs(
         self, pairs: Sequence[tuple[str, str]], *, variant: Variant = FINETUNED, chat: bool = False
@@ -540,7 +557,7 @@ class HFBackend:
         if variant.is_base:
             found = {}
             for group in self._logit_groups(sorted(unique, key=len)):
-                found.update(self._base_next(group, label_of))
+                found.update({seq: row.clone() for seq, row in self._base_next(group, label_of).items()})
         else:
             with self._variant(variant):
                 found = self._compute_next(variant, sorted(unique, key=len), label_of)
@@ -765,41 +782,82 @@ class HFBackend:
 
 
 class _LogitStore:
-    """Least-recently-used tensors under a byte budget (a tensor larger than
-    the whole budget is not kept)."""
+    """Least-recently-used vocabulary rows under a byte budget, in one block.
+
+    The rows live in a single tensor of ``budget // row bytes`` rows, allocated
+    on the first ``put`` and reused slot by slot: no allocation per row, so the
+    allocator has nothing to fragment (with a tensor per row, glibc's heap grew
+    with the number of rows that passed through). ``get`` and ``put`` return
+    views of the block, valid until that row is evicted.
+    """
 
     def __init__(self, budget: int):
         from collections import OrderedDict
 
         self.budget = max(0, int(budget))
         self.bytes = 0
-        self._items = OrderedDict()
+        self.row_bytes = 0
+        self._items = OrderedDict()  # key -> slot, least recently used first
+        self._block = None
+        self._free: list[int] = []
+
+    @property
+    def rows(self) -> int:
+        """Rows the block holds (0 before the first ``put``)."""
+        return 0 if self._block is None else self._block.shape[0]
+
+    def capacity(self, row) -> int:
+        """How many rows like ``row`` the budget holds."""
+        return self.budget // max(1, row.numel() * row.element_size())
 
     def get(self, key):
-        value = self._items.get(key)
-        if value is not None:
-            self._items.move_to_end(key)
-        return value
+        slot = self._items.get(key)
+        if slot is None:
+            return None
+        self._items.move_to_end(key)
+        return self._block[slot]
 
-    def put(self, key, value) -> None:
-        size = value.numel() * value.element_size()
-        old = self._items.pop(key, None)
-        if old is not None:
-            self.bytes -= old.numel() * old.element_size()
-        if size > self.budget:
-            return
-        self._items[key] = value
-        self.bytes += size
-        while self.bytes > self.budget:
-            _, evicted = self._items.popitem(last=False)
-            self.bytes -= evicted.numel() * evicted.element_size()
+    def make_room(self, size: int) -> None:
+        """Evict the least recently used until ``size`` more bytes fit (or nothing is left)."""
+        while self._items and self.bytes + size > self.budget:
+            self._evict()
+
+    def put(self, key, value):
+        """Keep a copy of ``value`` (evicting the least recently used as needed) and
+        return it; ``value`` itself when it cannot be kept."""
+        if self._block is None:
+            rows = self.capacity(value)
+            if rows == 0:
+                return value
+            import torch
+
+            self._block = torch.empty((rows, *value.shape), dtype=value.dtype, device=value.device)
+            self._free = list(range(rows - 1, -1, -1))
+            self.row_bytes = value.numel() * value.element_size()
+        if value.shape != self._block.shape[1:]:
+            return value
+        slot = self._items.get(key)
+        if slot is None:
+            if not self._free:
+                self._evict()
+            slot = self._free.pop()
+            self._items[key] = slot
+            self.bytes += self.row_bytes
+        self._items.move_to_end(key)
+        self._block[slot].copy_(value)
+        return self._block[slot]
+
+    def _evict(self) -> None:
+        _, slot = self._items.popitem(last=False)
+        self._free.append(slot)
+        self.bytes -= self.row_bytes
 
     def __len__(self) -> int:
         return len(self._items)
 
     def clear(self) -> None:
         self._items.clear()
-        self.bytes = 0
+        self._block, self._free, self.bytes = None, [], 0
 
 
 class _Memo:
@@ -822,6 +880,33 @@ class _Memo:
     def clear(self) -> None:
         self.answers.clear()
         self.logits.clear()
+
+
+@functools.lru_cache(maxsize=1)
+def _malloc_trim():
+    """glibc's ``malloc_trim``, or None (another libc, another OS)."""
+    import ctypes
+    import ctypes.util
+
+    try:
+        return ctypes.CDLL(ctypes.util.find_library("c") or "libc.so.6").malloc_trim
+    except (OSError, AttributeError):
+        return None
+
+
+def _trim_heap() -> None:
+    """Give the pages of freed memory back to the OS.
+
+    On CPU each group's transient tensors (batch logits, float64 rows, a few
+    MB each) come and go between long-lived small objects; glibc's heap keeps
+    the freed pages, and measured on a 49k vocabulary its resident size grew
+    with the number of prompts (232 MiB over the load after 4,096 prompts, 59
+    MiB after ``malloc_trim``), though nothing held them. Called once per
+    group: a few milliseconds against the group's forward passes.
+    """
+    trim = _malloc_trim()
+    if trim is not None:
+        trim(0)
 
 
 def _element_size(torch, dtype) -> int:
