@@ -34,6 +34,7 @@ import warnings
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -163,7 +164,7 @@ class HFBackend:
         self._memo = _Memo(memo_bytes)
         #: Finished per-response results (small arrays), keyed by (divergence, variant, (ids, start)).
         self._responses: dict = {}
-        self._active = None  # (variant, model) while a variant's context is entered
+        self._active: tuple[Variant, Any] | None = None  # (variant, model) while a variant's context is entered
         self._provenance: dict | None = None
         self.cache = self._open_cache(cache_dir) if cache_dir is not None else None
         #: Sequences forwarded per (question, variant): what the memo saved shows here.
@@ -433,7 +434,10 @@ class HFBackend:
         base = self._forward(BASE, seqs, keep=keep)
         other = self._forward(variant, seqs, keep=keep)
         chunk = max(_DIVERGENCE_ROWS, _RESPONSE_CHUNK // self.vocab_size)
-        values, agree, pending, pending_n = [], [], [], 0
+        values: list[Any] = []
+        agree: list[Any] = []
+        pending: list[tuple[int, int, int]] = []
+        pending_n = 0
 
         def flush():
             # Position p predicts token p + 1: the logits before each response token.
@@ -656,16 +660,17 @@ class HFBackend:
         what that costs in bf16).
         """
         row_bytes = self.vocab_size * _element_size(self._torch, self.dtype)  # one position's logits
+        batches: list[list] = []
         if self._exact_shapes:
             groups: dict = {}
             for item in items:
                 groups.setdefault((length(item), keep(item)), []).append(item)
-            batches = []
             for (width, kept), group in sorted(groups.items()):
                 rows = max(1, min(self.batch_size, _TOKEN_BUDGET // width, _LOGIT_BYTES // (kept * row_bytes)))
                 batches.extend(group[i : i + rows] for i in range(0, len(group), rows))
             return batches
-        batches, current, width, kept = [], [], 0, 0
+        current: list = []
+        width = kept = 0
         for item in items:
             w, k = max(width, length(item)), max(kept, keep(item))
             rows = len(current) + 1
@@ -797,8 +802,8 @@ class _LogitStore:
         self.budget = max(0, int(budget))
         self.bytes = 0
         self.row_bytes = 0
-        self._items = OrderedDict()  # key -> slot, least recently used first
-        self._block = None
+        self._items: OrderedDict[Any, int] = OrderedDict()  # key -> slot, least recently used first
+        self._block: Any = None  # one tensor of rows, allocated on first use
         self._free: list[int] = []
 
     @property
