@@ -63,3 +63,16 @@ def backend(tiny, arch):
 
     model, adapter = tiny[arch]
     return HFBackend(model, adapter=adapter)
+
+
+@pytest.fixture(scope="module")
+def raw(tiny, arch):
+    """The base and the fine-tuned model, loaded plainly, and the tokenizer."""
+    from peft import PeftModel
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    model, adapter = tiny[arch]
+    tokenizer = AutoTokenizer.from_pretrained(model)
+    base = AutoModelForCausalLM.from_pretrained(model).eval()
+    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), adapter).eval()
+    return tokenizer, base, tuned

@@ -13,19 +13,6 @@ pytest.importorskip("peft")
 from pytest_sway.backends.hf import HFBackend  # noqa: E402
 
 
-@pytest.fixture(scope="module")
-def raw(tiny, arch):
-    """The base and the fine-tuned model, loaded plainly, and the tokenizer."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model, adapter = tiny[arch]
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    base = AutoModelForCausalLM.from_pretrained(model).eval()
-    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), adapter).eval()
-    return tokenizer, base, tuned
-
-
 def _logprobs(model, ids):
     """log p(ids[j] | ids[:j]) for j >= 1: one unpadded forward, float64 log-softmax."""
     with torch.no_grad():

@@ -12,19 +12,6 @@ torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
 
 
-@pytest.fixture(scope="module")
-def raw(tiny, arch):
-    """The base and the fine-tuned model, loaded plainly, and the tokenizer."""
-    from peft import PeftModel
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    model, adapter = tiny[arch]
-    tokenizer = AutoTokenizer.from_pretrained(model)
-    base = AutoModelForCausalLM.from_pretrained(model).eval()
-    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), adapter).eval()
-    return tokenizer, base, tuned
-
-
 def _log_softmax(model, ids):
     """float64 next-token log-probabilities at every position: one unpadded forward."""
     with torch.no_grad():
