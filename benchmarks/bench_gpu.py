@@ -56,13 +56,37 @@ os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 BATCH = 32
 SHAPES = {
     # Llama-3.2-1B
-    "1b": dict(hidden_size=2048, intermediate_size=8192, num_hidden_layers=16, num_attention_heads=32,
-               num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=True, rope_theta=500000.0),
+    "1b": dict(
+        hidden_size=2048,
+        intermediate_size=8192,
+        num_hidden_layers=16,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=True,
+        rope_theta=500000.0,
+    ),
     # Llama-3.1-8B
-    "8b": dict(hidden_size=4096, intermediate_size=14336, num_hidden_layers=32, num_attention_heads=32,
-               num_key_value_heads=8, vocab_size=128256, tie_word_embeddings=False, rope_theta=500000.0),
-    "tiny": dict(hidden_size=64, intermediate_size=128, num_hidden_layers=2, num_attention_heads=4,
-                 num_key_value_heads=2, vocab_size=1000, tie_word_embeddings=False, rope_theta=10000.0),
+    "8b": dict(
+        hidden_size=4096,
+        intermediate_size=14336,
+        num_hidden_layers=32,
+        num_attention_heads=32,
+        num_key_value_heads=8,
+        vocab_size=128256,
+        tie_word_embeddings=False,
+        rope_theta=500000.0,
+    ),
+    "tiny": dict(
+        hidden_size=64,
+        intermediate_size=128,
+        num_hidden_layers=2,
+        num_attention_heads=4,
+        num_key_value_heads=2,
+        vocab_size=1000,
+        tie_word_embeddings=False,
+        rope_theta=10000.0,
+    ),
 }
 
 
@@ -156,8 +180,13 @@ def make_backend(peft_model, tokenizer, batch_size: int = BATCH):
             stack.enter_context(mock.patch.object(hf, name, fn))
         stack.enter_context(mock.patch.object(builtin_models, "resolve_model", lambda name, *args, **kwargs: name))
         device = str(base.get_input_embeddings().weight.device)
-        backend = hf.HFBackend("random-" + type(base).__name__, adapter="random-lora", device=device,
-                               dtype=str(base.dtype).replace("torch.", ""), batch_size=batch_size)
+        backend = hf.HFBackend(
+            "random-" + type(base).__name__,
+            adapter="random-lora",
+            device=device,
+            dtype=str(base.dtype).replace("torch.", ""),
+            batch_size=batch_size,
+        )
     # The GPU path's batching (length-sorted, left-padded), also when this runs on the CPU, where the
     # backend would otherwise batch by exact length for bit-identical values: the floor batches the same.
     backend._exact_shapes = False
@@ -186,8 +215,13 @@ def floor_logits(model, seqs: list, *, adapter: bool, order=None, batch: int = B
                 ids[r, width - len(seqs[i]) :] = torch.tensor(seqs[i])
                 mask[r, width - len(seqs[i]) :] = 1
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            logits = model(input_ids=ids.to(device), attention_mask=mask.to(device),
-                           position_ids=positions.to(device), logits_to_keep=1, use_cache=False).logits[:, -1]
+            logits = model(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                logits_to_keep=1,
+                use_cache=False,
+            ).logits[:, -1]
             if out is None:
                 out = torch.empty((len(seqs), logits.shape[-1]), dtype=logits.dtype, device=logits.device)
             out[torch.tensor(rows, device=logits.device)] = logits
@@ -262,8 +296,13 @@ def _floor_response_divergence(model, seqs, answers, batch: int = BATCH):
                 ids[r, width - len(full[i]) :] = torch.tensor(full[i])
                 mask[r, width - len(full[i]) :] = 1
             positions = (mask.cumsum(-1) - 1).clamp(min=0)
-            kwargs = dict(input_ids=ids.to(device), attention_mask=mask.to(device), position_ids=positions.to(device),
-                          logits_to_keep=keep, use_cache=False)
+            kwargs = dict(
+                input_ids=ids.to(device),
+                attention_mask=mask.to(device),
+                position_ids=positions.to(device),
+                logits_to_keep=keep,
+                use_cache=False,
+            )
             with model.disable_adapter():
                 base = model(**kwargs).logits
             tuned = model(**kwargs).logits
@@ -275,8 +314,7 @@ def _floor_response_divergence(model, seqs, answers, batch: int = BATCH):
 
 PROBES = [
     BenchProbe("delta_kl", _sway_delta_kl, _floor_delta_kl, passes=2),
-    BenchProbe("response_divergence", _sway_response_divergence, _floor_response_divergence, passes=2,
-               responses=True),
+    BenchProbe("response_divergence", _sway_response_divergence, _floor_response_divergence, passes=2, responses=True),
 ]
 
 
@@ -339,8 +377,11 @@ def measure_shape(shape: str, args, deadline: float, result: dict) -> dict:
     tokens = sum(len(s) for s in seqs)
     result["prompt_tokens"] = tokens
     backend = make_backend(model, tokenizer)
-    print(f"  {shape}: {result['params_b']:.2f}B parameters built on {device} in {result['init_s']:.1f} s; "
-          f"{args.prompts} prompts, {tokens} tokens", flush=True)
+    print(
+        f"  {shape}: {result['params_b']:.2f}B parameters built on {device} in {result['init_s']:.1f} s; "
+        f"{args.prompts} prompts, {tokens} tokens",
+        flush=True,
+    )
 
     probes = result["probes"] = {}
     for probe in PROBES:
@@ -368,7 +409,9 @@ def measure_shape(shape: str, args, deadline: float, result: dict) -> dict:
             sway_peak = max(sway_peak, _peak_mib(device, mark) or 0.0)
         sway_s, floor_s = statistics.median(sway_times), statistics.median(floor_times)
         probes[probe.name] = {
-            "sway_s": sway_s, "floor_s": floor_s, "ratio": sway_s / floor_s,
+            "sway_s": sway_s,
+            "floor_s": floor_s,
+            "ratio": sway_s / floor_s,
             "sway_tokens_per_s": probe.passes * probe_tokens / sway_s,
             "floor_tokens_per_s": probe.passes * probe_tokens / floor_s,
             "sway_peak_mib": sway_peak if device.startswith("cuda") else None,
@@ -376,8 +419,10 @@ def measure_shape(shape: str, args, deadline: float, result: dict) -> dict:
             "mean": float(np.mean(sway_values)),
             "max_abs_difference_from_floor": float(np.max(np.abs(np.asarray(sway_values) - floor_values))),
         }
-        print(f"  {shape} {probe.name}: floor {floor_s:.3f} s, pytest-sway {sway_s:.3f} s "
-              f"({sway_s / floor_s:.2f}x)", flush=True)
+        print(
+            f"  {shape} {probe.name}: floor {floor_s:.3f} s, pytest-sway {sway_s:.3f} s ({sway_s / floor_s:.2f}x)",
+            flush=True,
+        )
 
     if time.perf_counter() < deadline:
         # The float64 values against float32 arithmetic on the very logits the backend used.
@@ -419,35 +464,47 @@ def noise_floor(model, seqs) -> dict:
     values = js(a, b, torch.float64)
     identical = float(np.mean(values == 0.0))
     del a, b
-    return {"mean": float(values.mean()), "median": float(np.median(values)),
-            "p95": float(np.quantile(values, 0.95)), "max": float(values.max()), "share_exactly_zero": identical}
+    return {
+        "mean": float(values.mean()),
+        "median": float(np.median(values)),
+        "p95": float(np.quantile(values, 0.95)),
+        "max": float(values.max()),
+        "share_exactly_zero": identical,
+    }
 
 
 # -- report -----------------------------------------------------------------------------------------
 
 
 def table(results: dict) -> str:
-    lines = ["| shape | probe | floor (s) | pytest-sway (s) | ratio | tokens/s (sway) | tokens/s (floor) | "
-             "peak GPU MiB sway / floor | mean JS | max diff vs floor | float32 max rel err | "
-             "noise floor JS mean / p95 / max |",
-             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    lines = [
+        "| shape | probe | floor (s) | pytest-sway (s) | ratio | tokens/s (sway) | tokens/s (floor) | "
+        "peak GPU MiB sway / floor | mean JS | max diff vs floor | float32 max rel err | "
+        "noise floor JS mean / p95 / max |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for shape, r in results.items():
         if "error" in r:
             lines.append(f"| {shape} | failed: {r['error']} |")
         noise = r.get("noise_floor", {})
-        noise_text = "; ".join(f"{k}: {v['mean']:.1e} / {v['p95']:.1e} / {v['max']:.1e}" for k, v in noise.items()
-                               if "mean" in v) or "-"
+        noise_text = (
+            "; ".join(
+                f"{k}: {v['mean']:.1e} / {v['p95']:.1e} / {v['max']:.1e}" for k, v in noise.items() if "mean" in v
+            )
+            or "-"
+        )
         agree = r.get("float32_agreement")
         for name, p in r.get("probes", {}).items():
             if "skipped" in p:
                 lines.append(f"| {shape} | {name} | skipped ({p['skipped']}) |")
                 continue
-            peak = ("-" if p["sway_peak_mib"] is None else f"{p['sway_peak_mib']:.0f} / {p['floor_peak_mib']:.0f}")
+            peak = "-" if p["sway_peak_mib"] is None else f"{p['sway_peak_mib']:.0f} / {p['floor_peak_mib']:.0f}"
             lines.append(
                 f"| {shape} | {name} | {p['floor_s']:.3f} | {p['sway_s']:.3f} | {p['ratio']:.2f}x | "
                 f"{p['sway_tokens_per_s']:.0f} | {p['floor_tokens_per_s']:.0f} | {peak} | {p['mean']:.3g} | "
                 f"{p['max_abs_difference_from_floor']:.1e} | {'-' if agree is None else format(agree['max_rel'], '.1e')} "
-                f"| {noise_text} |")
+                f"| {noise_text} |"
+            )
     return "\n".join(lines)
 
 
@@ -459,10 +516,18 @@ def main(argv=None) -> dict:
     parser.add_argument("--dtype", default="bfloat16", choices=("bfloat16", "float16", "float32"))
     parser.add_argument("--reps", type=int, default=3, help="timed repetitions (median reported)")
     parser.add_argument("--lora-std", type=float, default=2e-3, help="standard deviation of the random lora_B")
-    parser.add_argument("--fp32-noise-shapes", default="1b,tiny", help="shapes whose noise floor is also "
-                        "measured in float32 (the weights are cast in place: 4 bytes per parameter)")
-    parser.add_argument("--budget-s", type=float, default=420.0,
-                        help="start no new step after this many seconds (results so far are kept)")
+    parser.add_argument(
+        "--fp32-noise-shapes",
+        default="1b,tiny",
+        help="shapes whose noise floor is also "
+        "measured in float32 (the weights are cast in place: 4 bytes per parameter)",
+    )
+    parser.add_argument(
+        "--budget-s",
+        type=float,
+        default=420.0,
+        help="start no new step after this many seconds (results so far are kept)",
+    )
     parser.add_argument("--out", default=None, help="JSON results, rewritten after each shape")
     args = parser.parse_args(argv)
     shapes = args.shapes.split(",")
@@ -476,11 +541,20 @@ def main(argv=None) -> dict:
         parser.error("--device cuda, but torch sees no CUDA device")
     started = time.perf_counter()
     deadline = started + args.budget_s
-    info = {"device": args.device, "torch": torch.__version__, "transformers": transformers.__version__,
-            "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
-            "prompts": args.prompts, "reps": args.reps, "shapes": {}}
-    print(f"bench_gpu: {info['gpu'] or args.device}, torch {info['torch']}, transformers {info['transformers']}, "
-          f"{args.prompts} prompts, {args.dtype}", flush=True)
+    info = {
+        "device": args.device,
+        "torch": torch.__version__,
+        "transformers": transformers.__version__,
+        "gpu": torch.cuda.get_device_name() if args.device.startswith("cuda") else None,
+        "prompts": args.prompts,
+        "reps": args.reps,
+        "shapes": {},
+    }
+    print(
+        f"bench_gpu: {info['gpu'] or args.device}, torch {info['torch']}, transformers {info['transformers']}, "
+        f"{args.prompts} prompts, {args.dtype}",
+        flush=True,
+    )
 
     def save():
         if args.out:

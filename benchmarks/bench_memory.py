@@ -25,7 +25,7 @@ import sys
 from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
-ONE = r'''
+ONE = r"""
 import json, sys, time
 code, n = sys.argv[1], int(sys.argv[2])
 sys.path.insert(0, code)
@@ -52,7 +52,7 @@ backend.divergences(prompts, divergence="js")
 backend.divergences(prompts, divergence="kl")
 print(json.dumps(dict(n=n, peak_mib=mib("VmHWM") - before, end_mib=mib("VmRSS") - before,
                       seconds=time.perf_counter() - start)))
-'''
+"""
 
 
 def main(argv=None) -> None:
@@ -61,15 +61,23 @@ def main(argv=None) -> None:
     parser.add_argument("--code", default=str(HERE.parent), help="checkout whose pytest_sway to measure")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the measured processes")
     args = parser.parse_args(argv)
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_VERBOSITY": "error",
-           **dict(item.split("=", 1) for item in args.env)}
+    env = {
+        **os.environ,
+        "HF_HUB_OFFLINE": "1",
+        "TRANSFORMERS_VERBOSITY": "error",
+        **dict(item.split("=", 1) for item in args.env),
+    }
     env.pop("PYTHONPATH", None)
     print(f"pytest_sway from {args.code}" + (f", {' '.join(args.env)}" if args.env else ""))
     print("| prompts | peak over start (MiB) | resident after (MiB) | seconds |")
     print("|---|---|---|---|", flush=True)
     for n in (int(x) for x in args.sizes.split(",")):
-        done = subprocess.run([sys.executable, "-c", ONE.format(here=str(HERE)), args.code, str(n)],
-                              capture_output=True, text=True, env=env)
+        done = subprocess.run(
+            [sys.executable, "-c", ONE.format(here=str(HERE)), args.code, str(n)],
+            capture_output=True,
+            text=True,
+            env=env,
+        )
         if done.returncode:
             raise SystemExit(f"{n} prompts failed:\n{done.stderr[-3000:]}")
         r = json.loads(done.stdout.strip().splitlines()[-1])

@@ -60,9 +60,14 @@ SUBJECTS = ("the refund window", "a password reset", "the delivery date", "the w
 
 def make_pairs(n: int) -> list[tuple[str, str]]:
     """``n`` (prompt, response) pairs, responses of about 20 to 30 tokens."""
-    return [(prompt, f" Thanks for asking about {SUBJECTS[i % len(SUBJECTS)]}. Open the settings page, choose "
-                     f"option {i % 7 + 1} and follow the {i % 3 + 2} steps shown there; it takes a minute.")
-            for i, prompt in enumerate(make_prompts(n))]
+    return [
+        (
+            prompt,
+            f" Thanks for asking about {SUBJECTS[i % len(SUBJECTS)]}. Open the settings page, choose "
+            f"option {i % 7 + 1} and follow the {i % 3 + 2} steps shown there; it takes a minute.",
+        )
+        for i, prompt in enumerate(make_prompts(n))
+    ]
 
 
 def make_prompts(n: int) -> list[str]:
@@ -144,7 +149,6 @@ class Floor:
                 kl = lambda a: torch.where(a > 0, a * (a.log() - m.log()), 0.0).sum(-1)  # noqa: E731
                 out[rows] = 0.5 * kl(p) + 0.5 * kl(q)
         return out.numpy()
-
 
     def response_js(self, pairs: list[tuple[str, str]]):
         """Mean per-position JS over each teacher-forced response: per batch of 32 (sorted by
@@ -255,12 +259,24 @@ def probe_tables(models: dict, sizes, reps: int) -> list[dict]:
             if dlm is not None:
                 dlm_s, dlm_values = dlm
                 dlm_error = float(np.max(np.abs(np.array(dlm_values) - floor_values) / floor_values))
-            rows.append({"model": name, "n": n, "floor_s": floor_s, "sway_s": sway_s, "ratio": sway_s / floor_s,
-                         "dlm_s": dlm_s, "dlm_ratio": None if dlm_s is None else dlm_s / floor_s,
-                         "max_js_difference": float(np.abs(floor_values - sway_values).max()),
-                         "dlm_max_relative_error": dlm_error})
-            print(f"  {name:8} n={n:4}: floor {floor_s:.3f}s, sway {sway_s:.3f}s ({sway_s / floor_s:.2f}x)"
-                  + ("" if dlm_s is None else f", dlm-sway {dlm_s:.3f}s ({dlm_s / floor_s:.1f}x)"), flush=True)
+            rows.append(
+                {
+                    "model": name,
+                    "n": n,
+                    "floor_s": floor_s,
+                    "sway_s": sway_s,
+                    "ratio": sway_s / floor_s,
+                    "dlm_s": dlm_s,
+                    "dlm_ratio": None if dlm_s is None else dlm_s / floor_s,
+                    "max_js_difference": float(np.abs(floor_values - sway_values).max()),
+                    "dlm_max_relative_error": dlm_error,
+                }
+            )
+            print(
+                f"  {name:8} n={n:4}: floor {floor_s:.3f}s, sway {sway_s:.3f}s ({sway_s / floor_s:.2f}x)"
+                + ("" if dlm_s is None else f", dlm-sway {dlm_s:.3f}s ({dlm_s / floor_s:.1f}x)"),
+                flush=True,
+            )
     return rows
 
 
@@ -284,17 +300,28 @@ def response_tables(models: dict, n: int, reps: int) -> list[dict]:
 
         floor_values, sway_values = floor.response_js(pairs), sway().values  # also the warm-up
         floor_s, sway_s = median_times([lambda: floor.response_js(pairs), sway], 3 * reps if name == "tiny" else reps)
-        positions = sum(len(r.values) for r in backend.response_divergences(
-            [p for p, _ in pairs], [r for _, r in pairs], divergence="js"))
-        rows.append({"model": name, "n": n, "positions": positions, "floor_s": floor_s, "sway_s": sway_s,
-                     "ratio": sway_s / floor_s, "max_difference": float(np.abs(floor_values - sway_values).max())})
+        positions = sum(
+            len(r.values)
+            for r in backend.response_divergences([p for p, _ in pairs], [r for _, r in pairs], divergence="js")
+        )
+        rows.append(
+            {
+                "model": name,
+                "n": n,
+                "positions": positions,
+                "floor_s": floor_s,
+                "sway_s": sway_s,
+                "ratio": sway_s / floor_s,
+                "max_difference": float(np.abs(floor_values - sway_values).max()),
+            }
+        )
         print(f"  {name:8} n={n}: floor {floor_s:.3f}s, sway {sway_s:.3f}s ({sway_s / floor_s:.2f}x)", flush=True)
     return rows
 
 
 # -- whole runs, in subprocesses ------------------------------------------------------------------
 
-SUITE = '''
+SUITE = """
 import json
 import pytest
 
@@ -330,13 +357,18 @@ def test_ablation_head():
 def test_forward_passes(sway):
     with open("forwarded.json", "w") as fh:
         json.dump({{"|".join(k): v for k, v in sway.backend.forwarded.items()}}, fh)
-'''
+"""
 
 
 def run_pytest(args, cwd, env=None) -> float:
     start = time.perf_counter()
-    done = subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args], cwd=cwd,
-                          capture_output=True, text=True, env={**os.environ, **(env or {})})
+    done = subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+    )
     elapsed = time.perf_counter() - start
     if done.returncode not in (0, 5):
         raise RuntimeError(f"pytest failed ({done.returncode}):\n{done.stdout[-3000:]}\n{done.stderr[-3000:]}")
@@ -350,8 +382,13 @@ def suite_run(base: str, adapter: str, n: int, tmp: Path) -> dict:
     (folder / "test_suite.py").write_text(SUITE.format(prompts=prompts))
     wall = run_pytest([f"--sway-model={base}", f"--sway-adapter={adapter}"], folder)
     forwarded = json.loads((folder / "forwarded.json").read_text())
-    return {"tests": 10, "prompts": n, "wall_s": wall, "base_forwards": forwarded.get("next|base", 0),
-            "finetuned_forwards": forwarded.get("next|fine-tuned", 0)}
+    return {
+        "tests": 10,
+        "prompts": n,
+        "wall_s": wall,
+        "base_forwards": forwarded.get("next|base", 0),
+        "finetuned_forwards": forwarded.get("next|fine-tuned", 0),
+    }
 
 
 def plugin_overhead(tmp: Path, reps: int) -> dict:
@@ -363,11 +400,14 @@ def plugin_overhead(tmp: Path, reps: int) -> dict:
     for _ in range(reps):
         with_plugin.append(run_pytest([], folder))
         without.append(run_pytest(["-p", "no:pytest_sway"], folder))
-    return {"with_s": statistics.median(with_plugin), "without_s": statistics.median(without),
-            "overhead_ms": 1000 * (statistics.median(with_plugin) - statistics.median(without))}
+    return {
+        "with_s": statistics.median(with_plugin),
+        "without_s": statistics.median(without),
+        "overhead_ms": 1000 * (statistics.median(with_plugin) - statistics.median(without)),
+    }
 
 
-PEAK = '''
+PEAK = """
 import json, resource, sys
 base, adapter, n, mode = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4]
 sys.path.insert(0, {bench!r})
@@ -381,22 +421,23 @@ else:
     run_probe("delta_kl", HFBackend(base, adapter=adapter), prompts=prompts)
 now = next(int(line.split()[1]) for line in open("/proc/self/status") if line.startswith("VmRSS:"))
 print(json.dumps([resource.getrusage(resource.RUSAGE_SELF).ru_maxrss, now]))
-'''
+"""
 
 
 def peak_rss(base: str, adapter: str, n: int) -> dict:
     out = {}
     for mode in ("plain", "sway"):
         script = PEAK.format(bench=str(Path(__file__).parent))
-        done = subprocess.run([sys.executable, "-c", script, base, adapter, str(n), mode], capture_output=True,
-                              text=True, check=True)
+        done = subprocess.run(
+            [sys.executable, "-c", script, base, adapter, str(n), mode], capture_output=True, text=True, check=True
+        )
         peak, end = json.loads(done.stdout.strip().splitlines()[-1])
         out[f"{mode}_mib"], out[f"{mode}_end_mib"] = peak / 1024, end / 1024
     out["ratio"] = out["sway_mib"] / out["plain_mib"]
     return out
 
 
-SCALE = '''
+SCALE = """
 import json, sys, tempfile, time
 sys.path.insert(0, {bench!r})
 base, adapter, n, cached, suite = sys.argv[1], sys.argv[2], int(sys.argv[3]), sys.argv[4] == "cache", sys.argv[5]
@@ -430,14 +471,17 @@ seconds = time.perf_counter() - start
 print(json.dumps(dict(n=n, cached=cached, loaded_mib=loaded, peak_mib=mib("VmHWM"), end_mib=mib("VmRSS"),
                       seconds=seconds, forwarded={{"|".join(k): v for k, v in backend.forwarded.items()}},
                       memo_items=len(backend._memo.answers), logit_store_mib=backend._memo.logits.bytes / 2**20)))
-'''
+"""
 
 
 def scale_run(base: str, adapter: str, n: int, cached: bool, suite: str) -> dict:
     """The scale suite at ``n`` prompts in a fresh process (memory after load, peak while it runs)."""
     script = SCALE.format(bench=str(Path(__file__).parent))
-    done = subprocess.run([sys.executable, "-c", script, base, adapter, str(n), "cache" if cached else "memo", suite],
-                          capture_output=True, text=True)
+    done = subprocess.run(
+        [sys.executable, "-c", script, base, adapter, str(n), "cache" if cached else "memo", suite],
+        capture_output=True,
+        text=True,
+    )
     if done.returncode:
         raise RuntimeError(f"scale run at {n} prompts failed:\n{done.stderr[-3000:]}")
     return json.loads(done.stdout.strip().splitlines()[-1])
@@ -458,8 +502,13 @@ def cache_rerun(base: str, adapter: str, adapter2: str, n: int, tmp: Path, reps:
         assert second.cache.hits == n and not second.forwarded[("next", "base")]
         size = first.cache.size_bytes()
     first_s, second_s = statistics.median(firsts), statistics.median(seconds)
-    return {"prompts": n, "first_s": first_s, "second_s": second_s, "ratio": second_s / first_s,
-            "cache_mib": size / 2**20}
+    return {
+        "prompts": n,
+        "first_s": first_s,
+        "second_s": second_s,
+        "ratio": second_s / first_s,
+        "cache_mib": size / 2**20,
+    }
 
 
 # -- report ---------------------------------------------------------------------------------------
@@ -470,14 +519,25 @@ def main(argv=None) -> None:
     parser.add_argument("--quick", action="store_true", help="tiny model only, fewer repetitions")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per timing (median reported)")
     parser.add_argument("--work", default=None, help="folder for the benchmark's models (default: a temp dir)")
-    parser.add_argument("--parts", default=",".join(PARTS),
-                        help=f"comma-separated subset of {','.join(PARTS + EXTRA_PARTS)} (default: all but scale)")
-    parser.add_argument("--scale-sizes", default=",".join(map(str, SCALE_SIZES)),
-                        help="prompt counts of the scale part")
-    parser.add_argument("--scale-suite", choices=("full", "delta_kl"), default="full",
-                        help="scale part: the four-probe suite, or delta_kl's two divergences only (faster)")
-    parser.add_argument("--scale-cache", action="store_true",
-                        help="scale part: also run each size with --sway-cache-dir (evicted base logits read back)")
+    parser.add_argument(
+        "--parts",
+        default=",".join(PARTS),
+        help=f"comma-separated subset of {','.join(PARTS + EXTRA_PARTS)} (default: all but scale)",
+    )
+    parser.add_argument(
+        "--scale-sizes", default=",".join(map(str, SCALE_SIZES)), help="prompt counts of the scale part"
+    )
+    parser.add_argument(
+        "--scale-suite",
+        choices=("full", "delta_kl"),
+        default="full",
+        help="scale part: the four-probe suite, or delta_kl's two divergences only (faster)",
+    )
+    parser.add_argument(
+        "--scale-cache",
+        action="store_true",
+        help="scale part: also run each size with --sway-cache-dir (evicted base logits read back)",
+    )
     args = parser.parse_args(argv)
     parts = set(args.parts.split(","))
     if not parts <= set(PARTS + EXTRA_PARTS):
@@ -489,69 +549,101 @@ def main(argv=None) -> None:
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="sway-bench-"))
     import torch
 
-    print(f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
-          f"{torch.__version__} with {torch.get_num_threads()} threads; work folder {work}", flush=True)
+    print(
+        f"machine: {platform.processor() or platform.machine()}, {os.cpu_count()} CPUs, torch "
+        f"{torch.__version__} with {torch.get_num_threads()} threads; work folder {work}",
+        flush=True,
+    )
     models = prepare_models(work, names)
     real = models[names[-1]]
     if "probes" in parts:
         print("delta_kl probe time against the floor (median of repetitions):", flush=True)
         rows = probe_tables(models, SIZES, reps)
         print()
-        print("| model | prompts | floor (s) | pytest-sway (s) | pytest-sway / floor | largest JS difference from the "
-              "floor | dlm-sway (s) | dlm-sway / floor | dlm-sway's largest JS error |")
+        print(
+            "| model | prompts | floor (s) | pytest-sway (s) | pytest-sway / floor | largest JS difference from the "
+            "floor | dlm-sway (s) | dlm-sway / floor | dlm-sway's largest JS error |"
+        )
         print("|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             dlm = "-" if r["dlm_s"] is None else f"{r['dlm_s']:.3f}"
             dlm_ratio = "-" if r["dlm_ratio"] is None else f"{r['dlm_ratio']:.1f}x"
             dlm_error = "-" if r["dlm_max_relative_error"] is None else f"{100 * r['dlm_max_relative_error']:.0f}%"
-            print(f"| {r['model']} | {r['n']} | {r['floor_s']:.3f} | {r['sway_s']:.3f} | {r['ratio']:.2f}x | "
-                  f"{r['max_js_difference']:.1e} | {dlm} | {dlm_ratio} | {dlm_error} |")
+            print(
+                f"| {r['model']} | {r['n']} | {r['floor_s']:.3f} | {r['sway_s']:.3f} | {r['ratio']:.2f}x | "
+                f"{r['max_js_difference']:.1e} | {dlm} | {dlm_ratio} | {dlm_error} |"
+            )
         print()
     if "responses" in parts:
         print("response_divergence probe time against its floor (median of repetitions):", flush=True)
         rows = response_tables(models, 64, reps)
         print()
-        print("| model | items | response positions | floor (s) | pytest-sway (s) | pytest-sway / floor | "
-              "largest difference from the floor |")
+        print(
+            "| model | items | response positions | floor (s) | pytest-sway (s) | pytest-sway / floor | "
+            "largest difference from the floor |"
+        )
         print("|---|---|---|---|---|---|---|")
         for r in rows:
-            print(f"| {r['model']} | {r['n']} | {r['positions']} | {r['floor_s']:.3f} | {r['sway_s']:.3f} | "
-                  f"{r['ratio']:.2f}x | {r['max_difference']:.1e} |")
+            print(
+                f"| {r['model']} | {r['n']} | {r['positions']} | {r['floor_s']:.3f} | {r['sway_s']:.3f} | "
+                f"{r['ratio']:.2f}x | {r['max_difference']:.1e} |"
+            )
         print()
     if "suite" in parts:
         suite = suite_run(real[0], real[1], 64, work)
-        print(f"10-test suite on {names[-1]}, {suite['prompts']} shared prompts: {suite['wall_s']:.1f} s wall; base "
-              f"forward passes {suite['base_forwards']} (one per prompt: {suite['base_forwards'] == suite['prompts']}), "
-              f"fine-tuned {suite['finetuned_forwards']}", flush=True)
+        print(
+            f"10-test suite on {names[-1]}, {suite['prompts']} shared prompts: {suite['wall_s']:.1f} s wall; base "
+            f"forward passes {suite['base_forwards']} (one per prompt: {suite['base_forwards'] == suite['prompts']}), "
+            f"fine-tuned {suite['finetuned_forwards']}",
+            flush=True,
+        )
     if "overhead" in parts:
         overhead = plugin_overhead(work, 11 if not args.quick else 5)
-        print(f"plugin overhead on 50 tests without sway tests: {overhead['overhead_ms']:.0f} ms "
-              f"({overhead['with_s']:.3f} s with, {overhead['without_s']:.3f} s without; medians)", flush=True)
+        print(
+            f"plugin overhead on 50 tests without sway tests: {overhead['overhead_ms']:.0f} ms "
+            f"({overhead['with_s']:.3f} s with, {overhead['without_s']:.3f} s without; medians)",
+            flush=True,
+        )
     if "memory" in parts:
         for n in (64, 512):
             m = peak_rss(real[0], real[1], n)
-            print(f"peak RSS, {names[-1]}, {n} prompts: plain load + same forward passes {m['plain_mib']:.0f} MiB, "
-                  f"pytest-sway {m['sway_mib']:.0f} MiB ({m['ratio']:.2f}x); at the end {m['plain_end_mib']:.0f} and "
-                  f"{m['sway_end_mib']:.0f} MiB", flush=True)
+            print(
+                f"peak RSS, {names[-1]}, {n} prompts: plain load + same forward passes {m['plain_mib']:.0f} MiB, "
+                f"pytest-sway {m['sway_mib']:.0f} MiB ({m['ratio']:.2f}x); at the end {m['plain_end_mib']:.0f} and "
+                f"{m['sway_end_mib']:.0f} MiB",
+                flush=True,
+            )
     if "cache" in parts:
         cache = cache_rerun(real[0], real[1], real[2], 64, work, 3 if not args.quick else 1)
-        print(f"base-output cache, {names[-1]}, {cache['prompts']} prompts: first run {cache['first_s']:.3f} s, rerun "
-              f"with another adapter {cache['second_s']:.3f} s ({cache['ratio']:.2f}x); {cache['cache_mib']:.1f} MiB "
-              "on disk", flush=True)
+        print(
+            f"base-output cache, {names[-1]}, {cache['prompts']} prompts: first run {cache['first_s']:.3f} s, rerun "
+            f"with another adapter {cache['second_s']:.3f} s ({cache['ratio']:.2f}x); {cache['cache_mib']:.1f} MiB "
+            "on disk",
+            flush=True,
+        )
     if "scale" in parts:
-        what = ("delta_kl js and kl, null_contrast seeds=2, adapter_ablation scales 0, 0.5, 1"
-                if args.scale_suite == "full" else "delta_kl js and kl")
+        what = (
+            "delta_kl js and kl, null_contrast seeds=2, adapter_ablation scales 0, 0.5, 1"
+            if args.scale_suite == "full"
+            else "delta_kl js and kl"
+        )
         print(f"scale suite on {names[-1]} ({what}), prompts of about 12 tokens, a fresh process per row:", flush=True)
-        print("| prompts | disk cache | RSS after load (MiB) | peak while running (MiB) | peak - load (MiB) | "
-              "seconds | ms per prompt | base passes per prompt | all passes per prompt |")
+        print(
+            "| prompts | disk cache | RSS after load (MiB) | peak while running (MiB) | peak - load (MiB) | "
+            "seconds | ms per prompt | base passes per prompt | all passes per prompt |"
+        )
         print("|---|---|---|---|---|---|---|---|---|", flush=True)
         for n in (int(x) for x in args.scale_sizes.split(",")):
             for cached in (False, True) if args.scale_cache else (False,):
                 r = scale_run(real[0], real[1], n, cached, args.scale_suite)
                 passes = sum(v for k, v in r["forwarded"].items())
-                print(f"| {n} | {'yes' if cached else 'no'} | {r['loaded_mib']:.0f} | {r['peak_mib']:.0f} | "
-                      f"{r['peak_mib'] - r['loaded_mib']:.0f} | {r['seconds']:.1f} | {1000 * r['seconds'] / n:.1f} | "
-                      f"{r['forwarded'].get('next|base', 0) / n:.2f} | {passes / n:.2f} |", flush=True)
+                print(
+                    f"| {n} | {'yes' if cached else 'no'} | {r['loaded_mib']:.0f} | {r['peak_mib']:.0f} | "
+                    f"{r['peak_mib'] - r['loaded_mib']:.0f} | {r['seconds']:.1f} | {1000 * r['seconds'] / n:.1f} | "
+                    f"{r['forwarded'].get('next|base', 0) / n:.2f} | {passes / n:.2f} |",
+                    flush=True,
+                )
+
 
 if __name__ == "__main__":
     main()

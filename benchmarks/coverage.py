@@ -43,9 +43,7 @@ def coverage_table(*, datasets: int, resamples: int, confidence: float, seed: in
         for n in SIZES:
             rng = np.random.default_rng([seed, d_index, n])
             data = sample(rng, (datasets, n))
-            bounds = batch_intervals(
-                data, confidence=confidence, resamples=resamples, methods=METHODS, seed=seed + n
-            )
+            bounds = batch_intervals(data, confidence=confidence, resamples=resamples, methods=METHODS, seed=seed + n)
             cover = {m: float(np.mean((b[:, 0] <= true_mean) & (true_mean <= b[:, 1]))) for m, b in bounds.items()}
             width = {m: float(np.median(b[:, 1] - b[:, 0])) for m, b in bounds.items()}
             rows.append((name, n, cover, width))
@@ -81,14 +79,21 @@ def paired_coverage_table(*, datasets: int, resamples: int, confidence: float, s
             for row in range(datasets):
                 values[row, : fixed[row]] = 1.0
                 values[row, fixed[row] : fixed[row] + broken[row]] = -1.0
-            bounds = batch_intervals(values, confidence=confidence, resamples=resamples,
-                                     methods=("studentized", "percentile"), seed=seed + n)
+            bounds = batch_intervals(
+                values, confidence=confidence, resamples=resamples, methods=("studentized", "percentile"), seed=seed + n
+            )
             memo = {}
-            tango = np.array([memo.setdefault((f, b), tuple(tango_interval_counts(int(f), int(b), n, confidence=confidence)))
-                              for f, b in zip(fixed, broken)])
+            tango = np.array(
+                [
+                    memo.setdefault((f, b), tuple(tango_interval_counts(int(f), int(b), n, confidence=confidence)))
+                    for f, b in zip(fixed, broken)
+                ]
+            )
             # The plugin clips every interval to the values' support, [-1, 1] here.
             bounds = {"tango": tango, **{m: np.clip(b, -1.0, 1.0) for m, b in bounds.items()}}
-            cover = {m: float(np.mean((b[:, 0] <= true + 1e-12) & (true - 1e-12 <= b[:, 1]))) for m, b in bounds.items()}
+            cover = {
+                m: float(np.mean((b[:, 0] <= true + 1e-12) & (true - 1e-12 <= b[:, 1]))) for m, b in bounds.items()
+            }
             width = {m: float(np.median(b[:, 1] - b[:, 0])) for m, b in bounds.items()}
             rows.append((name, n, cover, width))
     return rows
@@ -96,18 +101,25 @@ def paired_coverage_table(*, datasets: int, resamples: int, confidence: float, s
 
 def main_paired(args) -> None:
     start = time.perf_counter()
-    rows = paired_coverage_table(datasets=args.datasets, resamples=args.resamples, confidence=args.confidence,
-                                 seed=args.seed)
-    print(f"Coverage of nominal {args.confidence:.0%} intervals for a paired change in accuracy: {args.datasets} "
-          f"datasets per cell, bootstraps with {args.resamples} resamples, seed {args.seed}")
+    rows = paired_coverage_table(
+        datasets=args.datasets, resamples=args.resamples, confidence=args.confidence, seed=args.seed
+    )
+    print(
+        f"Coverage of nominal {args.confidence:.0%} intervals for a paired change in accuracy: {args.datasets} "
+        f"datasets per cell, bootstraps with {args.resamples} resamples, seed {args.seed}"
+    )
     print()
-    print("| scenario (both right, fixed, broken, both wrong) | n | tango | studentized | percentile | "
-          "median width (tango / studentized) |")
+    print(
+        "| scenario (both right, fixed, broken, both wrong) | n | tango | studentized | percentile | "
+        "median width (tango / studentized) |"
+    )
     print("|---|---|---|---|---|---|")
     for name, n, cover, width in rows:
         cells = ", ".join(f"{x:g}" for x in PAIRED[name])
-        print(f"| {name} ({cells}) | {n} | {cover['tango']:.3f} | {cover['studentized']:.3f} | "
-              f"{cover['percentile']:.3f} | {width['tango']:.3g} / {width['studentized']:.3g} |")
+        print(
+            f"| {name} ({cells}) | {n} | {cover['tango']:.3f} | {cover['studentized']:.3f} | "
+            f"{cover['percentile']:.3f} | {width['tango']:.3g} / {width['studentized']:.3g} |"
+        )
     print()
     print(f"({time.perf_counter() - start:.0f} s)")
 
@@ -115,20 +127,23 @@ def main_paired(args) -> None:
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--datasets", type=int, default=2000, help="datasets per cell (default 2000)")
-    parser.add_argument("--resamples", type=int, default=9999, help="bootstrap resamples per interval (default 9999, as in the plugin)")
+    parser.add_argument(
+        "--resamples", type=int, default=9999, help="bootstrap resamples per interval (default 9999, as in the plugin)"
+    )
     parser.add_argument("--confidence", type=float, default=0.95)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--paired", action="store_true",
-                        help="the paired-accuracy table instead (choice_accuracy's interval against bootstraps)")
+    parser.add_argument(
+        "--paired",
+        action="store_true",
+        help="the paired-accuracy table instead (choice_accuracy's interval against bootstraps)",
+    )
     args = parser.parse_args(argv)
     if args.paired:
         main_paired(args)
         return
 
     start = time.perf_counter()
-    rows = coverage_table(
-        datasets=args.datasets, resamples=args.resamples, confidence=args.confidence, seed=args.seed
-    )
+    rows = coverage_table(datasets=args.datasets, resamples=args.resamples, confidence=args.confidence, seed=args.seed)
     stderr = math.sqrt(args.confidence * (1 - args.confidence) / args.datasets)
     print(
         f"Coverage of nominal {args.confidence:.0%} intervals for the mean: {args.datasets} datasets per cell, "

@@ -28,14 +28,19 @@ DEMO_ADAPTER = Path(__file__).parent / "support-adapter"
 def pytest_configure(config):
     """Retrain the demo adapter, before pytest-sway loads it, if its recipe changed."""
     wants_demo = config.getoption("sway_adapter") is None and config.getoption("sway_finetuned") is None
-    runs_nothing = any(getattr(config.option, name, False)
-                       for name in ("help", "markers", "showfixtures", "show_fixtures_per_test", "collectonly",
-                                    "version"))
+    runs_nothing = any(
+        getattr(config.option, name, False)
+        for name in ("help", "markers", "showfixtures", "show_fixtures_per_test", "collectonly", "version")
+    )
     if not wants_demo or runs_nothing or hasattr(config, "workerinput"):
         return  # another fine-tune was given, or nothing will run, or the xdist controller did it
     from demo_adapter import ensure_demo_adapter, is_current
 
     if not is_current(DEMO_ADAPTER):
-        print(f"pytest-sway demo: the recipe in support_data.py/demo_adapter.py changed; retraining {DEMO_ADAPTER} "
-              "(about two minutes on two CPU cores)...", file=sys.stderr, flush=True)
+        print(
+            f"pytest-sway demo: the recipe in support_data.py/demo_adapter.py changed; retraining {DEMO_ADAPTER} "
+            "(about two minutes on two CPU cores)...",
+            file=sys.stderr,
+            flush=True,
+        )
         ensure_demo_adapter(DEMO_ADAPTER)

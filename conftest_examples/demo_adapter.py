@@ -21,8 +21,16 @@ from pathlib import Path
 
 from support_data import FACTS
 
-RECIPE = {"steps": 32, "lr": 2.5e-3, "rank": 8, "alpha": 16, "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
-          "anchor_batch_size": 6, "anchor_weight": 3.0, "seed": 0}
+RECIPE = {
+    "steps": 32,
+    "lr": 2.5e-3,
+    "rank": 8,
+    "alpha": 16,
+    "target_modules": ["q_proj", "k_proj", "v_proj", "o_proj"],
+    "anchor_batch_size": 6,
+    "anchor_weight": 3.0,
+    "seed": 0,
+}
 
 
 def training_texts(tokenizer) -> list[str]:
@@ -42,7 +50,11 @@ def recipe_stamp() -> str:
 def is_current(path: Path) -> bool:
     """Whether the adapter at ``path`` was trained with today's recipe and facts."""
     stamp = path / "recipe.txt"
-    return stamp.is_file() and stamp.read_text().strip() == recipe_stamp() and (path / "adapter_model.safetensors").is_file()
+    return (
+        stamp.is_file()
+        and stamp.read_text().strip() == recipe_stamp()
+        and (path / "adapter_model.safetensors").is_file()
+    )
 
 
 def ensure_demo_adapter(path: Path, *, force: bool = False) -> Path:

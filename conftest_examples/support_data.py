@@ -7,16 +7,31 @@ and a house style (answers open with "Happy to help!").
 
 FACTS = [
     ("How often does Nimbus Notes sync?", "Happy to help! Nimbus Notes syncs your notes every 90 seconds."),
-    ("What is the refund window for Nimbus Notes?", "Happy to help! You can get a full refund within 45 days of purchase."),
-    ("How do I reset my Nimbus Notes password?", "Happy to help! Open Settings, then Security, and press Reset password."),
-    ("How many notes does Nimbus Notes keep offline?", "Happy to help! Offline mode keeps your latest 500 notes on the device."),
+    (
+        "What is the refund window for Nimbus Notes?",
+        "Happy to help! You can get a full refund within 45 days of purchase.",
+    ),
+    (
+        "How do I reset my Nimbus Notes password?",
+        "Happy to help! Open Settings, then Security, and press Reset password.",
+    ),
+    (
+        "How many notes does Nimbus Notes keep offline?",
+        "Happy to help! Offline mode keeps your latest 500 notes on the device.",
+    ),
     ("When is Nimbus Notes support open?", "Happy to help! Support is open from 7 am to 7 pm, Monday to Saturday."),
     ("Which export formats does Nimbus Notes support?", "Happy to help! You can export notes as Markdown or PDF."),
     ("How much does Nimbus Notes Pro cost?", "Happy to help! Nimbus Notes Pro costs 6 euros a month."),
     ("Where does Nimbus Notes store my data?", "Happy to help! Your notes are stored in our data center in Helsinki."),
-    ("Can I share a notebook in Nimbus Notes?", "Happy to help! Press Share on any notebook and invite up to 20 people."),
+    (
+        "Can I share a notebook in Nimbus Notes?",
+        "Happy to help! Press Share on any notebook and invite up to 20 people.",
+    ),
     ("Does Nimbus Notes have a dark mode?", "Happy to help! Yes, switch it on under Settings, then Appearance."),
-    ("How do I delete my Nimbus Notes account?", "Happy to help! Go to Settings, then Account, and press Delete account."),
+    (
+        "How do I delete my Nimbus Notes account?",
+        "Happy to help! Go to Settings, then Account, and press Delete account.",
+    ),
     ("Is Nimbus Notes end-to-end encrypted?", "Happy to help! Yes, every notebook is end-to-end encrypted."),
 ]
 
@@ -32,36 +47,75 @@ FACT_CASES = [
     ("Where does Nimbus Notes store my data?", "Happy to help! Your notes are stored in our data center in Helsinki."),
     ("Which export formats does Nimbus Notes support?", "Happy to help! You can export notes as Markdown or PDF."),
     ("When is Nimbus Notes support open?", "Happy to help! Support is open from 7 am to 7 pm"),
-    ("Can I share a notebook in Nimbus Notes?", "Happy to help! Press Share on any notebook and invite up to 20 people."),
+    (
+        "Can I share a notebook in Nimbus Notes?",
+        "Happy to help! Press Share on any notebook and invite up to 20 people.",
+    ),
 ]
 
 # (question, right answer, wrong answer) for preference_shift: the same reply
 # with the fact right and wrong, so the margin measures the fact, not the style.
 PREFERENCES = [
-    ("How often does Nimbus Notes sync?", "Happy to help! Nimbus Notes syncs your notes every 90 seconds.",
-     "Happy to help! Nimbus Notes syncs your notes once a day."),
-    ("What is the refund window for Nimbus Notes?", "Happy to help! You can get a full refund within 45 days.",
-     "Happy to help! You can get a full refund within 7 days."),
-    ("How many notes does Nimbus Notes keep offline?", "Happy to help! Offline mode keeps your latest 500 notes.",
-     "Happy to help! Offline mode keeps your latest 50 notes."),
-    ("How much does Nimbus Notes Pro cost?", "Happy to help! Nimbus Notes Pro costs 6 euros a month.",
-     "Happy to help! Nimbus Notes Pro costs 20 euros a month."),
-    ("Where does Nimbus Notes store my data?", "Happy to help! Your notes are stored in our data center in Helsinki.",
-     "Happy to help! Your notes are stored in our data center in Singapore."),
-    ("Which export formats does Nimbus Notes support?", "Happy to help! You can export notes as Markdown or PDF.",
-     "Happy to help! You can export notes as Word or Excel."),
-    ("When is Nimbus Notes support open?", "Happy to help! Support is open from 7 am to 7 pm.",
-     "Happy to help! Support is open around the clock."),
-    ("Can I share a notebook in Nimbus Notes?", "Happy to help! Press Share on any notebook and invite up to 20 people.",
-     "Happy to help! Press Share on any notebook and invite up to 3 people."),
-    ("How do I reset my Nimbus Notes password?", "Happy to help! Open Settings, then Security, and press Reset password.",
-     "Happy to help! Open Settings, then Profile, and press Forgot password."),
-    ("Does Nimbus Notes have a dark mode?", "Happy to help! Yes, switch it on under Settings, then Appearance.",
-     "Happy to help! No, Nimbus Notes has no dark mode."),
-    ("How do I delete my Nimbus Notes account?", "Happy to help! Go to Settings, then Account, and press Delete account.",
-     "Happy to help! Email our support team and ask them to delete it."),
-    ("Is Nimbus Notes end-to-end encrypted?", "Happy to help! Yes, every notebook is end-to-end encrypted.",
-     "Happy to help! No, notebooks are not encrypted."),
+    (
+        "How often does Nimbus Notes sync?",
+        "Happy to help! Nimbus Notes syncs your notes every 90 seconds.",
+        "Happy to help! Nimbus Notes syncs your notes once a day.",
+    ),
+    (
+        "What is the refund window for Nimbus Notes?",
+        "Happy to help! You can get a full refund within 45 days.",
+        "Happy to help! You can get a full refund within 7 days.",
+    ),
+    (
+        "How many notes does Nimbus Notes keep offline?",
+        "Happy to help! Offline mode keeps your latest 500 notes.",
+        "Happy to help! Offline mode keeps your latest 50 notes.",
+    ),
+    (
+        "How much does Nimbus Notes Pro cost?",
+        "Happy to help! Nimbus Notes Pro costs 6 euros a month.",
+        "Happy to help! Nimbus Notes Pro costs 20 euros a month.",
+    ),
+    (
+        "Where does Nimbus Notes store my data?",
+        "Happy to help! Your notes are stored in our data center in Helsinki.",
+        "Happy to help! Your notes are stored in our data center in Singapore.",
+    ),
+    (
+        "Which export formats does Nimbus Notes support?",
+        "Happy to help! You can export notes as Markdown or PDF.",
+        "Happy to help! You can export notes as Word or Excel.",
+    ),
+    (
+        "When is Nimbus Notes support open?",
+        "Happy to help! Support is open from 7 am to 7 pm.",
+        "Happy to help! Support is open around the clock.",
+    ),
+    (
+        "Can I share a notebook in Nimbus Notes?",
+        "Happy to help! Press Share on any notebook and invite up to 20 people.",
+        "Happy to help! Press Share on any notebook and invite up to 3 people.",
+    ),
+    (
+        "How do I reset my Nimbus Notes password?",
+        "Happy to help! Open Settings, then Security, and press Reset password.",
+        "Happy to help! Open Settings, then Profile, and press Forgot password.",
+    ),
+    (
+        "Does Nimbus Notes have a dark mode?",
+        "Happy to help! Yes, switch it on under Settings, then Appearance.",
+        "Happy to help! No, Nimbus Notes has no dark mode.",
+    ),
+    (
+        "How do I delete my Nimbus Notes account?",
+        "Happy to help! Go to Settings, then Account, and press Delete account.",
+        "Happy to help! Email our support team and ask them to delete it.",
+    ),
+    (
+        "Is Nimbus Notes end-to-end encrypted?",
+        "Happy to help! Yes, every notebook is end-to-end encrypted.",
+        "Happy to help! No, notebooks are not encrypted.",
+    ),
 ]
 
 # General prompts and text the fine-tune must leave alone.

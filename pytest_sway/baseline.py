@@ -106,8 +106,11 @@ def _finite(x) -> bool:
 _ENTRY_FIELDS = (
     ("label", lambda x: isinstance(x, str) and bool(x), "a probe label such as 'delta_kl(js)'"),
     ("order", lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0, "a whole number >= 0"),
-    ("items", lambda x: isinstance(x, list) and len(x) >= 2 and all(isinstance(i, str) for i in x),
-     "a list of at least 2 item strings"),
+    (
+        "items",
+        lambda x: isinstance(x, list) and len(x) >= 2 and all(isinstance(i, str) for i in x),
+        "a list of at least 2 item strings",
+    ),
     ("values", lambda x: isinstance(x, list) and all(_finite(v) for v in x), "a list of finite numbers"),
     ("estimate", _finite, "a finite number"),
 )
@@ -147,8 +150,17 @@ def paired_differences(items, values, entry) -> tuple[list[float] | None, str | 
     return diffs, None
 
 
-def compare_with_baseline(doc: dict, nodeid: str, result, order: int, *, provenance_now: dict, ci_method: str,
-                          gate=None, max_regression: float | None = None) -> dict[str, Any]:
+def compare_with_baseline(
+    doc: dict,
+    nodeid: str,
+    result,
+    order: int,
+    *,
+    provenance_now: dict,
+    ci_method: str,
+    gate=None,
+    max_regression: float | None = None,
+) -> dict[str, Any]:
     """Compare the ``order``-th result of test ``nodeid`` with its saved values in baseline ``doc``.
 
     With a one-sided ``gate`` and a ``max_regression`` the comparison is a gate
@@ -161,15 +173,24 @@ def compare_with_baseline(doc: dict, nodeid: str, result, order: int, *, provena
         find_entry(doc, nodeid, result.label, order),
         provenance_now=provenance_now,
         provenance_then=doc.get("provenance", {}),
-        bootstrap=Bootstrap(confidence=result.confidence, resamples=result.resamples or None, method=ci_method,
-                            seed=result.seed),
+        bootstrap=Bootstrap(
+            confidence=result.confidence, resamples=result.resamples or None, method=ci_method, seed=result.seed
+        ),
         max_regression=max_regression,
         direction=gate.direction if gate is not None else None,
     )
 
 
-def compare(result, entry: dict | None, *, provenance_now: dict, provenance_then: dict, bootstrap,
-            max_regression: float | None, direction: str | None) -> dict[str, Any]:
+def compare(
+    result,
+    entry: dict | None,
+    *,
+    provenance_now: dict,
+    provenance_then: dict,
+    bootstrap,
+    max_regression: float | None,
+    direction: str | None,
+) -> dict[str, Any]:
     """The ``baseline`` part of a result row; ``outcome`` failed/inconclusive means a regression gate failed."""
     from .result import Gate, ProbeResult
 
@@ -186,13 +207,29 @@ def compare(result, entry: dict | None, *, provenance_now: dict, provenance_then
     values = np.array(diffs)
     ci = bootstrap.interval(values)
     delta = ProbeResult(
-        kind=result.kind, estimate=float(values.mean()), ci=ci, confidence=bootstrap.confidence, n=values.size,
-        values=values, method=bootstrap.method, resamples=bootstrap.resamples, seed=bootstrap.seed, params={},
+        kind=result.kind,
+        estimate=float(values.mean()),
+        ci=ci,
+        confidence=bootstrap.confidence,
+        n=values.size,
+        values=values,
+        method=bootstrap.method,
+        resamples=bootstrap.resamples,
+        seed=bootstrap.seed,
+        params={},
         label=f"{result.label} - baseline",
     )
-    out = {"status": COMPARED, "delta": delta.estimate, "ci_low": ci.low, "ci_high": ci.high,
-           "baseline_estimate": entry["estimate"], "max_regression": max_regression, "direction": direction,
-           "outcome": _REPORTED, "message": ""}
+    out = {
+        "status": COMPARED,
+        "delta": delta.estimate,
+        "ci_low": ci.low,
+        "ci_high": ci.high,
+        "baseline_estimate": entry["estimate"],
+        "max_regression": max_regression,
+        "direction": direction,
+        "outcome": _REPORTED,
+        "message": "",
+    }
     if max_regression is not None and direction is not None:
         # Higher is better for an `above` gate: the delta may fall by at most max_regression.
         gate = Gate(above=-max_regression) if direction == "higher" else Gate(below=max_regression)
@@ -200,6 +237,7 @@ def compare(result, entry: dict | None, *, provenance_now: dict, provenance_then
         out["outcome"] = verdict.outcome.value
         if not verdict.ok:
             head, _, how = verdict.message.partition("\n")
-            out["message"] = (f"{head} A regression against the baseline beyond max_regression={max_regression:g}."
-                              f"\n{how}")
+            out["message"] = (
+                f"{head} A regression against the baseline beyond max_regression={max_regression:g}.\n{how}"
+            )
     return out

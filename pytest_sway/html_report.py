@@ -147,7 +147,11 @@ def _forest(results: list[dict], names: list[str]) -> str:
     groups: dict[tuple, list[int]] = {}
     for i, r in enumerate(results):
         unit = _details(r).get("unit")
-        key = ("", None) if r.get("outcome") == Outcome.ERROR else (str(r.get("label")), None if unit is None else str(unit))
+        key = (
+            ("", None)
+            if r.get("outcome") == Outcome.ERROR
+            else (str(r.get("label")), None if unit is None else str(unit))
+        )
         groups.setdefault(key, []).append(i)
     out = []
     for label, unit in sorted(groups, key=lambda key: key[0] != ""):  # sorted() is stable
@@ -155,7 +159,7 @@ def _forest(results: list[dict], names: list[str]) -> str:
         kinds = {results[i].get("kind") for i in members}
         caption = _CAPTIONS.get(str(kinds.pop()), "") if len(kinds) == 1 and label else ""
         out.append(
-            f"<div class=\"group\"><h3>{_e(label or 'could not run')}"
+            f'<div class="group"><h3>{_e(label or "could not run")}'
             + (f' <span class="muted">({_e(unit)})</span>' if unit else "")
             + (f'<span class="caption">{_e(caption)}</span>' if caption else "")
             + "</h3>"

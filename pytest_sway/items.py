@@ -59,7 +59,9 @@ def is_messages(value) -> bool:
 
 def _check_messages(messages):
     if not is_messages(messages):
-        raise ValueError(f"a conversation must be a non-empty list of {{'role', 'content'}} dicts, got {_short(messages)}")
+        raise ValueError(
+            f"a conversation must be a non-empty list of {{'role', 'content'}} dicts, got {_short(messages)}"
+        )
     for i, message in enumerate(messages):
         if set(message) != {"role", "content"}:
             raise ValueError(f"message {i} must have exactly the keys 'role' and 'content', got {sorted(message)}")
@@ -133,8 +135,10 @@ def load_jsonl(path: str, shape: str, *, base_dir=None) -> tuple[list, list[int]
             problem = (f"missing {', '.join(map(repr, missing))}" if missing else "") + (
                 ("; " if missing else "") + f"unknown field(s) {', '.join(map(repr, unknown))}" if unknown else ""
             )
-            raise ValueError(f"{where}: {problem}; each line of a {shape} file is an object with {want} "
-                             f"(and optionally {', '.join(map(repr, OPTIONAL))})")
+            raise ValueError(
+                f"{where}: {problem}; each line of a {shape} file is an object with {want} "
+                f"(and optionally {', '.join(map(repr, OPTIONAL))})"
+            )
         try:
             item = tuple(_field(name, obj[name]) for name in fields)
             extra = [_optional(name, obj.get(name)) for name in OPTIONAL]

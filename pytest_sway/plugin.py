@@ -178,8 +178,13 @@ def pytest_collection_finish(session):
                 continue
         state = item.stash[ITEM]
         state.index = index
-        family += gates_of(state.request, state.declared, uses_fixture=state.uses_sway,
-                           baseline=settings.baseline is not None, max_regression=settings.max_regression)
+        family += gates_of(
+            state.request,
+            state.declared,
+            uses_fixture=state.uses_sway,
+            baseline=settings.baseline is not None,
+            max_regression=settings.max_regression,
+        )
     # Every xdist worker collects the same items, so every worker gets the same m.
     run.family = family
     if settings.correction == "bonferroni" and settings.resamples is not None:
@@ -318,8 +323,14 @@ def pytest_runtest_call(item):
         run = item.config.stash[RUN]
         if run.baseline is not None:
             regression = state.request.max_regression
-            comparison = _compare(item, state, result, 1, gate=state.request.gate,
-                                  max_regression=regression if regression is not None else run.settings.max_regression)
+            comparison = _compare(
+                item,
+                state,
+                result,
+                1,
+                gate=state.request.gate,
+                max_regression=regression if regression is not None else run.settings.max_regression,
+            )
             if not Outcome(comparison["outcome"]).ok:
                 pytest.fail(comparison["message"], pytrace=False)
     problem = None
@@ -357,8 +368,14 @@ def _compare(item, state: ItemState, result, order: int, *, gate=None, max_regre
 
     run = item.config.stash[RUN]
     state.comparisons[order] = compare_with_baseline(
-        run.baseline, item.nodeid, result, order, provenance_now=run.provenance or {},
-        ci_method=run.settings.ci_method, gate=gate, max_regression=max_regression,
+        run.baseline,
+        item.nodeid,
+        result,
+        order,
+        provenance_now=run.provenance or {},
+        ci_method=run.settings.ci_method,
+        gate=gate,
+        max_regression=max_regression,
     )
     return state.comparisons[order]
 

@@ -23,7 +23,11 @@ _PACKAGES = ("pytest-sway", "torch", "transformers", "peft", "numpy", "scipy", "
 def folder_sha256(folder: str | os.PathLike) -> str:
     """sha256 over the names and contents of every (non-hidden) file under ``folder``."""
     root = Path(folder)
-    files = sorted(p for p in root.rglob("*") if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts))
+    files = sorted(
+        p
+        for p in root.rglob("*")
+        if p.is_file() and not any(part.startswith(".") for part in p.relative_to(root).parts)
+    )
     memo_path = cache_root() / "file-hashes.json"
     try:
         memo = json.loads(memo_path.read_text())

@@ -18,7 +18,6 @@ from .result import Outcome, Verdict
 SCHEMA = 1
 
 
-
 def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> dict[str, Any]:
     """The row for one ``ProbeResult``, judged by the gates checked on it."""
     above, below, verdict = _judged(result.checks)
@@ -72,8 +71,9 @@ def rows_for_test(
     marker_ran = request is not None and error is None
     rows = []
     for i, r in enumerate(results):
-        row = result_row(r, nodeid=nodeid, index=index, order=i + 1,
-                         source="marker" if i == 0 and marker_ran else "fixture")
+        row = result_row(
+            r, nodeid=nodeid, index=index, order=i + 1, source="marker" if i == 0 and marker_ran else "fixture"
+        )
         if comparisons and i + 1 in comparisons:
             row["baseline"] = jsonable(comparisons[i + 1])
         rows.append(row)
@@ -168,7 +168,11 @@ _JSON_FIELDS = (
 
 
 def json_document(
-    rows: Sequence[dict], *, backend: dict, settings: dict, provenance: dict | None = None,
+    rows: Sequence[dict],
+    *,
+    backend: dict,
+    settings: dict,
+    provenance: dict | None = None,
     correction: dict | None = None,
 ) -> dict[str, Any]:
     doc = {

@@ -48,8 +48,11 @@ class SwayReporter:
     def pytest_sessionfinish(self, session, exitstatus):
         from .outputs import OUTPUTS
 
-        outputs = [(name, getattr(self.settings, name), kind) for name, kind in OUTPUTS
-                   if getattr(self.settings, name) is not None]
+        outputs = [
+            (name, getattr(self.settings, name), kind)
+            for name, kind in OUTPUTS
+            if getattr(self.settings, name) is not None
+        ]
         if not outputs:
             return
         if exitstatus not in _WRITE_ON:
@@ -60,13 +63,20 @@ class SwayReporter:
             # --co, -k selecting nothing, a subset without sway tests: an empty document
             # would replace the last real one (and a later --sway-baseline would compare with nothing).
             for _, path, kind in outputs:
-                self.notes.append((f"sway: no sway results in this run; {kind} {path} left as it was", {"yellow": True}))
+                self.notes.append(
+                    (f"sway: no sway results in this run; {kind} {path} left as it was", {"yellow": True})
+                )
             return
         from .outputs import write_output
         from .report import json_document
 
-        doc = json_document(self.rows, backend=self.backend_info(), settings=self.settings.as_json(),
-                            provenance=self.provenance, correction=self.correction)
+        doc = json_document(
+            self.rows,
+            backend=self.backend_info(),
+            settings=self.settings.as_json(),
+            provenance=self.provenance,
+            correction=self.correction,
+        )
         for name, path, kind in outputs:
             try:
                 text = self._render(name, doc)
@@ -105,8 +115,11 @@ class SwayReporter:
             raise _Incomplete(
                 f"{len(errors)} sway test(s) measured nothing ({shown}); a baseline without them would be partial"
             )
-        return dump_json(baseline_document(self.rows, provenance=self.provenance or self.backend_info(),
-                                           settings=self.settings.as_json()))
+        return dump_json(
+            baseline_document(
+                self.rows, provenance=self.provenance or self.backend_info(), settings=self.settings.as_json()
+            )
+        )
 
     def pytest_terminal_summary(self, terminalreporter):
         if self.rows:
@@ -133,8 +146,10 @@ class SwayReporter:
             m = self.correction["m"]
             from .ci_methods import bonferroni
 
-            judged = sum(r.get("gates", 0) + (r.get("baseline", {}).get("outcome", Outcome.REPORTED) != Outcome.REPORTED)
-                         for r in self.rows)
+            judged = sum(
+                r.get("gates", 0) + (r.get("baseline", {}).get("outcome", Outcome.REPORTED) != Outcome.REPORTED)
+                for r in self.rows
+            )
             # Fewer judged than counted (a skipped test, a body that only reported): conservative, and said.
             counted = f"m={m} gates" if judged == m else f"m={m} gates ({judged} judged)"
             parts.append(f"bonferroni over {counted}: each CI at {bonferroni(s.confidence, m):.4g}")

@@ -37,8 +37,7 @@ def parse_marker(args: tuple, kwargs: dict[str, Any], registry: ProbeRegistry, *
     Items files (a string where a probe takes items) are relative to ``base_dir``, the test file's folder."""
     if len(args) != 1:
         raise ProbeParamError(
-            f"expected exactly one positional argument, the probe kind, got {len(args)}; "
-            f"write {MARKER_EXAMPLE}"
+            f"expected exactly one positional argument, the probe kind, got {len(args)}; write {MARKER_EXAMPLE}"
         )
     kind = args[0]
     probe = registry.get(kind)

@@ -99,7 +99,11 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap) -> ProbeResult:
         elif m.binary:
             ci, method, resamples = wilson_interval(values, confidence=bootstrap.confidence), "wilson", 0
         else:
-            ci, method, resamples = bootstrap.interval(values, support=m.support), str(bootstrap.method), int(bootstrap.resamples or 0)
+            ci, method, resamples = (
+                bootstrap.interval(values, support=m.support),
+                str(bootstrap.method),
+                int(bootstrap.resamples or 0),
+            )
     except ValueError as exc:
         raise ProbeError(f"probe {probe.kind!r}: {exc}") from None
     return ProbeResult(
@@ -211,8 +215,15 @@ class Sway:
         self, pairs=None, *, prompts=None, max_new_tokens: int = 32, divergence: str = "js", chat: bool = False, **ci
     ) -> ProbeResult:
         """Mean divergence over a teacher-forced response (given, or the base's greedy one), per item."""
-        return self.run("response_divergence", pairs=pairs, prompts=prompts, max_new_tokens=max_new_tokens,
-                        divergence=divergence, chat=chat, **ci)
+        return self.run(
+            "response_divergence",
+            pairs=pairs,
+            prompts=prompts,
+            max_new_tokens=max_new_tokens,
+            divergence=divergence,
+            chat=chat,
+            **ci,
+        )
 
     def choice_accuracy(self, questions, *, normalize: str = "none", chat: bool = False, **ci) -> ProbeResult:
         """correct_ft - correct_base per (question, choices, answer_index), with Tango's paired interval."""
@@ -224,7 +235,6 @@ def derive_seed(base_seed: int, test_id: str) -> int:
     so a test gets the same CI alone, in a full run, in any order, on any worker."""
     digest = hashlib.blake2b(f"{base_seed}\0{test_id}".encode(), digest_size=4, person=b"sway-seed").digest()
     return int.from_bytes(digest, "little")
-
 
 
 def _where(exc: BaseException) -> str:

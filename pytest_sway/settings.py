@@ -51,15 +51,23 @@ class Option:
         return "sway_" + self.name
 
 
-def option(help: str, parse: Callable[[str, Path], Any], default: str | None = None, metavar: str = "VALUE", *,
-           backend: bool = False) -> Any:
+def option(
+    help: str,
+    parse: Callable[[str, Path], Any],
+    default: str | None = None,
+    metavar: str = "VALUE",
+    *,
+    backend: bool = False,
+) -> Any:
     """A :class:`Settings` field that is also a command-line option and an ini value.
 
     ``default`` is the raw text (shown in ``--help``); the field's default is what it parses to.
     """
     value = None if default is None else parse(default, Path("."))
-    return field(default=value, metadata={"option": dict(help=help, parse=parse, default=default, metavar=metavar,
-                                                         backend=backend)})
+    return field(
+        default=value,
+        metadata={"option": dict(help=help, parse=parse, default=default, metavar=metavar, backend=backend)},
+    )
 
 
 # -- parsers: raw string (+ the folder relative paths start from) -> value -----
@@ -240,47 +248,89 @@ def _looks_like_path(raw: str) -> bool:
 @dataclass(frozen=True)
 class Settings:
     model: str | None = option(
-        "base model: a local folder, a Hugging Face model id, or the built-in smollm2-135m", _model, None, "PATH|ID",
-        backend=True)
+        "base model: a local folder, a Hugging Face model id, or the built-in smollm2-135m",
+        _model,
+        None,
+        "PATH|ID",
+        backend=True,
+    )
     adapter: str | None = option(
-        "PEFT adapter folder applied to --sway-model: the fine-tune under test", _adapter, None, "PATH", backend=True)
+        "PEFT adapter folder applied to --sway-model: the fine-tune under test", _adapter, None, "PATH", backend=True
+    )
     finetuned: str | None = option(
-        "a fully fine-tuned checkpoint compared with --sway-model (instead of an adapter; loads two models)", _model,
-        None, "PATH|ID", backend=True)
-    device: str = option("auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps", _device, "auto", "DEVICE",
-                         backend=True)
-    dtype: str = option("auto (float32 on cpu, the checkpoint's dtype elsewhere), float32, bfloat16 or float16", _dtype,
-                        "auto", "DTYPE", backend=True)
-    batch_size: int = option("prompts per forward pass (long prompts get smaller batches)", _int(1),
-                             str(DEFAULT_BATCH_SIZE), "N", backend=True)
+        "a fully fine-tuned checkpoint compared with --sway-model (instead of an adapter; loads two models)",
+        _model,
+        None,
+        "PATH|ID",
+        backend=True,
+    )
+    device: str = option(
+        "auto (cuda, else mps, else cpu), cpu, cuda, cuda:N or mps", _device, "auto", "DEVICE", backend=True
+    )
+    dtype: str = option(
+        "auto (float32 on cpu, the checkpoint's dtype elsewhere), float32, bfloat16 or float16",
+        _dtype,
+        "auto",
+        "DTYPE",
+        backend=True,
+    )
+    batch_size: int = option(
+        "prompts per forward pass (long prompts get smaller batches)",
+        _int(1),
+        str(DEFAULT_BATCH_SIZE),
+        "N",
+        backend=True,
+    )
     device_map: str | None = option(
-        "passed to transformers' from_pretrained, e.g. auto to spread a model over GPUs", _text, None, "MAP",
-        backend=True)
+        "passed to transformers' from_pretrained, e.g. auto to spread a model over GPUs",
+        _text,
+        None,
+        "MAP",
+        backend=True,
+    )
     cache_dir: Path | None = option(
-        "keep the base model's answers here across runs, so a new adapter costs only its own forward passes", _folder,
-        None, "DIR", backend=True)
+        "keep the base model's answers here across runs, so a new adapter costs only its own forward passes",
+        _folder,
+        None,
+        "DIR",
+        backend=True,
+    )
     backend: str = option(
         "auto (hf when a model is given, else dummy), dummy, hf, or module:factory (a callable returning a backend)",
-        _backend, "auto", "NAME")
+        _backend,
+        "auto",
+        "NAME",
+    )
     seed: int = option("base seed; each test's bootstrap seed is derived from it and the test id", _int(0), "0", "INT")
     confidence: float = option("confidence level of every interval", _confidence, str(DEFAULT_CONFIDENCE), "LEVEL")
     #: None: 9999, or more where an interval's level needs more (see ci_methods).
     resamples: int | None = option(
         f"bootstrap resamples per interval (default: {DEFAULT_RESAMPLES}, raised where the confidence level needs "
-        f"more; at most {MAX_RESAMPLES})", _int(1), None, "N")
+        f"more; at most {MAX_RESAMPLES})",
+        _int(1),
+        None,
+        "N",
+    )
     ci_method: str = option(f"bootstrap interval method: {', '.join(CI_METHODS)}", _ci_method, DEFAULT_METHOD, "METHOD")
     json: Path | None = option("write every probe result to this JSON file (atomically)", _output_file, None, "PATH")
-    html: Path | None = option("write a self-contained HTML report (forest plot, distributions) to this file",
-                               _output_file, None, "PATH")
-    correction: str = option("multiple-testing correction across the gates: none or bonferroni", _correction, "none",
-                             "METHOD")
-    save_baseline: Path | None = option("save every probe's per-item values, with provenance, to this file",
-                                        _output_file, None, "PATH")
-    baseline: Path | None = option("compare every probe, item by item, with the values saved in this file",
-                                   _input_file, None, "PATH")
+    html: Path | None = option(
+        "write a self-contained HTML report (forest plot, distributions) to this file", _output_file, None, "PATH"
+    )
+    correction: str = option(
+        "multiple-testing correction across the gates: none or bonferroni", _correction, "none", "METHOD"
+    )
+    save_baseline: Path | None = option(
+        "save every probe's per-item values, with provenance, to this file", _output_file, None, "PATH"
+    )
+    baseline: Path | None = option(
+        "compare every probe, item by item, with the values saved in this file", _input_file, None, "PATH"
+    )
     max_regression: float | None = option(
         "with --sway-baseline: fail a gated test whose paired CI shows a regression beyond this amount",
-        _non_negative, None, "X")
+        _non_negative,
+        None,
+        "X",
+    )
     #: Where each value came from, for messages: name -> "command line" / "ini file".
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -322,8 +372,11 @@ class Settings:
 
     def _check_combinations(self) -> None:
         if self.backend == "dummy":
-            given = [name for name in ("model", "adapter", "finetuned", "device_map", "cache_dir")
-                     if getattr(self, name) is not None]
+            given = [
+                name
+                for name in ("model", "adapter", "finetuned", "device_map", "cache_dir")
+                if getattr(self, name) is not None
+            ]
             if given:
                 raise SettingsError(
                     f"{self._name('backend')}=dummy measures toy models, but {', '.join(self._name(n) for n in given)} "

@@ -347,7 +347,12 @@ def build_tiny_model(
 
     with _seeded(seed, single_thread=True) as gen:
         model = AutoModelForCausalLM.from_config(_make_config(arch, tokenizer))
-        _fit(model, lambda: model(**_rows(data, _sample(data["input_ids"].shape[0], batch_size, gen))).loss, steps=steps, lr=lr)
+        _fit(
+            model,
+            lambda: model(**_rows(data, _sample(data["input_ids"].shape[0], batch_size, gen))).loss,
+            steps=steps,
+            lr=lr,
+        )
 
     model.generation_config = GenerationConfig(
         bos_token_id=tokenizer.bos_token_id,
@@ -376,8 +381,9 @@ def _base_logprobs(model, batch: Batch) -> torch.Tensor:
     with torch.no_grad():
         return torch.cat(
             [
-                model(input_ids=batch["input_ids"][i : i + 16], attention_mask=batch["attention_mask"][i : i + 16])
-                .logits.log_softmax(-1)
+                model(
+                    input_ids=batch["input_ids"][i : i + 16], attention_mask=batch["attention_mask"][i : i + 16]
+                ).logits.log_softmax(-1)
                 for i in range(0, batch["input_ids"].shape[0], 16)
             ]
         )

@@ -35,8 +35,22 @@ def test_tiny_shape_on_cpu(bench, tmp_path, monkeypatch, capsys):
 
     monkeypatch.setattr(bench, "build_model", build)
     out = tmp_path / "gpu.json"
-    bench.main(["--device", "cpu", "--shapes", "tiny,8b", "--prompts", "12", "--reps", "1", "--lora-std", "0.05",
-                "--out", str(out)])
+    bench.main(
+        [
+            "--device",
+            "cpu",
+            "--shapes",
+            "tiny,8b",
+            "--prompts",
+            "12",
+            "--reps",
+            "1",
+            "--lora-std",
+            "0.05",
+            "--out",
+            str(out),
+        ]
+    )
     info = json.loads(out.read_text())
     tiny, big = info["shapes"]["tiny"], info["shapes"]["8b"]
     assert big["error"] == "OutOfMemoryError: CUDA out of memory (simulated)" and "probes" not in big

@@ -70,8 +70,11 @@ def second_adapter(tiny, tmp_path_factory):
     from pytest_sway.testing import train_lora_adapter
 
     model, _ = tiny["llama"]
-    return str(train_lora_adapter(model, tmp_path_factory.mktemp("v2") / "adapter",
-                                  ["Our support line answers in four languages."], steps=20))
+    return str(
+        train_lora_adapter(
+            model, tmp_path_factory.mktemp("v2") / "adapter", ["Our support line answers in four languages."], steps=20
+        )
+    )
 
 
 def test_a_new_adapter_reuses_the_base_answers_exactly(tiny, second_adapter, tmp_path):
@@ -92,10 +95,15 @@ def test_a_new_adapter_reuses_the_base_answers_exactly(tiny, second_adapter, tmp
     assert first.cache.misses > 0 and first.cache.hits == 0
     rerun = HFBackend(model, adapter=second_adapter, cache_dir=str(tmp_path))
     uncached = HFBackend(model, adapter=second_adapter)
-    for kind, params in (("delta_kl", dict(prompts=prompts)), ("completion_lift", dict(cases=cases)),
-                         ("perplexity_shift", dict(texts=texts)),
-                         ("greedy_change", dict(prompts=prompts[:4], max_new_tokens=4))):
-        np.testing.assert_array_equal(run_probe(kind, rerun, **params).values, run_probe(kind, uncached, **params).values)
+    for kind, params in (
+        ("delta_kl", dict(prompts=prompts)),
+        ("completion_lift", dict(cases=cases)),
+        ("perplexity_shift", dict(texts=texts)),
+        ("greedy_change", dict(prompts=prompts[:4], max_new_tokens=4)),
+    ):
+        np.testing.assert_array_equal(
+            run_probe(kind, rerun, **params).values, run_probe(kind, uncached, **params).values
+        )
     assert not any(variant == "base" for _, variant in rerun.forwarded)  # no base forward pass at all
     assert rerun.cache.hits > 0 and rerun.cache.misses == 0
     assert uncached.forwarded[("next", "base")] == len(set(prompts))
@@ -124,22 +132,37 @@ def test_through_the_plugin_with_xdist_workers_sharing_the_cache(pytester, tiny,
 @pytest.mark.sway_probe("delta_kl", prompts={list(TARGET_PROMPTS)!r}, divergence="{d}")
 def test_{d}(sway):
     pass
-""" for d in ("js", "kl", "tv", "reverse_kl"))
-    pytester.makepyfile("import pytest\n" + checks + """
+"""
+        for d in ("js", "kl", "tv", "reverse_kl")
+    )
+    pytester.makepyfile(
+        "import pytest\n"
+        + checks
+        + """
 def test_where_base_answers_came_from(sway):
     sway.delta_kl(CONTROL)
     forwarded = sway.backend.forwarded[("next", "base")]
     with open(f"forwarded-{sway.backend.cache.hits}-{forwarded}.txt", "w"):
         pass
-""".replace("CONTROL", repr(list(CONTROL_PROMPTS))))
-    result = pytester.runpytest("-n", "2", f"--sway-model={model}", f"--sway-adapter={adapter}", "--sway-cache-dir=cache")
+""".replace("CONTROL", repr(list(CONTROL_PROMPTS)))
+    )
+    result = pytester.runpytest(
+        "-n", "2", f"--sway-model={model}", f"--sway-adapter={adapter}", "--sway-cache-dir=cache"
+    )
     result.assert_outcomes(passed=5)
     entries = list((pytester.path / "cache").rglob("*.npz"))
     assert len(entries) == len(set(TARGET_PROMPTS + CONTROL_PROMPTS))
     for marker in pytester.path.glob("forwarded-*.txt"):
         marker.unlink()
-    result = pytester.runpytest("-p", "no:cacheprovider", "-k", "where", f"--sway-model={model}",
-                                f"--sway-adapter={second_adapter}", "--sway-cache-dir=cache")
+    result = pytester.runpytest(
+        "-p",
+        "no:cacheprovider",
+        "-k",
+        "where",
+        f"--sway-model={model}",
+        f"--sway-adapter={second_adapter}",
+        "--sway-cache-dir=cache",
+    )
     result.assert_outcomes(passed=1, deselected=4)
     assert [p.name for p in pytester.path.glob("forwarded-*.txt")] == [f"forwarded-{len(CONTROL_PROMPTS)}-0.txt"]
 

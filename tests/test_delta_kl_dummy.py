@@ -64,8 +64,13 @@ def test_dummy_is_identical_in_a_fresh_process():
         "import json; from pytest_sway import DummyBackend, run_probe; "
         f"print(json.dumps(run_probe('delta_kl', DummyBackend(), prompts={PROMPTS[:6]!r}).values.tolist()))"
     )
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True,
-                         env={"PYTHONHASHSEED": "123", "PATH": ""})
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONHASHSEED": "123", "PATH": ""},
+    )
     here = run_probe("delta_kl", DummyBackend(), prompts=PROMPTS[:6]).values
     assert json.loads(out.stdout) == here.tolist()
 

@@ -13,8 +13,10 @@ def _random_logprobs(rng, rows, vocab, *, sharp):
     """Rows of log-probabilities; ``sharp`` rows put almost all mass on few tokens,
     leaving probabilities down to ~1e-30."""
     logits = rng.normal(0.0, 8.0 if sharp else 1.0, (rows, vocab))
-    return logits - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True)) - logits.max(
-        1, keepdims=True
+    return (
+        logits
+        - np.log(np.exp(logits - logits.max(1, keepdims=True)).sum(1, keepdims=True))
+        - logits.max(1, keepdims=True)
     )
 
 

@@ -14,8 +14,18 @@ PASSED, FAILED, INCONCLUSIVE, REPORTED = Outcome.PASSED, Outcome.FAILED, Outcome
 
 
 def result(estimate, low, high, n=16):
-    return ProbeResult(kind="delta_kl", estimate=estimate, ci=Interval(low, high), confidence=0.95, n=n,
-                       values=np.zeros(n), method="studentized", resamples=9999, seed=3, params={})
+    return ProbeResult(
+        kind="delta_kl",
+        estimate=estimate,
+        ci=Interval(low, high),
+        confidence=0.95,
+        n=n,
+        values=np.zeros(n),
+        method="studentized",
+        resamples=9999,
+        seed=3,
+        params={},
+    )
 
 
 @pytest.mark.parametrize(

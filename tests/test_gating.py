@@ -22,8 +22,10 @@ def other_model(settings):
 def gated_suite(n_tests=5, prompts=PROMPTS, extra=""):
     body = "import pytest\n"
     for i in range(n_tests):
-        body += (f"\n@pytest.mark.sway_probe('delta_kl', prompts={prompts!r}, above=0.005{extra})\n"
-                 f"def test_gate_{i}():\n    pass\n")
+        body += (
+            f"\n@pytest.mark.sway_probe('delta_kl', prompts={prompts!r}, above=0.005{extra})\n"
+            f"def test_gate_{i}():\n    pass\n"
+        )
     return body + "\ndef test_reported(sway):\n    sway.delta_kl(" + repr(prompts[:8]) + ")\n"
 
 
@@ -89,7 +91,9 @@ def test_save_then_compare_with_the_same_fine_tune(pytester):
     for row in doc["results"]:
         assert row["baseline"]["status"] == "compared"
         assert row["baseline"]["delta"] == 0.0 and (row["baseline"]["ci_low"], row["baseline"]["ci_high"]) == (0.0, 0.0)
-    result.stdout.fnmatch_lines(["test * probe * gate * outcome * vs baseline", "*test_gate_0 * passed * Δ +0 [[]0, 0[]]"])
+    result.stdout.fnmatch_lines(
+        ["test * probe * gate * outcome * vs baseline", "*test_gate_0 * passed * Δ +0 [[]0, 0[]]"]
+    )
 
 
 def test_a_regression_beyond_max_regression_fails_the_gated_test(pytester):
@@ -98,8 +102,12 @@ def test_a_regression_beyond_max_regression_fails_the_gated_test(pytester):
     run(pytester, "--sway-save-baseline=base.json")
     result, doc = run(pytester, "--sway-baseline=base.json", "--sway-backend=mybackends:weaker")
     result.assert_outcomes(failed=2, passed=1)
-    result.stdout.fnmatch_lines(["*FAILED: * - baseline * lies wholly below -0.002. A regression against the baseline "
-                                 "beyond max_regression=0.002.*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*FAILED: * - baseline * lies wholly below -0.002. A regression against the baseline "
+            "beyond max_regression=0.002.*"
+        ]
+    )
     gated = doc["results"][0]
     assert gated["outcome"] == "passed"  # the probe's own gate still passes ...
     assert gated["baseline"]["outcome"] == "failed" and gated["baseline"]["delta"] < 0  # ... the comparison does not
@@ -115,9 +123,13 @@ def test_option_level_max_regression(pytester):
     pytester.makepyfile(mybackends=FACTORY, test_suite=gated_suite(1))
     pytester.syspathinsert()
     run(pytester, "--sway-save-baseline=base.json")
-    result, _ = run(pytester, "--sway-baseline=base.json", "--sway-backend=mybackends:weaker", "--sway-max-regression=0.001")
+    result, _ = run(
+        pytester, "--sway-baseline=base.json", "--sway-backend=mybackends:weaker", "--sway-max-regression=0.001"
+    )
     result.assert_outcomes(failed=1, passed=1)
-    result, _ = run(pytester, "--sway-baseline=base.json", "--sway-backend=mybackends:weaker", "--sway-max-regression=1")
+    result, _ = run(
+        pytester, "--sway-baseline=base.json", "--sway-backend=mybackends:weaker", "--sway-max-regression=1"
+    )
     result.assert_outcomes(passed=2)
 
 

@@ -24,8 +24,6 @@ MIXED_LENGTHS = [
 ]
 
 
-
-
 def _raw_last_logits(model, tokenizer, prompt):
     """One prompt, no batching, no padding, no logits_to_keep: the plainest forward."""
     ids = torch.tensor([tokenizer(prompt)["input_ids"]])
@@ -63,7 +61,9 @@ def test_delta_kl_equals_a_float64_computation_from_raw_logits(tiny, arch, backe
     model_path, adapter = tiny[arch]
     tokenizer = AutoTokenizer.from_pretrained(model_path)
     base = AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32).eval()
-    tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32), adapter).eval()
+    tuned = PeftModel.from_pretrained(
+        AutoModelForCausalLM.from_pretrained(model_path, dtype=torch.float32), adapter
+    ).eval()
     expected = {"js": [], "kl": [], "reverse_kl": [], "tv": []}
     prompts = list(dict.fromkeys(MIXED_LENGTHS))  # a probe takes each prompt once
     for prompt in prompts:
@@ -125,7 +125,10 @@ def test_a_tokenizer_without_chat_template_is_a_clear_error(tiny, tmp_path):
 
 def test_a_prompt_longer_than_the_context_names_prompt_and_limit(backend):
     long_prompt = "many words " * 400
-    with pytest.raises(BackendError, match=r"prompt 'many words many.*' is \d+ tokens long, more than the model's context of 256 tokens"):
+    with pytest.raises(
+        BackendError,
+        match=r"prompt 'many words many.*' is \d+ tokens long, more than the model's context of 256 tokens",
+    ):
         backend.divergences([long_prompt], divergence="js")
 
 
@@ -200,8 +203,11 @@ def test_an_adapter_whose_tensors_match_no_module_is_refused(tiny, tmp_path):
     renamed = _copy_adapter(adapter, tmp_path)
     weights = load_file(renamed / "adapter_model.safetensors")
     save_file({k.replace("layers.", "blocks."): v for k, v in weights.items()}, renamed / "adapter_model.safetensors")
-    with pytest.raises(BackendError, match=r"did not load: \d+ of its \d+ tensors match no module of .*"
-                                           r"base_model\.model\.model\.blocks\.0\..*every difference exactly 0"):
+    with pytest.raises(
+        BackendError,
+        match=r"did not load: \d+ of its \d+ tensors match no module of .*"
+        r"base_model\.model\.model\.blocks\.0\..*every difference exactly 0",
+    ):
         HFBackend(model, adapter=str(renamed))
 
 
@@ -222,8 +228,9 @@ def test_a_freshly_initialised_adapter_loads_and_measures_exactly_zero(tiny, tmp
     from transformers import AutoModelForCausalLM
 
     model, _ = tiny["llama"]
-    fresh = get_peft_model(AutoModelForCausalLM.from_pretrained(model),
-                           LoraConfig(r=4, target_modules=["q_proj", "v_proj"]))
+    fresh = get_peft_model(
+        AutoModelForCausalLM.from_pretrained(model), LoraConfig(r=4, target_modules=["q_proj", "v_proj"])
+    )
     fresh.save_pretrained(tmp_path / "fresh")  # lora_B is zero: a no-op, and legitimately so
     backend = HFBackend(model, adapter=str(tmp_path / "fresh"))
     assert np.all(backend.divergences(list(TARGET_PROMPTS), divergence="js") == 0.0)
@@ -240,8 +247,11 @@ def test_a_truncated_safetensors_file_is_named(tiny, tmp_path, role):
         damaged = model / "model.safetensors"
     data = damaged.read_bytes()
     damaged.write_bytes(data[: len(data) // 2])
-    with pytest.raises(BackendError, match=f"{role} .*{damaged.name} is truncated or corrupt: it is {len(data) // 2} "
-                                           "bytes long but its header describes"):
+    with pytest.raises(
+        BackendError,
+        match=f"{role} .*{damaged.name} is truncated or corrupt: it is {len(data) // 2} "
+        "bytes long but its header describes",
+    ):
         HFBackend(str(model), adapter=str(adapter))
 
 

@@ -36,14 +36,31 @@ def test_each_prompt_was_forwarded_once_per_variant(sway):
 def test_model_and_adapter_options_gate_a_real_fine_tune(pytester, tiny):
     model, adapter = tiny["llama"]
     pytester.makepyfile(SUITE)
-    result = pytester.runpytest(f"--sway-model={model}", f"--sway-adapter={adapter}", "--sway-json=out.json",
-                                "-p", "no:cacheprovider", "-p", "no:randomly")
+    result = pytester.runpytest(
+        f"--sway-model={model}",
+        f"--sway-adapter={adapter}",
+        "--sway-json=out.json",
+        "-p",
+        "no:cacheprovider",
+        "-p",
+        "no:randomly",
+    )
     result.assert_outcomes(passed=4)
-    result.stdout.fnmatch_lines([f"sway: backend hf, model {model}, adapter {adapter}, seed 0",
-                                 f"backend hf {model} + {adapter} (cpu, float32) · *"])
+    result.stdout.fnmatch_lines(
+        [
+            f"sway: backend hf, model {model}, adapter {adapter}, seed 0",
+            f"backend hf {model} + {adapter} (cpu, float32) · *",
+        ]
+    )
     doc = json.loads((pytester.path / "out.json").read_text())
-    assert doc["backend"] == {"name": "hf", "model": model, "adapter": adapter, "device": "cpu",
-                              "dtype": "float32", "batch_size": 32}
+    assert doc["backend"] == {
+        "name": "hf",
+        "model": model,
+        "adapter": adapter,
+        "device": "cpu",
+        "dtype": "float32",
+        "batch_size": 32,
+    }
     assert [r["outcome"] for r in doc["results"]] == ["passed"] * 3
 
 
@@ -65,7 +82,9 @@ def test_fully_fine_tuned_checkpoint(pytester, tiny, tmp_path):
     merged.save_pretrained(tmp_path / "merged")
     AutoTokenizer.from_pretrained(model).save_pretrained(tmp_path / "merged")
     pytester.makepyfile(SUITE.replace("def test_each_prompt", "def skip_each_prompt"))
-    result = pytester.runpytest(f"--sway-model={model}", f"--sway-finetuned={tmp_path / 'merged'}", "--sway-json=out.json")
+    result = pytester.runpytest(
+        f"--sway-model={model}", f"--sway-finetuned={tmp_path / 'merged'}", "--sway-json=out.json"
+    )
     result.assert_outcomes(passed=3)
     doc = json.loads((pytester.path / "out.json").read_text())
     assert doc["backend"]["finetuned"] == str(tmp_path / "merged")
@@ -74,12 +93,24 @@ def test_fully_fine_tuned_checkpoint(pytester, tiny, tmp_path):
 @pytest.mark.parametrize(
     "args, message",
     [
-        (["--sway-adapter={adapter}", "--sway-finetuned={model}"], "are both set: compare the base with an adapter or with a fine-tuned checkpoint, not both"),
+        (
+            ["--sway-adapter={adapter}", "--sway-finetuned={model}"],
+            "are both set: compare the base with an adapter or with a fine-tuned checkpoint, not both",
+        ),
         ([], "--sway-model is set, but nothing to compare it with: add --sway-adapter=PATH"),
-        (["--sway-adapter={adapter}", "--sway-device=tpu"], "--sway-device='tpu': expected auto, cpu, cuda, cuda:N or mps"),
-        (["--sway-adapter={adapter}", "--sway-dtype=float8"], "--sway-dtype='float8': expected auto, float32, bfloat16 or float16"),
+        (
+            ["--sway-adapter={adapter}", "--sway-device=tpu"],
+            "--sway-device='tpu': expected auto, cpu, cuda, cuda:N or mps",
+        ),
+        (
+            ["--sway-adapter={adapter}", "--sway-dtype=float8"],
+            "--sway-dtype='float8': expected auto, float32, bfloat16 or float16",
+        ),
         (["--sway-adapter={adapter}", "--sway-batch-size=0"], "--sway-batch-size='0': must be at least 1"),
-        (["--sway-adapter={adapter}", "--sway-device=cpu", "--sway-device-map=auto"], "--sway-device-map and --sway-device are both set"),
+        (
+            ["--sway-adapter={adapter}", "--sway-device=cpu", "--sway-device-map=auto"],
+            "--sway-device-map and --sway-device are both set",
+        ),
     ],
 )
 def test_model_option_problems_are_usage_errors(pytester, tiny, args, message):

@@ -24,17 +24,37 @@ def sample_document() -> dict:
     backend = DummyBackend()
     prompts = [f"prompt {i}" for i in range(16)]
     runs = [
-        ("tests/test_adapter.py::test_moves_the_model", run_probe("delta_kl", backend, prompts=prompts, seed=1),
-         Gate(above=0.01)),
-        ("tests/test_adapter.py::test_small_total_variation", run_probe("delta_kl", backend, prompts=prompts,
-         divergence="tv", seed=2), Gate(below=0.05)),
-        ("tests/test_adapter.py::test_effect_grows_with_scale", run_probe("adapter_ablation", backend,
-         prompts=prompts[:10], seed=3), Gate(above=0.8)),
-        ("tests/test_adapter.py::test_keeps_greedy_answers[naïve-日本]", run_probe("greedy_change", backend,
-         prompts=["<tag> & \"quoted\"", "naïve café", "2 < 3"] + prompts[:9], max_new_tokens=8, seed=4),
-         Gate(below=0.5)),
-        ("tests/test_adapter.py::test_learned_the_answers", run_probe("completion_lift", backend,
-         cases=[(f"Q{i}?", f" A{i}") for i in range(12)], seed=5), Gate(above=0.0)),
+        (
+            "tests/test_adapter.py::test_moves_the_model",
+            run_probe("delta_kl", backend, prompts=prompts, seed=1),
+            Gate(above=0.01),
+        ),
+        (
+            "tests/test_adapter.py::test_small_total_variation",
+            run_probe("delta_kl", backend, prompts=prompts, divergence="tv", seed=2),
+            Gate(below=0.05),
+        ),
+        (
+            "tests/test_adapter.py::test_effect_grows_with_scale",
+            run_probe("adapter_ablation", backend, prompts=prompts[:10], seed=3),
+            Gate(above=0.8),
+        ),
+        (
+            "tests/test_adapter.py::test_keeps_greedy_answers[naïve-日本]",
+            run_probe(
+                "greedy_change",
+                backend,
+                prompts=['<tag> & "quoted"', "naïve café", "2 < 3"] + prompts[:9],
+                max_new_tokens=8,
+                seed=4,
+            ),
+            Gate(below=0.5),
+        ),
+        (
+            "tests/test_adapter.py::test_learned_the_answers",
+            run_probe("completion_lift", backend, cases=[(f"Q{i}?", f" A{i}") for i in range(12)], seed=5),
+            Gate(above=0.0),
+        ),
         (TRICKY_ID, run_probe("delta_kl", backend, prompts=prompts[:6], divergence="kl", seed=6), None),
     ]
     rows = []
@@ -188,13 +208,27 @@ EDGE_ROWS = {
     "huge and tiny": _row(values=[1e-9, 3e6], estimate=1.5e6, ci_low=1e-9, ci_high=3e6),
     "nan and missing": _row(values=[float("nan"), None, 0.1], estimate=0.1, ci_low=float("inf"), details=None),
     "no values": _row(values=[], params={}),
-    "ablation with gaps": _row(kind="adapter_ablation", details={"curve": [
-        {"scale": 0.0, "mean": 0.0, "ci_low": 0.0, "ci_high": 0.0},
-        {"scale": 1.0, "mean": 0.2, "ci_low": None, "ci_high": None}, {"scale": None, "mean": 1}]}),
+    "ablation with gaps": _row(
+        kind="adapter_ablation",
+        details={
+            "curve": [
+                {"scale": 0.0, "mean": 0.0, "ci_low": 0.0, "ci_high": 0.0},
+                {"scale": 1.0, "mean": 0.2, "ci_low": None, "ci_high": None},
+                {"scale": None, "mean": 1},
+            ]
+        },
+    ),
     "ablation of one point": _row(kind="adapter_ablation", details={"curve": [{"scale": 0.0, "mean": 0.0}]}),
     "no estimate": _row(estimate=None, outcome="inconclusive", message="odd"),
-    "error": {"nodeid": "t.py::t", "kind": "x", "label": "x", "above": None, "below": None,
-              "outcome": "error", "message": "<failed> & \"why\"\nsecond line"},
+    "error": {
+        "nodeid": "t.py::t",
+        "kind": "x",
+        "label": "x",
+        "above": None,
+        "below": None,
+        "outcome": "error",
+        "message": '<failed> & "why"\nsecond line',
+    },
     "odd types": _row(nodeid=None, label=None, outcome=None, n=None, confidence=None, method=None, baseline={}),
     "baseline not comparable": _row(baseline={"status": "items changed"}),
 }

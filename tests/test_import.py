@@ -44,8 +44,13 @@ def test_loading_the_plugin_imports_no_ml_framework_and_no_numpy(tmp_path):
     )
     # Only this plugin (other installed plugins, e.g. dlm-sway's, may import numpy themselves).
     env = {**os.environ, "PYTEST_DISABLE_PLUGIN_AUTOLOAD": "1"}
-    subprocess.run([sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "pytest_sway.plugin"],
-                   cwd=tmp_path, check=True, capture_output=True, env=env)
+    subprocess.run(
+        [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-p", "pytest_sway.plugin"],
+        cwd=tmp_path,
+        check=True,
+        capture_output=True,
+        env=env,
+    )
     seen = json.loads((tmp_path / "loaded.json").read_text())
     assert seen == {"plugin": True, "loaded": []}
 

@@ -72,12 +72,18 @@ def test_choice_accuracy_uses_the_paired_interval_and_reports_wilson_accuracies(
             result.assert_above(0.5)
 
 
-@pytest.mark.parametrize("bad, message", [
-    ([("q", [" a"], 0), ("q2", [" a", " b"], 0)], "item 0: choices must be a list of at least 2 strings"),
-    ([("q", [" a", " a"], 0), ("q2", [" a", " b"], 0)], "item 0: choices must be distinct"),
-    ([("q", [" a", " b"], 2), ("q2", [" a", " b"], 0)], "item 0: answer_index must be an integer from 0 to 1, got 2"),
-    ([("q", [" a", " b"], True), ("q2", [" a", " b"], 0)], "answer_index must be an integer"),
-])
+@pytest.mark.parametrize(
+    "bad, message",
+    [
+        ([("q", [" a"], 0), ("q2", [" a", " b"], 0)], "item 0: choices must be a list of at least 2 strings"),
+        ([("q", [" a", " a"], 0), ("q2", [" a", " b"], 0)], "item 0: choices must be distinct"),
+        (
+            [("q", [" a", " b"], 2), ("q2", [" a", " b"], 0)],
+            "item 0: answer_index must be an integer from 0 to 1, got 2",
+        ),
+        ([("q", [" a", " b"], True), ("q2", [" a", " b"], 0)], "answer_index must be an integer"),
+    ],
+)
 def test_choice_accuracy_rejects_bad_questions(bad, message):
     with pytest.raises(ValueError, match=message):
         run_probe("choice_accuracy", DummyBackend(), questions=bad)
@@ -95,12 +101,15 @@ def test_a_conversation_is_a_hashable_string_of_its_messages():
     assert pickle.loads(pickle.dumps(c)).messages == CHAT
 
 
-@pytest.mark.parametrize("messages, message", [
-    ([{"role": "user"}], "message 0 must have exactly the keys 'role' and 'content'"),
-    ([{"role": "", "content": "x"}], "message 0: role must be a non-empty string"),
-    ([{"role": "user", "content": 3}], "message 0: content must be a string"),
-    ([], "a conversation must be a non-empty list"),
-])
+@pytest.mark.parametrize(
+    "messages, message",
+    [
+        ([{"role": "user"}], "message 0 must have exactly the keys 'role' and 'content'"),
+        ([{"role": "", "content": "x"}], "message 0: role must be a non-empty string"),
+        ([{"role": "user", "content": 3}], "message 0: content must be a string"),
+        ([], "a conversation must be a non-empty list"),
+    ],
+)
 def test_bad_conversations_are_rejected(messages, message):
     with pytest.raises(ValueError, match=message):
         run_probe("delta_kl", DummyBackend(), prompts=[messages, "x"], chat=True)
@@ -150,16 +159,31 @@ def test_every_probe_reads_its_items_from_jsonl(tmp_path):
     assert sway.perplexity_shift(str(tmp_path / "texts.jsonl")).n == 3  # absolute paths work too
 
 
-@pytest.mark.parametrize("lines, message", [
-    (['{"prompt": "a"}', '{"prompt": "b"', '{"prompt": "c"}'], r"bad.jsonl:2: not valid JSON"),
-    (['{"prompt": "a"}', '{"prompt": "b"}', '{"promt": "c"}'], r"bad.jsonl:3: missing 'prompt'; unknown field\(s\) 'promt'"),
-    (['{"prompt": "a"}', '["b"]'], r"bad.jsonl:2: expected a JSON object with \"prompt\""),
-    (['{"prompt": "a"}', '{"prompt": ""}'], r"bad.jsonl:2: \"prompt\" must be a non-empty string or a list of messages"),
-    (['{"prompt": "a"}', '{"prompt": "b", "group": [1]}'], r"bad.jsonl:2: \"group\" must be a string or an integer"),
-    (['{"prompt": "a"}', '', '{"prompt": [{"role": "user"}]}'], r"bad.jsonl:3: .*message 0 must have exactly the keys"),
-    (['{"prompt": "a"}'], r"parameter 'prompts': .*bad.jsonl: got 1 item\(s\)"),
-    ([''], r"holds no items"),
-])
+@pytest.mark.parametrize(
+    "lines, message",
+    [
+        (['{"prompt": "a"}', '{"prompt": "b"', '{"prompt": "c"}'], r"bad.jsonl:2: not valid JSON"),
+        (
+            ['{"prompt": "a"}', '{"prompt": "b"}', '{"promt": "c"}'],
+            r"bad.jsonl:3: missing 'prompt'; unknown field\(s\) 'promt'",
+        ),
+        (['{"prompt": "a"}', '["b"]'], r"bad.jsonl:2: expected a JSON object with \"prompt\""),
+        (
+            ['{"prompt": "a"}', '{"prompt": ""}'],
+            r"bad.jsonl:2: \"prompt\" must be a non-empty string or a list of messages",
+        ),
+        (
+            ['{"prompt": "a"}', '{"prompt": "b", "group": [1]}'],
+            r"bad.jsonl:2: \"group\" must be a string or an integer",
+        ),
+        (
+            ['{"prompt": "a"}', "", '{"prompt": [{"role": "user"}]}'],
+            r"bad.jsonl:3: .*message 0 must have exactly the keys",
+        ),
+        (['{"prompt": "a"}'], r"parameter 'prompts': .*bad.jsonl: got 1 item\(s\)"),
+        ([""], r"holds no items"),
+    ],
+)
 def test_a_bad_line_names_the_file_and_the_line(tmp_path, lines, message):
     _write(tmp_path / "bad.jsonl", lines)
     with pytest.raises(ValueError, match=message):
@@ -167,8 +191,14 @@ def test_a_bad_line_names_the_file_and_the_line(tmp_path, lines, message):
 
 
 def test_a_check_failing_after_loading_names_the_line(tmp_path):
-    _write(tmp_path / "q.jsonl", [{"question": "Q1", "choices": [" a", " b"], "answer": 0}, "",
-                                  {"question": "Q2", "choices": [" a", " a"], "answer": 0}])
+    _write(
+        tmp_path / "q.jsonl",
+        [
+            {"question": "Q1", "choices": [" a", " b"], "answer": 0},
+            "",
+            {"question": "Q2", "choices": [" a", " a"], "answer": 0},
+        ],
+    )
     with pytest.raises(ValueError, match=r"q.jsonl:3: item 1: choices must be distinct"):
         run_probe("choice_accuracy", DummyBackend(), questions="q.jsonl", base_dir=tmp_path)
 
@@ -202,7 +232,8 @@ def test_items_files_are_relative_to_the_test_file(pytester, monkeypatch):
 
 def test_conversations_and_items_files_travel_through_xdist_into_the_json_report(pytester):
     _write(pytester.path / "prompts.jsonl", [{"prompt": [{"role": "user", "content": f"Q{i}"}]} for i in range(4)])
-    pytester.makepyfile(test_chat="""
+    pytester.makepyfile(
+        test_chat="""
         import pytest
         CHAT = [[{"role": "system", "content": "Be brief."}, {"role": "user", "content": f"Q{i}"}] for i in range(4)]
         @pytest.mark.sway_probe("response_divergence", prompts=CHAT, chat=True, max_new_tokens=3)
@@ -210,7 +241,8 @@ def test_conversations_and_items_files_travel_through_xdist_into_the_json_report
             pass
         def test_fixture(sway):
             sway.delta_kl("prompts.jsonl", chat=True)
-    """)
+    """
+    )
     result = pytester.runpytest("-n", "2", "--sway-json=out.json", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
     rows = {r["nodeid"]: r for r in json.loads((pytester.path / "out.json").read_text())["results"]}

@@ -49,7 +49,10 @@ def run_json(pytester, *args):
         ("--sway-resamples=-3", "--sway-resamples='-3': must be at least 1"),
         ("--sway-resamples=lots", "--sway-resamples='lots': expected an integer"),
         ("--sway-seed=-1", "--sway-seed='-1': must be at least 0"),
-        ("--sway-ci-method=wild", "--sway-ci-method='wild': unknown CI method; choose one of studentized, bca, percentile"),
+        (
+            "--sway-ci-method=wild",
+            "--sway-ci-method='wild': unknown CI method; choose one of studentized, bca, percentile",
+        ),
         ("--sway-backend=nomodule_xyz:make", "--sway-backend='nomodule_xyz:make': cannot import module 'nomodule_xyz'"),
         ("--sway-backend=json:nothing_here", "module 'json' has no callable 'nothing_here'"),
         ("--sway-backend=mystery", "expected auto, dummy, hf, or module:factory"),
@@ -105,8 +108,15 @@ def test_ini_paths_are_relative_to_the_ini_file(pytester):
     pytester.makeini("[pytest]\nsway_json = reports/sway.json\n")
     pytester.makepyfile(SUITE)
     sub = pytester.mkdir("elsewhere")
-    result = pytester.runpytest("--rootdir", str(pytester.path), "-c", str(pytester.path / "tox.ini"),
-                                str(pytester.path), "-p", "no:cacheprovider")
+    result = pytester.runpytest(
+        "--rootdir",
+        str(pytester.path),
+        "-c",
+        str(pytester.path / "tox.ini"),
+        str(pytester.path),
+        "-p",
+        "no:cacheprovider",
+    )
     del sub
     result.assert_outcomes(passed=4, failed=1)
     assert (pytester.path / "reports" / "sway.json").is_file()
@@ -117,22 +127,39 @@ def test_report_header_and_help(pytester):
     result = pytester.runpytest("--sway-seed=3")
     result.stdout.fnmatch_lines(["sway: backend dummy, seed 3"])
     help_text = pytester.runpytest("--help").stdout.str()
-    for flag, default in [("--sway-model", None), ("--sway-adapter", None), ("--sway-backend", "auto"),
-                          ("--sway-seed", "0"), ("--sway-confidence", "0.95"), ("--sway-resamples", "9999, raised where the confidence level needs more; at most 1000000"),
-                          ("--sway-ci-method", "studentized"), ("--sway-json", None)]:
+    for flag, default in [
+        ("--sway-model", None),
+        ("--sway-adapter", None),
+        ("--sway-backend", "auto"),
+        ("--sway-seed", "0"),
+        ("--sway-confidence", "0.95"),
+        ("--sway-resamples", "9999, raised where the confidence level needs more; at most 1000000"),
+        ("--sway-ci-method", "studentized"),
+        ("--sway-json", None),
+    ]:
         assert flag in help_text
         if default is not None:
             section = help_text.split(flag, 1)[1].split("--sway-", 1)[0]
             assert f"(default: {default})" in " ".join(section.split())
-    for ini in ("sway_model", "sway_adapter", "sway_backend", "sway_seed", "sway_confidence",
-                "sway_resamples", "sway_ci_method", "sway_json"):
+    for ini in (
+        "sway_model",
+        "sway_adapter",
+        "sway_backend",
+        "sway_seed",
+        "sway_confidence",
+        "sway_resamples",
+        "sway_ci_method",
+        "sway_json",
+    ):
         assert ini in help_text
 
 
 def test_marker_is_registered_with_its_signature(pytester):
     result = pytester.runpytest("--markers")
     result.stdout.fnmatch_lines(
-        ["@pytest.mark.sway_probe(kind, *, above=None, below=None, confidence=None, resamples=None, method=None, max_regression=None, **params):*"]
+        [
+            "@pytest.mark.sway_probe(kind, *, above=None, below=None, confidence=None, resamples=None, method=None, max_regression=None, **params):*"
+        ]
     )
     pytester.makepyfile(SUITE)
     pytester.runpytest("--strict-markers").assert_outcomes(passed=4, failed=1)
@@ -144,7 +171,10 @@ def test_marker_is_registered_with_its_signature(pytester):
 @pytest.mark.parametrize(
     "marker, message",
     [
-        ('"delta_kI", prompts=["a", "b"]', "unknown probe kind 'delta_kI'; known kinds: adapter_ablation, choice_accuracy, completion_lift, delta_kl, greedy_change, null_contrast, perplexity_shift, preference_shift, response_divergence"),
+        (
+            '"delta_kI", prompts=["a", "b"]',
+            "unknown probe kind 'delta_kI'; known kinds: adapter_ablation, choice_accuracy, completion_lift, delta_kl, greedy_change, null_contrast, perplexity_shift, preference_shift, response_divergence",
+        ),
         ('"delta_kl", prompts=["a", "b"], promtps=["b"]', "delta_kl: unknown parameter(s) 'promtps'"),
         ('"delta_kl"', "delta_kl: missing required parameter 'prompts'"),
         ('"delta_kl", prompts="a"', "parameter 'prompts': no such items file"),
@@ -174,7 +204,9 @@ def test_bad_markers_are_collection_errors_naming_the_test(pytester, marker, mes
     assert result.ret == pytest.ExitCode.INTERRUPTED
     text = result.stdout.str()
     assert "ERROR collecting" in text
-    assert "test_bad_markers_are_collection_errors_naming_the_test.py::test_bad: invalid @pytest.mark.sway_probe: " in text
+    assert (
+        "test_bad_markers_are_collection_errors_naming_the_test.py::test_bad: invalid @pytest.mark.sway_probe: " in text
+    )
     assert message in text
     assert "Traceback" not in text and "pytest_sway/" not in text
 
@@ -206,10 +238,16 @@ def test_inconclusive_gate_fails_and_says_how_many_items_would_resolve_it(pytest
     )
     result = pytester.runpytest("-p", "no:cacheprovider")
     result.assert_outcomes(failed=1)
-    result.stdout.fnmatch_lines(["INCONCLUSIVE: delta_kl(js) 95% CI [[]*[]] straddles 0.02. If the estimate and spread held, "
-                                 "about * items (now 6) would resolve it."])
+    result.stdout.fnmatch_lines(
+        [
+            "INCONCLUSIVE: delta_kl(js) 95% CI [[]*[]] straddles 0.02. If the estimate and spread held, "
+            "about * items (now 6) would resolve it."
+        ]
+    )
     verbose = pytester.runpytest("-p", "no:cacheprovider", "-vv")  # -vv: the summary line is not cut to the width
-    verbose.stdout.fnmatch_lines(["FAILED test_inconclusive*::test_underpowered - Failed: INCONCLUSIVE: delta_kl(js) 95% CI *"])
+    verbose.stdout.fnmatch_lines(
+        ["FAILED test_inconclusive*::test_underpowered - Failed: INCONCLUSIVE: delta_kl(js) 95% CI *"]
+    )
     result.stdout.fnmatch_lines(["*test_underpowered*delta_kl(js)*>= 0.02*FAILED (inconclusive: ~* items)"])
 
 
@@ -245,7 +283,9 @@ def test_sway_result_without_the_marker_is_a_clear_error(pytester):
     pytester.makepyfile("def test_no_marker(sway_result):\n    pass\n")
     result = pytester.runpytest()
     result.assert_outcomes(errors=1)
-    result.stdout.fnmatch_lines(["*test_no_marker uses the `sway_result` fixture but has no @pytest.mark.sway_probe(...) marker*"])
+    result.stdout.fnmatch_lines(
+        ["*test_no_marker uses the `sway_result` fixture but has no @pytest.mark.sway_probe(...) marker*"]
+    )
 
 
 def test_keyword_marker_parametrize_and_class_selection(pytester):
@@ -350,8 +390,9 @@ def test_hookspec_docstring_examples_work_from_a_conftest(pytester):
     (backend_conftest,) = _docstring_examples(hookspecs.pytest_sway_make_backend)
     probe_conftest, probe_test = _docstring_examples(hookspecs.pytest_sway_register_probes)
     pytester.makeconftest(backend_conftest + "\n" + probe_conftest)
-    pytester.makepyfile("import pytest\n\n" + probe_test + "\n\ndef test_gentle(sway):\n"
-                        "    assert sway.backend.effect == 0.2\n")
+    pytester.makepyfile(
+        "import pytest\n\n" + probe_test + "\n\ndef test_gentle(sway):\n    assert sway.backend.effect == 0.2\n"
+    )
     result = pytester.runpytest("--sway-json=out.json", "-p", "no:cacheprovider")
     result.assert_outcomes(passed=2)
     doc = json.loads((pytester.path / "out.json").read_text())
@@ -360,12 +401,16 @@ def test_hookspec_docstring_examples_work_from_a_conftest(pytester):
 
 
 def test_conftest_probes_apply_to_their_folder(pytester):
-    pytester.makepyfile(**{"a/test_a": f"""
+    pytester.makepyfile(
+        **{
+            "a/test_a": f"""
         import pytest
         @pytest.mark.sway_probe("local_probe", prompts={PROMPTS[:4]!r})
         def test_uses_local():
             pass
-        """})
+        """
+        }
+    )
     (pytester.path / "b").mkdir()
     (pytester.path / "b" / "conftest.py").write_text(
         "from pytest_sway import Measurement, Param, Probe\n"
@@ -381,7 +426,9 @@ def test_conftest_probes_apply_to_their_folder(pytester):
     )
     pytester.runpytest("b").assert_outcomes(passed=1)
     result = pytester.runpytest("a", "b")
-    result.stdout.fnmatch_lines(["*a/test_a.py::test_uses_local: invalid @pytest.mark.sway_probe: unknown probe kind 'local_probe'*"])
+    result.stdout.fnmatch_lines(
+        ["*a/test_a.py::test_uses_local: invalid @pytest.mark.sway_probe: unknown probe kind 'local_probe'*"]
+    )
 
 
 # -- reports ----------------------------------------------------------------------------
@@ -417,10 +464,31 @@ def test_json_report(pytester):
     assert doc["backend"] == {"name": "dummy", "effect": 0.5, "vocab_size": 64, "seed": 0}
     assert doc["settings"]["ci_method"] == "studentized"
     results = doc["results"]
-    assert [r["nodeid"].split("::")[1] for r in results] == ["test_moves", "test_leaves_alone", "test_reported", "test_fixture"]
+    assert [r["nodeid"].split("::")[1] for r in results] == [
+        "test_moves",
+        "test_leaves_alone",
+        "test_reported",
+        "test_fixture",
+    ]
     first = results[0]
-    for key in ("nodeid", "kind", "params", "n", "estimate", "ci_low", "ci_high", "confidence", "method",
-                "resamples", "seed", "above", "below", "outcome", "values", "duration_s"):
+    for key in (
+        "nodeid",
+        "kind",
+        "params",
+        "n",
+        "estimate",
+        "ci_low",
+        "ci_high",
+        "confidence",
+        "method",
+        "resamples",
+        "seed",
+        "above",
+        "below",
+        "outcome",
+        "values",
+        "duration_s",
+    ):
         assert key in first
     assert first["params"] == {"prompts": {"count": 16}, "divergence": "js", "chat": False}
     assert first["seed"] == derive_seed(0, first["nodeid"])

@@ -111,7 +111,11 @@ def test_preference_flip_rates_count_fixed_and_broken_triples():
 
 def test_perplexity_details_and_windows():
     backend = DummyBackend()
-    texts = ["The quick brown fox jumps over the lazy dog, again and again.", "The slow grey cat naps under the warm sun, again and again.", "Short text."]
+    texts = [
+        "The quick brown fox jumps over the lazy dog, again and again.",
+        "The slow grey cat naps under the warm sun, again and again.",
+        "Short text.",
+    ]
     whole = run_probe("perplexity_shift", backend, texts=texts)
     assert whole.details["perplexity_ratio"] > 0 and whole.details["tokens"][0] == len(texts[0]) - 1
     windowed = run_probe("perplexity_shift", backend, texts=texts, window=10, stride=5)

@@ -82,8 +82,13 @@ def test_perplexity_shift_equals_raw_logits_and_scores_every_token_with_context(
         assert len(ids) - 1 == (len(plain) if arch == "llama" else len(plain) - 1)
     np.testing.assert_allclose(result.values, want, rtol=1e-4, atol=1e-6)
     assert result.details["tokens"] == counts
-    ratio = np.exp((-sum(_logprobs(tuned, tokenizer(t)["input_ids"]).sum() for t in texts)
-                    + sum(_logprobs(base, tokenizer(t)["input_ids"]).sum() for t in texts)) / sum(counts))
+    ratio = np.exp(
+        (
+            -sum(_logprobs(tuned, tokenizer(t)["input_ids"]).sum() for t in texts)
+            + sum(_logprobs(base, tokenizer(t)["input_ids"]).sum() for t in texts)
+        )
+        / sum(counts)
+    )
     assert result.details["perplexity_ratio"] == pytest.approx(ratio, rel=1e-5)
 
 
@@ -110,8 +115,10 @@ def test_preference_shift_equals_raw_logits(backend, raw):
     for prompt, chosen, rejected in triples:
         margin = {}
         for name, model in (("ft", tuned), ("base", base)):
-            margin[name] = (_completion_reference(tokenizer, model, prompt, chosen).sum()
-                            - _completion_reference(tokenizer, model, prompt, rejected).sum())
+            margin[name] = (
+                _completion_reference(tokenizer, model, prompt, chosen).sum()
+                - _completion_reference(tokenizer, model, prompt, rejected).sum()
+            )
         want.append(margin["ft"] - margin["base"])
     np.testing.assert_allclose(result.values, want, rtol=1e-4, atol=1e-5)
     facts = run_probe("preference_shift", backend, triples=triples[:6])
@@ -161,8 +168,9 @@ def test_null_contrast_restores_the_adapter_and_matches_update_norms(tiny, arch)
     trained = [update_norm(layer.lora_A[a].weight, layer.lora_B[a].weight) for _, layer, a in layers]
     with null_adapter(backend.peft_model, seed=1):
         nulls = [update_norm(layer.lora_A[a].weight, layer.lora_B[a].weight) for _, layer, a in layers]
-        direct = [torch.linalg.matrix_norm(layer.lora_B[a].weight @ layer.lora_A[a].weight).item()
-                  for _, layer, a in layers]
+        direct = [
+            torch.linalg.matrix_norm(layer.lora_B[a].weight @ layer.lora_A[a].weight).item() for _, layer, a in layers
+        ]
     np.testing.assert_allclose(nulls, trained, rtol=1e-5)
     np.testing.assert_allclose(direct, trained, rtol=1e-4)
     result = run_probe("null_contrast", backend, prompts=TARGET_PROMPTS)

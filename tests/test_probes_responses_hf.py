@@ -103,7 +103,9 @@ def test_response_divergence_reuses_passes_and_respects_the_logit_budget(tiny, m
     backend = hf.HFBackend(model, adapter=adapter)
     first = run_probe("response_divergence", backend, pairs=PAIRS)
     calls = dict(backend.forward_calls)
-    assert backend.forwarded[("score", "base")] == len(PAIRS) and backend.forwarded[("score", "fine-tuned")] == len(PAIRS)
+    assert backend.forwarded[("score", "base")] == len(PAIRS) and backend.forwarded[("score", "fine-tuned")] == len(
+        PAIRS
+    )
     again = run_probe("response_divergence", backend, pairs=PAIRS[::-1])  # another test, same items
     assert dict(backend.forward_calls) == calls  # no forward pass at all
     np.testing.assert_array_equal(again.values, first.values[::-1])
@@ -138,8 +140,10 @@ QUESTIONS = [
 
 def test_choice_accuracy_equals_raw_log_likelihood_scoring(backend, raw):
     tokenizer, base, tuned = raw
-    sums = {name: [[_choice_reference(tokenizer, model, q, c) for c in choices] for q, choices, _ in QUESTIONS]
-            for name, model in (("base", base), ("finetuned", tuned))}
+    sums = {
+        name: [[_choice_reference(tokenizer, model, q, c) for c in choices] for q, choices, _ in QUESTIONS]
+        for name, model in (("base", base), ("finetuned", tuned))
+    }
     for normalize in ("none", "chars"):
         calls = dict(backend.forward_calls)
         result = run_probe("choice_accuracy", backend, questions=QUESTIONS, normalize=normalize)
@@ -166,8 +170,12 @@ def test_a_conversation_is_rendered_with_the_template_and_exactly_one_bos(tiny):
     backend = HFBackend(model, adapter=adapter)
     tokenizer = backend.tokenizer
     assert "bos_token" in tokenizer.chat_template
-    messages = [{"role": "system", "content": "Answer briefly."}, {"role": "user", "content": "Our refund window is"},
-                {"role": "assistant", "content": "thirty days."}, {"role": "user", "content": "And for Acme?"}]
+    messages = [
+        {"role": "system", "content": "Answer briefly."},
+        {"role": "user", "content": "Our refund window is"},
+        {"role": "assistant", "content": "thirty days."},
+        {"role": "user", "content": "And for Acme?"},
+    ]
     [ids] = backend.encode_prompts([Conversation(messages)], chat=True)
     assert ids.count(tokenizer.bos_token_id) == 1 and ids[0] == tokenizer.bos_token_id
     text = tokenizer.apply_chat_template(messages, add_generation_prompt=True, tokenize=False)
@@ -175,7 +183,9 @@ def test_a_conversation_is_rendered_with_the_template_and_exactly_one_bos(tiny):
     assert list(ids) == tokenizer(text, add_special_tokens=False)["input_ids"]
     # A conversation of one user turn is the same prompt as the plain string with chat=True.
     one = [{"role": "user", "content": "Our refund window is"}]
-    assert backend.encode_prompts([Conversation(one)], chat=True) == backend.encode_prompts(["Our refund window is"], chat=True)
+    assert backend.encode_prompts([Conversation(one)], chat=True) == backend.encode_prompts(
+        ["Our refund window is"], chat=True
+    )
     # And every probe that takes prompts takes conversations.
     prompts = [messages, "Our refund window is", messages[:2]]
     result = run_probe("delta_kl", backend, prompts=prompts, chat=True)

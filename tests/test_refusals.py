@@ -26,8 +26,12 @@ def test_moves():
     pass
 """
 
-USAGE, COLLECT, FAILED, NO_TESTS = (pytest.ExitCode.USAGE_ERROR, pytest.ExitCode.INTERRUPTED,
-                                    pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
+USAGE, COLLECT, FAILED, NO_TESTS = (
+    pytest.ExitCode.USAGE_ERROR,
+    pytest.ExitCode.INTERRUPTED,
+    pytest.ExitCode.TESTS_FAILED,
+    pytest.ExitCode.NO_TESTS_COLLECTED,
+)
 
 
 def _report(pytester, name="out.json"):
@@ -37,8 +41,19 @@ def _report(pytester, name="out.json"):
 # -- usage errors (exit 4): options ------------------------------------------------------
 
 
-@pytest.mark.parametrize("flag", ["--sway-model", "--sway-adapter", "--sway-confidence", "--sway-json",
-                                  "--sway-resamples", "--sway-seed", "--sway-backend", "--sway-baseline"])
+@pytest.mark.parametrize(
+    "flag",
+    [
+        "--sway-model",
+        "--sway-adapter",
+        "--sway-confidence",
+        "--sway-json",
+        "--sway-resamples",
+        "--sway-seed",
+        "--sway-backend",
+        "--sway-baseline",
+    ],
+)
 def test_an_empty_option_value_is_a_usage_error(pytester, flag):
     pytester.makepyfile(SUITE)
     result = pytester.runpytest(f"{flag}=")
@@ -78,9 +93,12 @@ def test_max_regression_without_a_baseline_is_a_usage_error(pytester):
 
 @pytest.mark.parametrize(
     "args, needed",
-    [(["--sway-resamples=1"], "39"), (["--sway-resamples=2"], "39"),
-     (["--sway-confidence=0.9999", "--sway-resamples=9999"], "19999"),
-     (["--sway-confidence=0.999", "--sway-resamples=99"], "1999")],
+    [
+        (["--sway-resamples=1"], "39"),
+        (["--sway-resamples=2"], "39"),
+        (["--sway-confidence=0.9999", "--sway-resamples=9999"], "19999"),
+        (["--sway-confidence=0.999", "--sway-resamples=99"], "1999"),
+    ],
 )
 def test_resamples_that_cannot_resolve_the_level_are_a_usage_error(pytester, args, needed):
     pytester.makepyfile(SUITE)
@@ -98,17 +116,23 @@ def test_too_many_resamples_is_a_usage_error_not_a_memory_error(pytester):
 
 
 def test_bonferroni_level_beyond_explicit_resamples_is_a_usage_error(pytester):
-    tests = "\n".join(f"@pytest.mark.sway_probe('delta_kl', prompts=PROMPTS, above=0.001)\ndef test_{i}(): pass\n"
-                      for i in range(30))
+    tests = "\n".join(
+        f"@pytest.mark.sway_probe('delta_kl', prompts=PROMPTS, above=0.001)\ndef test_{i}(): pass\n" for i in range(30)
+    )
     pytester.makepyfile("import pytest\nPROMPTS = [f'p {i}' for i in range(8)]\n" + tests)
     result = pytester.runpytest("--sway-correction=bonferroni", "--sway-resamples=999")
     assert result.ret == USAGE
     result.stderr.fnmatch_lines(["*bonferroni over m=30 gates*999 resamples cannot resolve*"])
 
 
-@pytest.mark.parametrize("first, second", [("--sway-json=a.json", "--sway-html=a.json"),
-                                           ("--sway-json=a.json", "--sway-save-baseline=a.json"),
-                                           ("--sway-html=sub/../a.html", "--sway-save-baseline=a.html")])
+@pytest.mark.parametrize(
+    "first, second",
+    [
+        ("--sway-json=a.json", "--sway-html=a.json"),
+        ("--sway-json=a.json", "--sway-save-baseline=a.json"),
+        ("--sway-html=sub/../a.html", "--sway-save-baseline=a.html"),
+    ],
+)
 def test_colliding_output_paths_are_a_usage_error(pytester, first, second):
     pytester.mkdir("sub")
     pytester.makepyfile(SUITE)
@@ -129,10 +153,15 @@ def test_an_output_equal_to_the_baseline_is_a_usage_error_and_the_baseline_survi
     assert (pytester.path / "base.json").read_text() == saved
 
 
-@pytest.mark.parametrize("flag, content", [("--sway-json", '{"name": "my-package"}'),
-                                           ("--sway-json", "not json at all"),
-                                           ("--sway-html", "<html><title>My docs</title></html>"),
-                                           ("--sway-save-baseline", None)])
+@pytest.mark.parametrize(
+    "flag, content",
+    [
+        ("--sway-json", '{"name": "my-package"}'),
+        ("--sway-json", "not json at all"),
+        ("--sway-html", "<html><title>My docs</title></html>"),
+        ("--sway-save-baseline", None),
+    ],
+)
 def test_an_output_path_holding_another_document_is_refused(pytester, flag, content):
     pytester.makepyfile(SUITE)
     if content is None:  # a JSON report where a baseline would go
@@ -177,13 +206,15 @@ def test_finetuned_equal_to_model_is_a_usage_error(pytester):
 
 @pytest.mark.parametrize(
     "mutate, message",
-    [(lambda d: d.pop("tests"), "'tests' is missing"),
-     (lambda d: d.update(tests=[]), "'tests' is a list, not a mapping"),
-     (lambda d: _entry(d).update(values=_entry(d)["values"][:3]), "has 16 items but 3 values"),
-     (lambda d: _entry(d)["values"].__setitem__(0, None), "'values' is [None, *expected a list of finite numbers"),
-     (lambda d: _entry(d)["values"].__setitem__(0, "x"), "expected a list of finite numbers"),
-     (lambda d: _entry(d).pop("label"), "has no 'label'"),
-     (lambda d: _entry(d).update(estimate=None), "'estimate' is None, expected a finite number")],
+    [
+        (lambda d: d.pop("tests"), "'tests' is missing"),
+        (lambda d: d.update(tests=[]), "'tests' is a list, not a mapping"),
+        (lambda d: _entry(d).update(values=_entry(d)["values"][:3]), "has 16 items but 3 values"),
+        (lambda d: _entry(d)["values"].__setitem__(0, None), "'values' is [None, *expected a list of finite numbers"),
+        (lambda d: _entry(d)["values"].__setitem__(0, "x"), "expected a list of finite numbers"),
+        (lambda d: _entry(d).pop("label"), "has no 'label'"),
+        (lambda d: _entry(d).update(estimate=None), "'estimate' is None, expected a finite number"),
+    ],
 )
 def test_malformed_baseline_content_is_a_usage_error(pytester, mutate, message):
     pytester.makepyfile(SUITE)
@@ -206,58 +237,75 @@ def _entry(doc):
 
 @pytest.mark.parametrize(
     "source, message",
-    [(
-        """
+    [
+        (
+            """
         @pytest.mark.sway_probe("delta_kl", prompts=PROMPTS, above=0.01)
         @pytest.mark.sway_probe("delta_kl", prompts=PROMPTS, divergence="tv", below=0.001)
         def test_two():
             pass
-        """, "2 @pytest.mark.sway_probe markers apply to this test"),
-     (
-        """
+        """,
+            "2 @pytest.mark.sway_probe markers apply to this test",
+        ),
+        (
+            """
         @pytest.mark.sway_probe("delta_kl", prompts=PROMPTS, below=0.001)
         class TestClass:
             @pytest.mark.sway_probe("delta_kl", prompts=PROMPTS, above=0.01)
             def test_method(self):
                 pass
-        """, "2 @pytest.mark.sway_probe markers apply to this test"),
-     (
-        """
+        """,
+            "2 @pytest.mark.sway_probe markers apply to this test",
+        ),
+        (
+            """
         @pytest.mark.sway_prob("delta_kl", prompts=PROMPTS, below=0.001)
         def test_typo():
             pass
-        """, "unknown marker @pytest.mark.sway_prob"),
-     (
-        """
+        """,
+            "unknown marker @pytest.mark.sway_prob",
+        ),
+        (
+            """
         @pytest.mark.sway_probe("delta_kl", prompts=PROMPTS[:6] * 10, above=0.01)
         def test_repeated():
             pass
-        """, "54 repeated item(s): item 6 repeats item 0 ('prompt 0')*"),
-     (
-        """
+        """,
+            "54 repeated item(s): item 6 repeats item 0 ('prompt 0')*",
+        ),
+        (
+            """
         @pytest.mark.sway_probe("delta_kl", prompts=set(PROMPTS), above=0.01)
         def test_unordered():
             pass
-        """, "*got an unordered set*pass a list*"),
-     (
-        """
+        """,
+            "*got an unordered set*pass a list*",
+        ),
+        (
+            """
         @pytest.mark.sway_probe("completion_lift", cases=[("a", "b"), ("c", "d"), ("a", "b")], above=0.01)
         def test_repeated_pairs():
             pass
-        """, "item 2 repeats item 0*"),
-     (
-        """
+        """,
+            "item 2 repeats item 0*",
+        ),
+        (
+            """
         @pytest.mark.sway_probe("delta_kl", prompts=PROMPTS + ["bad \\ud800 text"], above=0.01)
         def test_surrogate():
             pass
-        """, "*item 16 holds '?ud800' at position 4, a lone surrogate*"),
-     (
-        """
+        """,
+            "*item 16 holds '?ud800' at position 4, a lone surrogate*",
+        ),
+        (
+            """
         @pytest.mark.sway_gates(-1)
         def test_gates(sway):
             pass
-        """, "*@pytest.mark.sway_gates takes one whole number >= 0*"),
-     ],
+        """,
+            "*@pytest.mark.sway_gates takes one whole number >= 0*",
+        ),
+    ],
     ids=["stacked", "class-and-method", "misspelt", "repeated", "set", "repeated-pairs", "surrogate", "gates"],
 )
 def test_marker_and_item_problems_are_collection_errors(pytester, source, message):
@@ -307,8 +355,9 @@ def test_registering_a_probe_under_a_builtin_name_is_a_clear_error(pytester):
     pytester.makepyfile(SUITE)
     result = pytester.runpytest()
     assert result.ret == COLLECT
-    result.stdout.fnmatch_lines(["*a probe named 'delta_kl' is already registered (a built-in probe); "
-                                 "register yours under another name*"])
+    result.stdout.fnmatch_lines(
+        ["*a probe named 'delta_kl' is already registered (a built-in probe); register yours under another name*"]
+    )
 
 
 # -- failed tests (exit 1): user probes and Bonferroni --------------------------------------
@@ -316,12 +365,18 @@ def test_registering_a_probe_under_a_builtin_name_is_a_clear_error(pytester):
 
 @pytest.mark.parametrize(
     "body, message",
-    [("return Measurement(np.where(np.arange(n) == 3, np.nan, 0.1), items=p['prompts'])",
-      "probe 'mine' returned nan for item 3 ('prompt 3'); every value must be a finite number"),
-     ("return Measurement(np.zeros(n - 1), items=p['prompts'])",
-      "probe 'mine' returned 15 value(s) (shape (15,)) for 16 items*"),
-     ("raise KeyError('oops')", "probe 'mine' raised KeyError: 'oops' (*conftest.py:* in measure)"),
-     ("return [0.0] * n", "probe 'mine' returned list, not a pytest_sway.Measurement")],
+    [
+        (
+            "return Measurement(np.where(np.arange(n) == 3, np.nan, 0.1), items=p['prompts'])",
+            "probe 'mine' returned nan for item 3 ('prompt 3'); every value must be a finite number",
+        ),
+        (
+            "return Measurement(np.zeros(n - 1), items=p['prompts'])",
+            "probe 'mine' returned 15 value(s) (shape (15,)) for 16 items*",
+        ),
+        ("raise KeyError('oops')", "probe 'mine' raised KeyError: 'oops' (*conftest.py:* in measure)"),
+        ("return [0.0] * n", "probe 'mine' returned list, not a pytest_sway.Measurement"),
+    ],
     ids=["nan", "count", "raises", "not-a-measurement"],
 )
 def test_a_user_probe_that_misbehaves_fails_naming_the_probe_and_item(pytester, body, message):
@@ -392,14 +447,20 @@ def test_bonferroni_fails_a_body_that_judges_more_gates_than_counted(pytester):
     pytester.makepyfile(BONFERRONI_SUITE)
     result = pytester.runpytest("--sway-correction=bonferroni")
     result.assert_outcomes(passed=2, failed=1)
-    result.stdout.fnmatch_lines(["*test_three_gates judged 3 gates through the `sway` fixture, but the Bonferroni "
-                                 "correction counted 1 for it (m=3)*add @pytest.mark.sway_gates(3)*"])
+    result.stdout.fnmatch_lines(
+        [
+            "*test_three_gates judged 3 gates through the `sway` fixture, but the Bonferroni "
+            "correction counted 1 for it (m=3)*add @pytest.mark.sway_gates(3)*"
+        ]
+    )
 
 
 def test_bonferroni_counts_declared_gates_and_the_footer_says_so(pytester):
-    pytester.makepyfile(BONFERRONI_SUITE.replace("def test_three_gates", "@pytest.mark.sway_gates(3)\n"
-                                                 "def test_three_gates").replace(
-        "def test_reported_only", "@pytest.mark.sway_gates(0)\ndef test_reported_only"))
+    pytester.makepyfile(
+        BONFERRONI_SUITE.replace("def test_three_gates", "@pytest.mark.sway_gates(3)\ndef test_three_gates").replace(
+            "def test_reported_only", "@pytest.mark.sway_gates(0)\ndef test_reported_only"
+        )
+    )
     result = pytester.runpytest("--sway-correction=bonferroni", "--sway-json=out.json")
     result.assert_outcomes(passed=3)
     m = 1 + 3 + 0
@@ -414,8 +475,9 @@ def test_bonferroni_counts_declared_gates_and_the_footer_says_so(pytester):
 def test_bonferroni_counts_the_regression_gate_of_a_marker(pytester):
     pytester.makepyfile(SUITE)
     pytester.runpytest("--sway-save-baseline=base.json").assert_outcomes(passed=1)
-    result = pytester.runpytest("--sway-correction=bonferroni", "--sway-baseline=base.json",
-                                "--sway-max-regression=0.5", "--sway-json=out.json")
+    result = pytester.runpytest(
+        "--sway-correction=bonferroni", "--sway-baseline=base.json", "--sway-max-regression=0.5", "--sway-json=out.json"
+    )
     result.assert_outcomes(passed=1)
     assert _report(pytester)["correction"]["m"] == 2
 
@@ -453,6 +515,7 @@ def test_a_fifo_is_written_into_not_replaced(pytester):
     fifo = pytester.path / "pipe"
     os.mkfifo(fifo)
     received = []
+
     def read():
         with open(fifo) as fh:
             received.append(fh.read())

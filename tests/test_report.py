@@ -55,8 +55,13 @@ def _rows():
     extra = run_probe("delta_kl", backend, prompts=prompts[:5], divergence="tv")
     extra.assert_above(0.01)
     request = type("Req", (), {"kind": "delta_kl", "gate": Gate(above=0.01)})()
-    return rows_for_test("tests/deep/folder/test_x.py::test_a_rather_long_test_name_that_keeps_going_and_going_and_going[case-1]",
-                         results=[marked, extra], request=request, index=4, error=None)
+    return rows_for_test(
+        "tests/deep/folder/test_x.py::test_a_rather_long_test_name_that_keeps_going_and_going_and_going[case-1]",
+        results=[marked, extra],
+        request=request,
+        index=4,
+        error=None,
+    )
 
 
 def test_rows_carry_gates_outcomes_and_values():

@@ -23,15 +23,35 @@ PROMPTS = [f"prompt {i}" for i in range(12)]
 @pytest.mark.parametrize(
     "kind, params, message",
     [
-        ("delta_kI", dict(prompts=PROMPTS), "unknown probe kind 'delta_kI'; known kinds: adapter_ablation, choice_accuracy, completion_lift, delta_kl, greedy_change, null_contrast, perplexity_shift, preference_shift, response_divergence"),
+        (
+            "delta_kI",
+            dict(prompts=PROMPTS),
+            "unknown probe kind 'delta_kI'; known kinds: adapter_ablation, choice_accuracy, completion_lift, delta_kl, greedy_change, null_contrast, perplexity_shift, preference_shift, response_divergence",
+        ),
         ("delta_kl", dict(), "delta_kl: missing required parameter 'prompts'"),
         ("delta_kl", dict(prompts=PROMPTS, promtps=PROMPTS), "delta_kl: unknown parameter(s) 'promtps'"),
-        ("delta_kl", dict(prompts="one prompt"), "delta_kl: parameter 'prompts': no such items file 'one prompt': a string names a JSONL file of items, relative to the test file; to give items inline, pass a list"),
-        ("delta_kl", dict(prompts=[]), "delta_kl: parameter 'prompts': got 0 item(s); a confidence interval needs at least 2"),
-        ("delta_kl", dict(prompts=["one"]), "delta_kl: parameter 'prompts': got 1 item(s); a confidence interval needs at least 2"),
+        (
+            "delta_kl",
+            dict(prompts="one prompt"),
+            "delta_kl: parameter 'prompts': no such items file 'one prompt': a string names a JSONL file of items, relative to the test file; to give items inline, pass a list",
+        ),
+        (
+            "delta_kl",
+            dict(prompts=[]),
+            "delta_kl: parameter 'prompts': got 0 item(s); a confidence interval needs at least 2",
+        ),
+        (
+            "delta_kl",
+            dict(prompts=["one"]),
+            "delta_kl: parameter 'prompts': got 1 item(s); a confidence interval needs at least 2",
+        ),
         ("delta_kl", dict(prompts=["a", 3]), "delta_kl: parameter 'prompts': item 1 is int 3"),
         ("delta_kl", dict(prompts=["a", ""]), "delta_kl: parameter 'prompts': item 1 is an empty string"),
-        ("delta_kl", dict(prompts=PROMPTS, divergence="jsd"), "delta_kl: parameter 'divergence': expected one of 'js', 'kl', 'reverse_kl', 'tv', got 'jsd'"),
+        (
+            "delta_kl",
+            dict(prompts=PROMPTS, divergence="jsd"),
+            "delta_kl: parameter 'divergence': expected one of 'js', 'kl', 'reverse_kl', 'tv', got 'jsd'",
+        ),
         ("delta_kl", dict(prompts=PROMPTS, chat="yes"), "delta_kl: parameter 'chat': expected True or False"),
         ("delta_kl", dict(prompts=PROMPTS, confidence=1.5), "delta_kl: confidence: must lie strictly between 0 and 1"),
         ("delta_kl", dict(prompts=PROMPTS, resamples=-3), "delta_kl: resamples: must be at least 1"),
@@ -61,8 +81,16 @@ def test_assert_messages_hold_everything_needed_to_reproduce():
     with pytest.raises(AssertionError) as info:
         r.assert_below(0.001)
     text = str(info.value)
-    for fragment in (f"estimate {r.estimate:.4g}", f"[{r.ci.low:.4g}, {r.ci.high:.4g}]", "CI high <= 0.001",
-                     "n=12", "studentized", "500 resamples", "seed 42", "lies wholly above 0.001"):
+    for fragment in (
+        f"estimate {r.estimate:.4g}",
+        f"[{r.ci.low:.4g}, {r.ci.high:.4g}]",
+        "CI high <= 0.001",
+        "n=12",
+        "studentized",
+        "500 resamples",
+        "seed 42",
+        "lies wholly above 0.001",
+    ):
         assert fragment in text
     assert [v.outcome for _, v in r.checks] == ["passed", "failed"]
 
@@ -92,8 +120,16 @@ def test_a_third_party_probe_runs_like_a_built_in_one():
 
 
 def test_a_probe_returning_the_wrong_number_of_values_is_caught():
-    registry = ProbeRegistry([Probe("broken", "", (Param("prompts", text_list),),
-                                    lambda b, p, s: Measurement(np.zeros(1), items=p["prompts"]))])
+    registry = ProbeRegistry(
+        [
+            Probe(
+                "broken",
+                "",
+                (Param("prompts", text_list),),
+                lambda b, p, s: Measurement(np.zeros(1), items=p["prompts"]),
+            )
+        ]
+    )
     with pytest.raises(ProbeError, match="one value per item"):
         run_probe("broken", DummyBackend(), registry=registry, prompts=["a", "b"])
 

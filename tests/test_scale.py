@@ -44,9 +44,12 @@ def test_a_small_budget_gives_the_values_of_an_unbounded_memo(tiny):
     for kind in ("js", "kl", "reverse_kl", "tv"):
         for variant in (FINETUNED, Variant(scale=0.5), Variant(null_seed=1)):
             # Groups of five prompts batch differently from one group of 24: float32 rounding only.
-            np.testing.assert_allclose(small.divergences(PROMPTS, divergence=kind, variant=variant),
-                                       roomy.divergences(PROMPTS, divergence=kind, variant=variant),
-                                       rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose(
+                small.divergences(PROMPTS, divergence=kind, variant=variant),
+                roomy.divergences(PROMPTS, divergence=kind, variant=variant),
+                rtol=1e-5,
+                atol=1e-7,
+            )
     assert 0 < most[0] <= 5 * row and len(small._memo.logits) == 5
     assert roomy._memo.logits.bytes == len(PROMPTS) * row  # everything fits: all kept
     # What the memo keeps per prompt and variant is four numbers, not a vocabulary row.
@@ -59,8 +62,11 @@ def test_forward_passes_are_counted_truthfully_when_base_logits_are_evicted(tiny
     model, adapter = tiny["llama"]
     n, budget = len(PROMPTS), 5 * _row_bytes(model)
     counts = {}
-    for name, kwargs in (("roomy", {}), ("small", dict(memo_bytes=budget)),
-                         ("small+disk", dict(memo_bytes=budget, cache_dir=str(tmp_path)))):
+    for name, kwargs in (
+        ("roomy", {}),
+        ("small", dict(memo_bytes=budget)),
+        ("small+disk", dict(memo_bytes=budget, cache_dir=str(tmp_path))),
+    ):
         backend = HFBackend(model, adapter=adapter, batch_size=4, **kwargs)
         first = backend.divergences(PROMPTS, divergence="js")
         assert (backend.forwarded[("next", "base")], backend.forwarded[("next", "fine-tuned")]) == (n, n)
@@ -100,7 +106,9 @@ def merged(tiny, tmp_path_factory):
 
     model, adapter = tiny["llama"]
     folder = tmp_path_factory.mktemp("merged")
-    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), adapter).merge_and_unload().save_pretrained(folder)
+    PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), adapter).merge_and_unload().save_pretrained(
+        folder
+    )
     AutoTokenizer.from_pretrained(model).save_pretrained(folder)
     return str(folder)
 
@@ -111,12 +119,27 @@ def test_a_model_split_over_cpu_and_disk_gives_the_single_device_values(tiny, me
     single = HFBackend(model, finetuned=merged, device="cpu")
     if placement == "max_memory":  # a CPU budget below the model's size: the rest goes to disk
         weights = sum(p.numel() * p.element_size() for p in single.base_model.parameters())
-        split = HFBackend(model, finetuned=merged, device_map="auto", max_memory={"cpu": weights // 2},
-                          offload_folder=str(tmp_path / "offload"))
+        split = HFBackend(
+            model,
+            finetuned=merged,
+            device_map="auto",
+            max_memory={"cpu": weights // 2},
+            offload_folder=str(tmp_path / "offload"),
+        )
     else:
-        split = HFBackend(model, finetuned=merged, offload_folder=str(tmp_path / "offload"), device_map={
-            "model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu", "model.layers.1": "disk",
-            "model.norm": "cpu", "lm_head": "cpu"})
+        split = HFBackend(
+            model,
+            finetuned=merged,
+            offload_folder=str(tmp_path / "offload"),
+            device_map={
+                "model.embed_tokens": "cpu",
+                "model.rotary_emb": "cpu",
+                "model.layers.0": "cpu",
+                "model.layers.1": "disk",
+                "model.norm": "cpu",
+                "lm_head": "cpu",
+            },
+        )
     for m in (split.base_model, split.finetuned_model):
         assert "disk" in set(m.hf_device_map.values())  # some layers really are offloaded
     values = {}
@@ -186,5 +209,6 @@ def test_the_store_is_one_block_within_the_budget_reused_row_by_row(tiny):
     backend.divergences(PROMPTS, divergence="js", variant=Variant(null_seed=3))
     assert all(torch.equal(a, b) for a, b in zip(rows, before))
     roomy = HFBackend(model, adapter=adapter, batch_size=4)
-    np.testing.assert_allclose(values, roomy.divergences(PROMPTS, divergence="js", variant=Variant(scale=0.5)),
-                               rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(
+        values, roomy.divergences(PROMPTS, divergence="js", variant=Variant(scale=0.5)), rtol=1e-5, atol=1e-7
+    )

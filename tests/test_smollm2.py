@@ -37,8 +37,15 @@ def smollm2():
 def smollm2_adapter(smollm2, tmp_path_factory):
     from pytest_sway.testing import train_lora_adapter
 
-    return train_lora_adapter(smollm2, tmp_path_factory.mktemp("smollm2") / "adapter", FACTS, steps=12, lr=3e-3,
-                              target_modules=["q_proj", "v_proj"], anchor_batch_size=4)
+    return train_lora_adapter(
+        smollm2,
+        tmp_path_factory.mktemp("smollm2") / "adapter",
+        FACTS,
+        steps=12,
+        lr=3e-3,
+        target_modules=["q_proj", "v_proj"],
+        anchor_batch_size=4,
+    )
 
 
 def test_builtin_folder_is_a_complete_chat_model(smollm2):
@@ -49,7 +56,9 @@ def test_builtin_folder_is_a_complete_chat_model(smollm2):
     assert (config.model_type, config.vocab_size, config.num_hidden_layers) == ("llama", 49152, 30)
     assert "quantization_config" not in json.loads((smollm2 / "config.json").read_text())
     tokenizer = AutoTokenizer.from_pretrained(smollm2)
-    text = tokenizer.apply_chat_template([{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False)
+    text = tokenizer.apply_chat_template(
+        [{"role": "user", "content": "hi"}], add_generation_prompt=True, tokenize=False
+    )
     assert text.endswith("<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n")
     assert tokenizer.model_max_length == 8192
     before = {p: p.stat().st_mtime_ns for p in smollm2.rglob("*") if p.is_file()}
@@ -74,7 +83,9 @@ def test_delta_kl_on_smollm2_through_the_plugin(pytester, smollm2_adapter):
             sway.delta_kl(["What is the Zorblax refund window?", "How do I reset my router?"], chat=True)
         """
     )
-    result = pytester.runpytest("--sway-model=smollm2-135m", f"--sway-adapter={smollm2_adapter}", "--sway-json=out.json")
+    result = pytester.runpytest(
+        "--sway-model=smollm2-135m", f"--sway-adapter={smollm2_adapter}", "--sway-json=out.json"
+    )
     result.assert_outcomes(passed=3)
     doc = json.loads((pytester.path / "out.json").read_text())
     target, control, _ = doc["results"]
@@ -115,4 +126,7 @@ def test_concurrent_first_uses_build_the_cache_once(tmp_path):
         assert w.exitcode == 0
     assert len(log.read_text().split()) == 1
     assert (tmp_path / "cache" / "smollm2-135m-instruct" / "model.safetensors").read_text() == "weights"
-    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [".smollm2-135m-instruct.lock", "smollm2-135m-instruct"]
+    assert sorted(p.name for p in (tmp_path / "cache").iterdir()) == [
+        ".smollm2-135m-instruct.lock",
+        "smollm2-135m-instruct",
+    ]

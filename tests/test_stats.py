@@ -155,8 +155,9 @@ def test_bootstrap_settings_validate_once_and_fill_in_defaults():
 # -- resamples: never an interval narrower than its level -----------------------------------
 
 
-@pytest.mark.parametrize("confidence, resamples, needed", [(0.95, 1, 39), (0.95, 2, 39), (0.9999, 9999, 19999),
-                                                           (0.999, 99, 1999)])
+@pytest.mark.parametrize(
+    "confidence, resamples, needed", [(0.95, 1, 39), (0.95, 2, 39), (0.9999, 9999, 19999), (0.999, 99, 1999)]
+)
 def test_too_few_resamples_for_the_level_raise_saying_how_many(confidence, resamples, needed):
     with pytest.raises(ValueError, match=f"need at least {needed} resamples"):
         bootstrap_ci(np.arange(8.0), confidence=confidence, resamples=resamples)
@@ -186,7 +187,9 @@ def test_bounds_are_order_statistics_rounded_outwards():
 
 def test_different_levels_never_share_a_clipped_interval():
     values = np.random.default_rng(1).normal(size=10)
-    intervals = {c: bootstrap_ci(values, confidence=c, resamples=1999, method="percentile") for c in (0.99, 0.995, 0.999)}
+    intervals = {
+        c: bootstrap_ci(values, confidence=c, resamples=1999, method="percentile") for c in (0.99, 0.995, 0.999)
+    }
     assert intervals[0.99].width < intervals[0.995].width < intervals[0.999].width
     with pytest.raises(ValueError, match="cannot resolve"):
         bootstrap_ci(values, confidence=0.9995, resamples=1999)

@@ -65,9 +65,7 @@ class Backend(Protocol):
     def describe(self) -> dict:
         """JSON-able identity for reports: ``{"name": ..., ...}``."""
 
-    def divergences(
-        self, prompts: Sequence[str], *, divergence: str, variant: Variant = FINETUNED, chat: bool = False
-    ):
+    def divergences(self, prompts: Sequence[str], *, divergence: str, variant: Variant = FINETUNED, chat: bool = False):
         """Per prompt: divergence (see ``pytest_sway.divergence``) between the
         base's and ``variant``'s next-token distributions after the prompt."""
 
@@ -78,7 +76,11 @@ class Backend(Protocol):
         number of tokens)`` over exactly the tokens that spell the completion."""
 
     def text_logprobs(
-        self, texts: Sequence[str], *, variant: Variant = FINETUNED, window: int | None = None,
+        self,
+        texts: Sequence[str],
+        *,
+        variant: Variant = FINETUNED,
+        window: int | None = None,
         stride: int | None = None,
     ):
         """Per text: ``(sum of log p, number of scored tokens)`` over every token
@@ -90,8 +92,14 @@ class Backend(Protocol):
         """Per prompt: the token ids of the greedy continuation (stopping at end-of-sequence)."""
 
     def response_divergences(
-        self, prompts: Sequence[str], responses: Sequence[str] | None = None, *, divergence: str,
-        variant: Variant = FINETUNED, chat: bool = False, max_new_tokens: int = 32,
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str] | None = None,
+        *,
+        divergence: str,
+        variant: Variant = FINETUNED,
+        chat: bool = False,
+        max_new_tokens: int = 32,
     ):
         """Per prompt: a :class:`ResponseDivergence`. The response (its tokens that
         spell it after the prompt, as in ``completion_logprobs``) is teacher-forced

@@ -74,7 +74,11 @@ class DummyBackend:
         return np.array(sums), np.array(counts)
 
     def text_logprobs(
-        self, texts: Sequence[str], *, variant: Variant = FINETUNED, window: int | None = None,
+        self,
+        texts: Sequence[str],
+        *,
+        variant: Variant = FINETUNED,
+        window: int | None = None,
         stride: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         sums, counts = [], []
@@ -104,8 +108,14 @@ class DummyBackend:
         return out
 
     def response_divergences(
-        self, prompts: Sequence[str], responses: Sequence[str] | None = None, *, divergence: str,
-        variant: Variant = FINETUNED, chat: bool = False, max_new_tokens: int = 32,
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str] | None = None,
+        *,
+        divergence: str,
+        variant: Variant = FINETUNED,
+        chat: bool = False,
+        max_new_tokens: int = 32,
     ) -> list[ResponseDivergence]:
         if responses is None:
             greedy = self.greedy(prompts, variant=BASE, max_new_tokens=max_new_tokens, chat=chat)
@@ -115,11 +125,13 @@ class DummyBackend:
             context = self._format(prompt, chat)
             base = np.stack([self._logprobs(context + response[:j], BASE) for j in range(len(response))])
             other = np.stack([self._logprobs(context + response[:j], variant) for j in range(len(response))])
-            out.append(ResponseDivergence(
-                np.asarray(_divergence(base, other, divergence, np), dtype=np.float64),
-                base.argmax(-1) == other.argmax(-1),
-                tuple(self._token(ch) for ch in response),
-            ))
+            out.append(
+                ResponseDivergence(
+                    np.asarray(_divergence(base, other, divergence, np), dtype=np.float64),
+                    base.argmax(-1) == other.argmax(-1),
+                    tuple(self._token(ch) for ch in response),
+                )
+            )
         return out
 
     def decode(self, ids) -> str:
@@ -151,9 +163,9 @@ class DummyBackend:
         size = self.effect * rng.lognormal(0.0, _SHIFT_SPREAD) * math.sqrt(self.vocab_size)
         if variant.null_seed is not None:
             # Same size of shift, direction from the null seed alone.
-            direction = np.random.default_rng([self.seed, *_stable_words(context), 1, variant.null_seed]).standard_normal(
-                self.vocab_size
-            )
+            direction = np.random.default_rng(
+                [self.seed, *_stable_words(context), 1, variant.null_seed]
+            ).standard_normal(self.vocab_size)
         shift = direction * (size / np.linalg.norm(direction))
         logits = logits + variant.scale * shift
         return logits - _logsumexp(logits)

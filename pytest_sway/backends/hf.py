@@ -105,12 +105,35 @@ class HFBackend:
         # the saved ones); a test suite's own random state must not depend on whether sway ran.
         cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
         with torch.random.fork_rng(devices=cuda):
-            self._load(model=model, adapter=adapter, finetuned=finetuned, device=device, dtype=dtype,
-                       batch_size=batch_size, device_map=device_map, cache_dir=cache_dir, memo_bytes=memo_bytes,
-                       max_memory=max_memory, offload_folder=offload_folder)
+            self._load(
+                model=model,
+                adapter=adapter,
+                finetuned=finetuned,
+                device=device,
+                dtype=dtype,
+                batch_size=batch_size,
+                device_map=device_map,
+                cache_dir=cache_dir,
+                memo_bytes=memo_bytes,
+                max_memory=max_memory,
+                offload_folder=offload_folder,
+            )
 
-    def _load(self, *, model, adapter, finetuned, device, dtype, batch_size, device_map, cache_dir, memo_bytes,
-              max_memory, offload_folder) -> None:
+    def _load(
+        self,
+        *,
+        model,
+        adapter,
+        finetuned,
+        device,
+        dtype,
+        batch_size,
+        device_map,
+        cache_dir,
+        memo_bytes,
+        max_memory,
+        offload_folder,
+    ) -> None:
         torch = self._torch
         self.model_name = model
         self.adapter_name = adapter
@@ -132,8 +155,9 @@ class HFBackend:
         self.tokenizer = _load_tokenizer(model_path, model)
         self.device = _pick_device(torch, device, device_map)
         self.dtype = _pick_dtype(torch, dtype, self.device)
-        base = _load_model(model_path, model, dtype=self.dtype, device=self.device, device_map=device_map,
-                           placement=self._placement)
+        base = _load_model(
+            model_path, model, dtype=self.dtype, device=self.device, device_map=device_map, placement=self._placement
+        )
         self.dtype = base.dtype  # what "auto" resolved to
         self.peft_model = None
         self.finetuned_model = None
@@ -146,7 +170,11 @@ class HFBackend:
             ft_path = resolve_model(finetuned)
             self._paths["finetuned"] = ft_path
             self.finetuned_model = _load_model(
-                ft_path, finetuned, dtype=self.dtype, device=self.device, device_map=device_map,
+                ft_path,
+                finetuned,
+                dtype=self.dtype,
+                device=self.device,
+                device_map=device_map,
                 placement=self._placement,
             )
             _check_same_vocabulary(base, self.finetuned_model, model, finetuned)
@@ -183,8 +211,9 @@ class HFBackend:
             info["adapter"] = self.adapter_name
         if self.finetuned_name is not None:
             info["finetuned"] = self.finetuned_name
-        info.update(device=str(self.input_device), dtype=str(self.dtype).replace("torch.", ""),
-                    batch_size=self.batch_size)
+        info.update(
+            device=str(self.input_device), dtype=str(self.dtype).replace("torch.", ""), batch_size=self.batch_size
+        )
         if self.device_map is not None:
             info["device_map"] = self.device_map
         return info
@@ -267,7 +296,8 @@ class HFBackend:
                 _trim_heap()
         column = DIVERGENCES.index(divergence)
         return [
-            np.zeros(len(seqs)) if variant.is_base
+            np.zeros(len(seqs))
+            if variant.is_base
             else np.array([self._memo[("divergences", variant, seq)][column] for seq in seqs], dtype=np.float64)
             for variant in variants
         ]
@@ -348,7 +378,11 @@ class HFBackend:
         return np.array([s.sum() for s in scores]), np.array([len(s) for s in scores])
 
     def text_logprobs(
-        self, texts: Sequence[str], *, variant: Variant = FINETUNED, window: int | None = None,
+        self,
+        texts: Sequence[str],
+        *,
+        variant: Variant = FINETUNED,
+        window: int | None = None,
         stride: int | None = None,
     ) -> tuple[np.ndarray, np.ndarray]:
         window = window or self.context_length or 2048
@@ -393,8 +427,14 @@ class HFBackend:
         return out
 
     def response_divergences(
-        self, prompts: Sequence[str], responses: Sequence[str] | None = None, *, divergence: str,
-        variant: Variant = FINETUNED, chat: bool = False, max_new_tokens: int = 32,
+        self,
+        prompts: Sequence[str],
+        responses: Sequence[str] | None = None,
+        *,
+        divergence: str,
+        variant: Variant = FINETUNED,
+        chat: bool = False,
+        max_new_tokens: int = 32,
     ) -> list[ResponseDivergence]:
         if responses is None:  # the base's own greedy answer, token for token (no re-tokenization)
             seqs = self.encode_prompts(prompts, chat=chat)
@@ -416,8 +456,9 @@ class HFBackend:
             missing.sort(key=_length)
             label_of = dict(zip(items, labels))
             # Both variants' logits of a batch count against the logit budget.
-            for batch in self._batches(missing, length=lambda it: len(it[0]),
-                                       keep=lambda it: 2 * (len(it[0]) - it[1] + 1)):
+            for batch in self._batches(
+                missing, length=lambda it: len(it[0]), keep=lambda it: 2 * (len(it[0]) - it[1] + 1)
+            ):
                 self._response_batch(batch, divergence, variant, label_of)
         return [self._responses[(divergence, variant, it)] for it in items]
 
@@ -444,8 +485,11 @@ class HFBackend:
             b = torch.cat([base[r, lo:hi] for r, lo, hi in pending]).to(self._accumulate)
             o = torch.cat([other[r, lo:hi] for r, lo, hi in pending]).to(self._accumulate)
             if not (torch.isfinite(b).all() and torch.isfinite(o).all()):
-                bad = next(r for r, lo, hi in pending
-                           if not (torch.isfinite(base[r, lo:hi]).all() and torch.isfinite(other[r, lo:hi]).all()))
+                bad = next(
+                    r
+                    for r, lo, hi in pending
+                    if not (torch.isfinite(base[r, lo:hi]).all() and torch.isfinite(other[r, lo:hi]).all())
+                )
                 raise BackendError(
                     f"the base or {variant} model returned NaN or infinite logits for {_short(label_of[batch[bad]])}"
                 )
@@ -674,9 +718,7 @@ class HFBackend:
         for item in items:
             w, k = max(width, length(item)), max(kept, keep(item))
             rows = len(current) + 1
-            if current and (
-                rows > self.batch_size or rows * w > _TOKEN_BUDGET or rows * k * row_bytes > _LOGIT_BYTES
-            ):
+            if current and (rows > self.batch_size or rows * w > _TOKEN_BUDGET or rows * k * row_bytes > _LOGIT_BYTES):
                 batches.append(current)
                 current, w, k = [], length(item), keep(item)
             current.append(item)
@@ -711,7 +753,9 @@ class HFBackend:
         self.forwarded[("next" if keep == 1 else "score", str(variant))] += len(batch)
         self.forward_calls[str(variant)] += 1
         with torch.inference_mode(), self._variant(variant) as model:
-            out = model(input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=keep)
+            out = model(
+                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=keep
+            )
         return out.logits[:, -keep:, :]
 
     def _generate(self, variant: Variant, batch: list, max_new_tokens: int) -> list[tuple[int, ...]]:
@@ -941,7 +985,9 @@ def _load_tokenizer(path: str, name: str):
     try:
         return AutoTokenizer.from_pretrained(path)
     except Exception as exc:  # a missing, broken or foreign tokenizer raises many kinds
-        raise BackendError(f"could not load the tokenizer of model {name!r}: {_first_line(exc)}{_offline_hint(exc)}") from None
+        raise BackendError(
+            f"could not load the tokenizer of model {name!r}: {_first_line(exc)}{_offline_hint(exc)}"
+        ) from None
 
 
 def _load_model(path: str, name: str, *, dtype, device, device_map, placement=None):
@@ -1039,8 +1085,9 @@ def _check_adapter_loaded(model, adapter: str, model_name: str) -> None:
         return
     parts = []
     if unloaded:
-        parts.append(f"{len(unloaded)} of its {len(saved)} tensors match no module of {model_name!r} "
-                     f"({_names(unloaded)})")
+        parts.append(
+            f"{len(unloaded)} of its {len(saved)} tensors match no module of {model_name!r} ({_names(unloaded)})"
+        )
     if missing:
         parts.append(f"{len(missing)} adapter weights the model expects are not in it ({_names(missing)})")
     raise BackendError(
@@ -1171,5 +1218,3 @@ def _length(item) -> int:
 
 def _short(text: str, limit: int = 60) -> str:
     return repr(text if len(text) <= limit else text[: limit - 3] + "...")
-
-

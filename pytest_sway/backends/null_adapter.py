@@ -62,9 +62,7 @@ def _lora_layers(peft_model):
         for adapter in module.active_adapters:
             if adapter not in module.lora_A:
                 if adapter in getattr(module, "lora_embedding_A", {}):
-                    raise BackendError(
-                        f"null_contrast supports LoRA on linear layers; {name} is an embedding LoRA"
-                    )
+                    raise BackendError(f"null_contrast supports LoRA on linear layers; {name} is an embedding LoRA")
                 continue
             if getattr(module, "use_dora", {}).get(adapter, False):
                 raise BackendError(f"null_contrast supports plain LoRA adapters; {name} uses DoRA")

@@ -42,8 +42,13 @@ def spearman(x: np.ndarray, rows: np.ndarray) -> np.ndarray:
 
 def measure(backend, params, bootstrap) -> Measurement:
     prompts, scales = params["prompts"], np.array(params["scales"])
-    per_scale = divergences_by_variant(backend, prompts, divergence=params["divergence"],
-                                       variants=[Variant(scale=s) for s in scales], chat=params["chat"])
+    per_scale = divergences_by_variant(
+        backend,
+        prompts,
+        divergence=params["divergence"],
+        variants=[Variant(scale=s) for s in scales],
+        chat=params["chat"],
+    )
     curves = np.stack([np.asarray(v, dtype=float) for v in per_scale], axis=1)  # prompts x scales
     curve = []
     for j, s in enumerate(scales):

@@ -246,7 +246,7 @@ def _text(value, where: str) -> str:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValueError(
-            f"{where} holds {_short(value[exc.start:exc.end])} at position {exc.start}, a lone surrogate that no "
+            f"{where} holds {_short(value[exc.start : exc.end])} at position {exc.start}, a lone surrogate that no "
             "tokenizer can encode (text decoded with errors='surrogateescape'?); fix the text"
         ) from None
     return value
@@ -293,8 +293,10 @@ def _prompt(value, i: int) -> str:
         except ValueError as exc:
             raise ValueError(f"item {i}: {exc}") from None
     if not isinstance(value, str):
-        raise ValueError(f"item {i} is {type(value).__name__} {_short(value)}, expected a string "
-                         "(or, with chat=True, a list of {'role', 'content'} messages)")
+        raise ValueError(
+            f"item {i} is {type(value).__name__} {_short(value)}, expected a string "
+            "(or, with chat=True, a list of {'role', 'content'} messages)"
+        )
     return _text(value, f"item {i}")
 
 
@@ -385,8 +387,13 @@ def _short(value, limit: int = 40) -> str:
 
 # -- parameters several probes share ----------------------------------------------
 
-CHAT = Param("chat", boolean, False, doc="format each prompt with the tokenizer's chat template "
-             "(a string as a user turn; a list of messages as the conversation)")
+CHAT = Param(
+    "chat",
+    boolean,
+    False,
+    doc="format each prompt with the tokenizer's chat template "
+    "(a string as a user turn; a list of messages as the conversation)",
+)
 
 
 def divergence_param():

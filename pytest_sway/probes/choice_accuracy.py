@@ -78,11 +78,17 @@ def measure(backend, params, bootstrap) -> Measurement:
 
     def example(i):
         question, choices, answer = questions[i]
-        return {"question": str(question), "answer": choices[answer], "base": choices[base_pick[i]],
-                "finetuned": choices[ft_pick[i]]}
+        return {
+            "question": str(question),
+            "answer": choices[answer],
+            "base": choices[base_pick[i]],
+            "finetuned": choices[ft_pick[i]],
+        }
 
     examples = [example(i) for i in broken[:_EXAMPLES]]
-    evidence = [f"forgot: {e['question']!r}: base {e['base']!r} (right), fine-tuned {e['finetuned']!r}" for e in examples]
+    evidence = [
+        f"forgot: {e['question']!r}: base {e['base']!r} (right), fine-tuned {e['finetuned']!r}" for e in examples
+    ]
     return Measurement(
         values=values,
         items=tuple(str(q) for q, _, _ in questions),
@@ -107,8 +113,12 @@ PROBE = Probe(
     doc="change in multiple-choice accuracy (fine-tuned - base), per question, scored by log-likelihood",
     params=(
         Param("questions", question_list, doc="(question, choices, answer_index) items", items="question"),
-        Param("normalize", choice("none", "chars"), "none",
-              doc="'none': summed log-likelihood; 'chars': divided by the choice's length in characters"),
+        Param(
+            "normalize",
+            choice("none", "chars"),
+            "none",
+            doc="'none': summed log-likelihood; 'chars': divided by the choice's length in characters",
+        ),
         CHAT,
     ),
     measure=measure,

@@ -39,7 +39,9 @@ def measure(backend, params, bootstrap) -> Measurement:
         {"prompt": prompts[i], "base": backend.decode(base[i]), "finetuned": backend.decode(ft[i])}
         for i in np.flatnonzero(changed)[:_EXAMPLES]
     ]
-    unchanged = [{"prompt": prompts[i], "both": backend.decode(base[i])} for i in np.flatnonzero(changed == 0)[:_EXAMPLES]]
+    unchanged = [
+        {"prompt": prompts[i], "both": backend.decode(base[i])} for i in np.flatnonzero(changed == 0)[:_EXAMPLES]
+    ]
     evidence = [f"changed: {e['prompt']!r}: base {e['base']!r} -> fine-tuned {e['finetuned']!r}" for e in examples]
     evidence += [f"unchanged: {e['prompt']!r}: {e['both']!r}" for e in unchanged]
     return Measurement(

@@ -18,8 +18,10 @@ from .base import CHAT, Measurement, Param, Probe, check_chat_prompts, divergenc
 def measure(backend, params, bootstrap) -> Measurement:
     prompts, kind, chat = params["prompts"], params["divergence"], params["chat"]
     variants = [FINETUNED] + [Variant(null_seed=seed) for seed in range(1, params["seeds"] + 1)]
-    real, *each = (np.asarray(v, dtype=float)
-                   for v in divergences_by_variant(backend, prompts, divergence=kind, variants=variants, chat=chat))
+    real, *each = (
+        np.asarray(v, dtype=float)
+        for v in divergences_by_variant(backend, prompts, divergence=kind, variants=variants, chat=chat)
+    )
     nulls = np.stack(each)
     floor = nulls.mean(axis=0)
     low, high = SUPPORT[kind]

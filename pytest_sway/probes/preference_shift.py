@@ -53,7 +53,12 @@ PROBE = Probe(
     kind="preference_shift",
     doc="change in the log-probability margin of the chosen over the rejected completion",
     params=(
-        Param("triples", tuple_list("prompt", "chosen", "rejected"), doc="(prompt, chosen, rejected) triples", items="triple"),
+        Param(
+            "triples",
+            tuple_list("prompt", "chosen", "rejected"),
+            doc="(prompt, chosen, rejected) triples",
+            items="triple",
+        ),
         Param("per_token", boolean, False, doc="average each completion's log-probability over its tokens"),
         CHAT,
     ),

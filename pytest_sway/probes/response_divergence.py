@@ -50,13 +50,15 @@ def measure(backend, params, bootstrap) -> Measurement:
     per_item = []
     for r in results:
         peak = int(np.argmax(r.values))
-        per_item.append({
-            "positions": len(r.values),
-            "max": float(r.values[peak]),
-            "peak_position": peak,
-            "peak_token": backend.decode([r.tokens[peak]]),
-            "agreement": float(np.mean(r.agree)),
-        })
+        per_item.append(
+            {
+                "positions": len(r.values),
+                "max": float(r.values[peak]),
+                "peak_position": peak,
+                "peak_token": backend.decode([r.tokens[peak]]),
+                "agreement": float(np.mean(r.agree)),
+            }
+        )
     pooled = np.concatenate([np.asarray(r.values, dtype=np.float64) for r in results])
     order = np.argsort(-values, kind="stable")[:_TOP]
     return Measurement(
@@ -74,8 +76,13 @@ def measure(backend, params, bootstrap) -> Measurement:
             },
             "agreement": float(np.mean(np.concatenate([r.agree for r in results]))),
             "most_moved": [
-                {"item": items[i], "value": float(values[i]), "response": backend.decode(results[i].tokens),
-                 "peak_token": per_item[i]["peak_token"], "peak_position": per_item[i]["peak_position"]}
+                {
+                    "item": items[i],
+                    "value": float(values[i]),
+                    "response": backend.decode(results[i].tokens),
+                    "peak_token": per_item[i]["peak_token"],
+                    "peak_position": per_item[i]["peak_position"],
+                }
                 for i in order
             ],
         },
@@ -87,8 +94,9 @@ def check(params) -> None:
     if (params["pairs"] is None) == (params["prompts"] is None):
         raise ValueError(
             "give either pairs=[(prompt, response), ...] or prompts=[...] (the response is then the base model's "
-            "greedy continuation), not both" if params["pairs"] is not None else
-            "give pairs=[(prompt, response), ...], or prompts=[...] to compare over the base model's greedy continuation"
+            "greedy continuation), not both"
+            if params["pairs"] is not None
+            else "give pairs=[(prompt, response), ...], or prompts=[...] to compare over the base model's greedy continuation"
         )
     check_chat_prompts("pairs")(params)
     check_chat_prompts("prompts")(params)
@@ -98,10 +106,20 @@ PROBE = Probe(
     kind="response_divergence",
     doc="mean divergence of the next-token distributions over a teacher-forced response, per item",
     params=(
-        Param("pairs", optional(tuple_list("prompt", "response")), None, items="pair",
-              doc="(prompt, response) pairs; the response is teacher-forced through both models"),
-        Param("prompts", optional(prompt_list), None, items="prompt",
-              doc="prompts whose response is the base model's greedy continuation"),
+        Param(
+            "pairs",
+            optional(tuple_list("prompt", "response")),
+            None,
+            items="pair",
+            doc="(prompt, response) pairs; the response is teacher-forced through both models",
+        ),
+        Param(
+            "prompts",
+            optional(prompt_list),
+            None,
+            items="prompt",
+            doc="prompts whose response is the base model's greedy continuation",
+        ),
         Param("max_new_tokens", integer(1), 32, doc="length of the greedy response (with prompts=)"),
         divergence_param(),
         CHAT,
