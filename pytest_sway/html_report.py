@@ -26,7 +26,7 @@ from html import escape
 from typing import Any
 
 from .outcome import Outcome
-from .report import describe_backend, short_ids
+from .summary import describe_backend, short_ids
 
 OUTCOMES = tuple(o.value for o in Outcome)
 #: By outcome value: rows hold plain strings.

@@ -73,7 +73,7 @@ def pytest_configure(config):
             raise pytest.UsageError(f"pytest-sway: {settings.option_name('baseline')}: {exc}") from None
     config.stash[RUN] = run
     if not hasattr(config, "workerinput"):  # the controller (or a plain run) reports
-        from .reporter import SwayReporter
+        from .aggregator import SwayReporter
 
         config.pluginmanager.register(SwayReporter(config, settings), _REPORTER)
 
@@ -389,7 +389,7 @@ def pytest_runtest_makereport(item, call):
     state = item.stash.get(ITEM, None)
     if state is None or not (state.results or state.request is not None):
         return report  # not a sway test
-    from .report import junit_properties, rows_for_test
+    from .rows import junit_properties, rows_for_test
 
     run = item.config.stash[RUN]
     if run.baseline is not None:  # results the body ran: compared and reported, not gated

@@ -13,7 +13,7 @@ import pytest
 
 from pytest_sway import DummyBackend, Gate, run_probe
 from pytest_sway.html_report import render_html
-from pytest_sway.report import dump_json, json_document, rows_for_test
+from pytest_sway.rows import dump_json, json_document, rows_for_test
 
 TRICKY_ID = "t.py::test[<b>&]"
 

@@ -8,15 +8,8 @@ import pytest
 
 from pytest_sway import DummyBackend, Gate, run_probe
 from pytest_sway.files import write_atomic
-from pytest_sway.report import (
-    describe_backend,
-    dump_json,
-    json_document,
-    jsonable,
-    junit_properties,
-    rows_for_test,
-    summary_lines,
-)
+from pytest_sway.rows import dump_json, json_document, jsonable, junit_properties, rows_for_test
+from pytest_sway.summary import describe_backend, summary_lines
 
 
 def test_write_atomic_replaces_the_file(tmp_path):

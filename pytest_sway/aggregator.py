@@ -1,4 +1,4 @@
-"""The controller's reporter: gathers result rows from test reports (its own,
+"""The controller's aggregator: gathers result rows from test reports (its own,
 or those xdist workers send) and writes the summary, JSON, HTML and baseline.
 
 Registered by the plugin only where results are aggregated: a plain run or
@@ -68,7 +68,7 @@ class SwayReporter:
                 )
             return
         from .outputs import write_output
-        from .report import json_document
+        from .rows import json_document
 
         doc = json_document(
             self.rows,
@@ -99,7 +99,7 @@ class SwayReporter:
 
     def _render(self, output: str, doc: dict) -> str:
         """The text of output ``output`` (a setting name from ``OUTPUTS``)."""
-        from .report import dump_json
+        from .rows import dump_json
 
         if output == "json":
             return dump_json(doc)
@@ -123,7 +123,7 @@ class SwayReporter:
 
     def pytest_terminal_summary(self, terminalreporter):
         if self.rows:
-            from .report import summary_lines
+            from .summary import summary_lines
 
             terminalreporter.write_sep("=", "sway")
             for line in summary_lines(self.rows, footer=self.footer()):
@@ -132,7 +132,7 @@ class SwayReporter:
             terminalreporter.write_line(line, **markup)
 
     def footer(self) -> str:
-        from .report import describe_backend
+        from .summary import describe_backend
 
         s = self.settings
         used = sorted({r["resamples"] for r in self.rows if r.get("resamples")})

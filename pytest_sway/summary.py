@@ -1,0 +1,142 @@
+"""The terminal summary: the table under pytest's ``sway`` section and its formatters (pure)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+
+from .outcome import Outcome
+from .rows import sort_rows
+
+_ID_WIDTH = 60
+
+
+def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
+    """The table under pytest's ``sway`` section; no lines when no rows."""
+    if not rows:
+        return []
+    rows = sort_rows(rows)
+    names = short_ids([r["nodeid"] for r in rows])
+    with_baseline = any("baseline" in r for r in rows)
+    table: list[tuple[str, ...]] = [("test", "probe", "n", "estimate", _ci_header(rows), "gate", "outcome")]
+    if with_baseline:
+        table[0] += ("vs baseline",)
+    for name, row in zip(names, rows):
+        if row["outcome"] == Outcome.ERROR:
+            table.append((name, row["label"], "-", "-", "-", _gate(row), "ERROR") + (("-",) if with_baseline else ()))
+            continue
+        curve = (row.get("details") or {}).get("curve")
+        table.append(
+            (
+                name,
+                row["label"] + (" " + sparkline([point["mean"] for point in curve]) if curve else ""),
+                str(row["n"]),
+                _num(row["estimate"]),
+                f"[{_num(row['ci_low'])}, {_num(row['ci_high'])}]",
+                _gate(row),
+                _outcome(row),
+            )
+            + ((_versus(row.get("baseline")),) if with_baseline else ())
+        )
+    widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
+    right = {2, 3}  # numbers align right
+    lines = []
+    for r in table:
+        cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
+        lines.append("  ".join(cells).rstrip())
+    lines.append(footer)
+    return lines
+
+
+_BARS = "▁▂▃▄▅▆▇█"
+
+
+def sparkline(values: Sequence[float]) -> str:
+    """``▁▂▄▆█``: each value's height between the smallest and the largest."""
+    finite = [v for v in values if v is not None and math.isfinite(v)]
+    if not finite:
+        return ""
+    low, high = min(finite), max(finite)
+    span = high - low
+    out = []
+    for v in values:
+        if v is None or not math.isfinite(v):
+            out.append(" ")
+        else:
+            out.append(_BARS[round((v - low) / span * (len(_BARS) - 1)) if span > 0 else 0])
+    return "".join(out)
+
+
+def describe_backend(info: dict) -> str:
+    """``hf ./base + ./runs/v3 (cpu, float32)``, ``dummy (effect 0.5)``."""
+    text = str(info.get("name", "?"))
+    if info.get("model"):
+        text += f" {info['model']}"
+        other = info.get("adapter") or info.get("finetuned")
+        if other:
+            text += f" + {other}"
+    extras = [str(info[k]) for k in ("device", "dtype") if info.get(k)]
+    if info.get("effect") is not None:
+        extras.append(f"effect {info['effect']}")
+    return text + (f" ({', '.join(extras)})" if extras else "")
+
+
+def _ci_header(rows) -> str:
+    levels = {r.get("confidence") for r in rows if r["outcome"] != Outcome.ERROR}
+    if len(levels) == 1:
+        (level,) = levels
+        return f"{level * 100:.4g}% CI"
+    return "CI"
+
+
+def _num(x) -> str:
+    if x is None or (isinstance(x, float) and not math.isfinite(x)):
+        return "inf" if x is not None and x > 0 else ("-inf" if x is not None else "-")
+    return f"{x:.4g}"
+
+
+def _gate(row) -> str:
+    parts = []
+    if row.get("above") is not None:
+        parts.append(f">= {row['above']:g}")
+    if row.get("below") is not None:
+        parts.append(f"<= {row['below']:g}")
+    return ", ".join(parts) if parts else "-"
+
+
+def _outcome(row) -> str:
+    outcome = row["outcome"]
+    if outcome == Outcome.FAILED:
+        return "FAILED"
+    if outcome == Outcome.INCONCLUSIVE:
+        needed = row.get("items_needed")
+        return f"FAILED (inconclusive: ~{needed} items)" if needed else "FAILED (inconclusive)"
+    return outcome
+
+
+def _versus(comparison: dict | None) -> str:
+    if not comparison:
+        return "-"
+    if comparison["status"] != "compared":
+        return comparison["status"]
+    delta = comparison.get("delta")
+    sign = "+" if delta is not None and delta >= 0 else ""
+    text = f"Δ {sign}{_num(delta)} [{_num(comparison.get('ci_low'))}, {_num(comparison.get('ci_high'))}]"
+    if comparison["outcome"] in (Outcome.FAILED, Outcome.INCONCLUSIVE):
+        text += " REGRESSED" if comparison["outcome"] == Outcome.FAILED else " REGRESSED? (inconclusive)"
+    return text
+
+
+def short_ids(nodeids: list[str], width: int = _ID_WIDTH) -> list[str]:
+    """Drop the file (or else the folders) every id shares; shorten long ids
+    from the left, keeping the test name, which is what tells rows apart."""
+    files = [n.split("::", 1)[0] for n in nodeids]
+    folders = [f.split("/")[:-1] for f in files]
+    common = 0
+    if folders and all(folders):
+        while all(len(f) > common and f[common] == folders[0][common] for f in folders):
+            common += 1
+    cut = len("/".join(folders[0][:common])) + 1 if common else 0
+    if len(set(files)) == 1 and all("::" in n for n in nodeids):
+        cut = len(files[0]) + 2
+    return [n[cut:] if len(n) - cut <= width else "..." + n[-(width - 3) :] for n in nodeids]
