@@ -39,11 +39,11 @@ def sway_marker(markers: Iterable):
     return found[0] if found else None
 
 
-def declared_gates(markers: Iterable) -> int:
-    """Gates the body may judge through the ``sway`` fixture: ``sway_gates(n)``, else 1."""
+def declared_gates(markers: Iterable) -> int | None:
+    """Gates the body declares it judges (``sway_gates(n)``), or None when it declares none."""
     found = [m for m in markers if m.name == GATES_MARKER]
     if not found:
-        return 1
+        return None
     if len(found) > 1:
         raise SwayError(f"{len(found)} @pytest.mark.sway_gates markers apply to this test; give one")
     marker = found[0]
@@ -56,20 +56,26 @@ def declared_gates(markers: Iterable) -> int:
     return n
 
 
-def gates_of(request, declared: int, *, uses_fixture: bool, baseline: bool, max_regression: float | None) -> int:
-    """How many gates one test adds to the Bonferroni family.
+def body_allowance(declared: int | None, *, uses_sway: bool) -> int:
+    """Gates the correction counts for a test's body: what ``sway_gates(n)`` declares; without it,
+    1 for a body that uses the ``sway`` fixture and 0 for one that does not (a body that only reads
+    ``sway_result``)."""
+    if declared is not None:
+        return declared
+    return 1 if uses_sway else 0
 
-    The marker's interval gate; its regression gate when a baseline is given and
-    a ``max_regression`` applies; and what the body declares when it uses the
-    ``sway`` fixture.
-    """
+
+def gates_of(request, body: int, *, baseline: bool, max_regression: float | None) -> int:
+    """How many gates one test adds to the Bonferroni family: the marker's interval gate; its
+    regression gate when a baseline is given and a ``max_regression`` applies; and ``body``,
+    the gates counted for its body (:func:`body_allowance`)."""
     gates = 0
     if request is not None:
         gates += request.gate.active
         regression = request.max_regression if request.max_regression is not None else max_regression
         if baseline and regression is not None and request.gate.direction is not None:
             gates += 1
-    return gates + (declared if uses_fixture else 0)
+    return gates + body
 
 
 def body_gates(results, *, marker: bool) -> int:

@@ -160,7 +160,7 @@ def _parse_markers(item) -> None:
 
 
 def pytest_collection_finish(session):
-    from .markers import gates_of
+    from .markers import body_allowance, gates_of
 
     config = session.config
     run = config.stash[RUN]
@@ -178,10 +178,10 @@ def pytest_collection_finish(session):
                 continue
         state = item.stash[ITEM]
         state.index = index
+        state.body_allowance = body_allowance(state.declared, uses_sway=state.uses_sway)
         family += gates_of(
             state.request,
-            state.declared,
-            uses_fixture=state.uses_sway,
+            state.body_allowance,
             baseline=settings.baseline is not None,
             max_regression=settings.max_regression,
         )
@@ -353,11 +353,11 @@ def _check_declared_gates(item, state: ItemState) -> None:
     from .markers import body_gates
 
     judged = body_gates(state.results, marker=state.marker_result is not None)
-    if judged > state.declared:
+    if judged > state.body_allowance:
         pytest.fail(
-            f"{item.nodeid} judged {judged} gates through the `sway` fixture, but the Bonferroni correction counted "
-            f"{state.declared} for it (m={run.family}), so the family-wise error rate would not hold: "
-            f"add @pytest.mark.sway_gates({judged}) to the test",
+            f"{item.nodeid} judged {judged} gates in its body (assert_above/assert_below), but the Bonferroni "
+            f"correction counted {state.body_allowance} for it (m={run.family}), so the family-wise error rate would "
+            f"not hold: add @pytest.mark.sway_gates({judged}) to the test",
             pytrace=False,
         )
 

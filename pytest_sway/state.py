@@ -37,8 +37,9 @@ class ItemState:
     index: int = 0
     #: The validated ``sway_probe`` marker (a ``ProbeRequest``), if any.
     request: Any = None
-    #: Gates the body may judge through the ``sway`` fixture (``sway_gates(n)``, default 1).
-    declared: int = 1
+    #: Gates the body declares with ``sway_gates(n)``, or None; and what the correction counts for it.
+    declared: int | None = None
+    body_allowance: int = 0
     #: Why its markers are invalid, when that was found after collection.
     invalid: str | None = None
     #: The marker's result, or why it could not be measured.

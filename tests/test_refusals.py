@@ -449,7 +449,7 @@ def test_bonferroni_fails_a_body_that_judges_more_gates_than_counted(pytester):
     result.assert_outcomes(passed=2, failed=1)
     result.stdout.fnmatch_lines(
         [
-            "*test_three_gates judged 3 gates through the `sway` fixture, but the Bonferroni "
+            "*test_three_gates judged 3 gates in its body (assert_above/assert_below), but the Bonferroni "
             "correction counted 1 for it (m=3)*add @pytest.mark.sway_gates(3)*"
         ]
     )
@@ -556,3 +556,29 @@ def test_a_run_whose_probe_could_not_run_keeps_the_previous_baseline(pytester):
     assert result.ret == FAILED
     result.stdout.fnmatch_lines(["*sway: baseline *base.json left as it was: 1 sway test(s) measured nothing*"])
     assert (pytester.path / "base.json").read_text() == saved
+
+
+def test_bonferroni_counts_a_gate_judged_on_the_marker_result_in_the_body(pytester):
+    source = """
+import pytest
+PROMPTS = [f"prompt {i}" for i in range(16)]
+
+@pytest.mark.sway_probe("delta_kl", prompts=PROMPTS, above=0.001)
+def test_marker_then_body(sway_result):
+    sway_result.assert_below(0.5)
+
+@pytest.mark.sway_probe("delta_kl", prompts=PROMPTS, divergence="tv")
+def test_reported_marker_read_in_the_body(sway_result):
+    assert sway_result.n == 16
+"""
+    pytester.makepyfile(source)
+    result = pytester.runpytest("--sway-correction=bonferroni")
+    result.assert_outcomes(passed=1, failed=1)
+    result.stdout.fnmatch_lines(["*test_marker_then_body judged 1 gates in its body*counted 0 for it (m=1)*"])
+    pytester.makepyfile(
+        source.replace("def test_marker_then_body", "@pytest.mark.sway_gates(1)\ndef test_marker_then_body")
+    )
+    result = pytester.runpytest("--sway-correction=bonferroni", "--sway-json=out.json")
+    result.assert_outcomes(passed=2)
+    assert _report(pytester)["correction"]["m"] == 2
+    result.stdout.fnmatch_lines(["* · bonferroni over m=2 gates: each CI at 0.975 · seed 0"])

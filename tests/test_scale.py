@@ -114,8 +114,7 @@ def merged(tiny, tmp_path_factory):
 
 
 @pytest.mark.parametrize("placement", ["max_memory", "explicit map"])
-def test_a_model_split_over_cpu_and_disk_gives_the_single_device_values(tiny, merged, tmp_path, placement,
-                                                                        monkeypatch):
+def test_a_model_split_over_cpu_and_disk_gives_the_single_device_values(tiny, merged, tmp_path, placement, monkeypatch):
     # Disk offload writes a copy of the checkpoint under a path relative to the current folder.
     monkeypatch.chdir(tmp_path)
     model, _ = tiny["llama"]

@@ -124,9 +124,12 @@ def _check_adapter_loaded(model, adapter: str, model_name: str) -> None:
         saved = load_peft_weights(adapter, device="cpu")
     except Exception as exc:
         raise BackendError(f"could not read the weights of adapter {adapter!r}: {_first_line(exc)}") from None
-    loaded = get_peft_model_state_dict(model)
-    unloaded = sorted(set(saved) - set(loaded))
-    missing = sorted(set(loaded) - set(saved))
+    # The adapter weights the model holds (without peft's check of the base's vocabulary, which looks
+    # the base up by name); a saved embedding or output layer loads into the model's own weights.
+    loaded = set(get_peft_model_state_dict(model, save_embedding_layers=False))
+    own = set(model.state_dict())
+    unloaded = sorted(key for key in saved if key not in loaded and key not in own)
+    missing = sorted(loaded - set(saved))
     if not unloaded and not missing:
         return
     parts = []
