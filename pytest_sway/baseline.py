@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .errors import short_repr
 from .outcome import Outcome
 from .outputs import BASELINE_KIND as KIND
 
@@ -93,7 +94,7 @@ def _content_problem(doc: dict) -> str | None:
                 if key not in entry:
                     return f"{where} has no {key!r}"
                 if not ok(entry[key]):
-                    return f"{where}: {key!r} is {_short(entry[key])}, expected {expected}"
+                    return f"{where}: {key!r} is {short_repr(entry[key], 40)}, expected {expected}"
             if len(entry["items"]) != len(entry["values"]):
                 return f"{where} has {len(entry['items'])} items but {len(entry['values'])} values"
     return None
@@ -114,11 +115,6 @@ _ENTRY_FIELDS = (
     ("values", lambda x: isinstance(x, list) and all(_finite(v) for v in x), "a list of finite numbers"),
     ("estimate", _finite, "a finite number"),
 )
-
-
-def _short(value, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def find_entry(baseline: dict, nodeid: str, label: str, order: int) -> dict | None:

@@ -16,6 +16,8 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from .errors import short_repr
+
 #: The fields of one JSONL line for each kind of item, and what they become.
 SHAPES = {
     "prompt": ("prompt",),
@@ -60,7 +62,7 @@ def is_messages(value) -> bool:
 def _check_messages(messages):
     if not is_messages(messages):
         raise ValueError(
-            f"a conversation must be a non-empty list of {{'role', 'content'}} dicts, got {_short(messages)}"
+            f"a conversation must be a non-empty list of {{'role', 'content'}} dicts, got {short_repr(messages)}"
         )
     for i, message in enumerate(messages):
         if set(message) != {"role", "content"}:
@@ -69,7 +71,7 @@ def _check_messages(messages):
         if not isinstance(role, str) or not role:
             raise ValueError(f"message {i}: role must be a non-empty string, got {role!r}")
         if not isinstance(content, str):
-            raise ValueError(f"message {i}: content must be a string, got {_short(content)}")
+            raise ValueError(f"message {i}: content must be a string, got {short_repr(content)}")
         yield role, content
 
 
@@ -128,7 +130,7 @@ def load_jsonl(path: str, shape: str, *, base_dir=None) -> tuple[list, list[int]
         except ValueError as exc:
             raise ValueError(f"{where}: not valid JSON ({exc})") from None
         if not isinstance(obj, dict):
-            raise ValueError(f"{where}: expected a JSON object with {want}, got {_short(obj)}")
+            raise ValueError(f"{where}: expected a JSON object with {want}, got {short_repr(obj)}")
         missing = [f for f in fields if f not in obj]
         unknown = sorted(set(obj) - set(fields) - set(OPTIONAL))
         if missing or unknown:
@@ -158,7 +160,7 @@ def _field(name: str, value):
         return Conversation(value)
     if name == "choices":
         if not isinstance(value, list) or not all(isinstance(c, str) and c for c in value):
-            raise ValueError(f'"choices" must be a list of non-empty strings, got {_short(value)}')
+            raise ValueError(f'"choices" must be a list of non-empty strings, got {short_repr(value)}')
         return tuple(value)
     if name == "answer":
         if isinstance(value, bool) or not isinstance(value, int):
@@ -166,16 +168,11 @@ def _field(name: str, value):
         return value
     if not isinstance(value, str) or not value:
         kind = " or a list of messages" if name in ("prompt", "question") else ""
-        raise ValueError(f'"{name}" must be a non-empty string{kind}, got {_short(value)}')
+        raise ValueError(f'"{name}" must be a non-empty string{kind}, got {short_repr(value)}')
     return value
 
 
 def _optional(name: str, value):
     if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
-        raise ValueError(f'"{name}" must be a string or an integer, got {_short(value)}')
+        raise ValueError(f'"{name}" must be a string or an integer, got {short_repr(value)}')
     return value
-
-
-def _short(value, limit: int = 60) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

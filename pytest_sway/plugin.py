@@ -252,7 +252,6 @@ def sway(request, sway_backend):
 
     settings = request.config.stash[RUN].settings
     state = _state(request.node)
-    state.uses_sway = True
     return Sway(
         sway_backend,
         seed=derive_seed(settings.seed, request.node.nodeid),

@@ -14,7 +14,7 @@ from typing import Any
 import numpy as np
 
 from .ci_methods import DEFAULT_CONFIDENCE
-from .errors import ProbeError, ProbeParamError, SwayError
+from .errors import ProbeError, ProbeParamError, SwayError, short_repr
 from .probes import Measurement, ProbeRegistry, default_registry
 from .probes.adapter_ablation import DEFAULT_SCALES
 from .result import ProbeResult
@@ -80,7 +80,7 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap) -> ProbeResult:
     if bad.size:
         i = int(bad[0])
         raise ProbeError(
-            f"probe {probe.kind!r} returned {values[i]} for item {i} ({_short(items[i])})"
+            f"probe {probe.kind!r} returned {values[i]} for item {i} ({short_repr(items[i])})"
             + (f" and {bad.size - 1} more non-finite value(s)" if bad.size > 1 else "")
             + "; every value must be a finite number"
         )
@@ -89,7 +89,7 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap) -> ProbeResult:
     if outside.size:
         i = int(outside[0])
         raise ProbeError(
-            f"probe {probe.kind!r} returned {values[i]!r} for item {i} ({_short(items[i])}), outside its declared "
+            f"probe {probe.kind!r} returned {values[i]!r} for item {i} ({short_repr(items[i])}), outside its declared "
             f"support {m.support!r}"
         )
     try:
@@ -246,8 +246,3 @@ def _where(exc: BaseException) -> str:
         return "no traceback"
     code = tb.tb_frame.f_code
     return f"{code.co_filename}:{tb.tb_lineno} in {code.co_name}"
-
-
-def _short(item, limit: int = 60) -> str:
-    text = repr(item)
-    return text if len(text) <= limit else text[: limit - 3] + "..."

@@ -23,7 +23,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .ci_methods import DEFAULT_CONFIDENCE, DEFAULT_METHOD, METHODS, auto_resamples, check_resamples
+from .ci_methods import DEFAULT_CONFIDENCE, DEFAULT_METHOD, METHODS, auto_resamples, check_resamples, resamples_needed
 
 # Upper bound on the elements of one (datasets x resamples x items) gather:
 # 2**22 indices (8 MiB as uint16, 32 MiB as int64) and as many complex values.
@@ -301,7 +301,7 @@ def _order_statistics(samples: np.ndarray, levels: np.ndarray) -> np.ndarray:
     ranks = np.where(levels < 0.5, np.floor(exact), np.ceil(exact)).astype(np.int64)
     if ranks.min() < 1 or ranks.max() > b:
         tail = float(np.min(np.minimum(levels, 1 - levels)))
-        needed = int(np.ceil(1.0 / tail)) - 1 if tail > 0 else None
+        needed = resamples_needed(1.0 - 2.0 * tail) if tail > 0 else None
         raise ValueError(
             f"resamples: {b} resamples cannot resolve the interval's {tail:.3g} tail level"
             + (f"; it needs at least {needed} resamples" if needed else "")

@@ -18,7 +18,7 @@ from collections.abc import Set as AbcSet
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ProbeParamError
+from ..errors import ProbeParamError, short_repr
 
 REQUIRED = object()
 
@@ -193,7 +193,7 @@ MIN_ITEMS = 2
 def _items(value, what: str, minimum: int = MIN_ITEMS) -> tuple:
     """``value`` as a tuple of at least ``minimum`` items, or ValueError."""
     if isinstance(value, (str, bytes)):
-        raise ValueError(f"expected a list of {what}, got a single string {_short(value)}; wrap it in a list")
+        raise ValueError(f"expected a list of {what}, got a single string {short_repr(value, 40)}; wrap it in a list")
     if isinstance(value, (AbcSet, Mapping, KeysView, ValuesView, ItemsView)):
         # The order of a set depends on PYTHONHASHSEED: so would the verdict.
         raise ValueError(
@@ -227,7 +227,7 @@ def _distinct(items: tuple) -> tuple:
         else:
             first[item] = i
     if repeats:
-        shown = "; ".join(f"item {i} repeats item {j} ({_short(items[i])})" for i, j in repeats[:3])
+        shown = "; ".join(f"item {i} repeats item {j} ({short_repr(items[i], 40)})" for i, j in repeats[:3])
         more = f"; and {len(repeats) - 3} more" if len(repeats) > 3 else ""
         raise ValueError(
             f"{len(repeats)} repeated item(s): {shown}{more}. Each item must appear once: a repeat would count as "
@@ -239,14 +239,14 @@ def _distinct(items: tuple) -> tuple:
 def _text(value, where: str) -> str:
     """A non-empty string that can be encoded (a lone surrogate cannot), or ValueError."""
     if not isinstance(value, str):
-        raise ValueError(f"{where} is {type(value).__name__} {_short(value)}, expected a string")
+        raise ValueError(f"{where} is {type(value).__name__} {short_repr(value, 40)}, expected a string")
     if not value:
         raise ValueError(f"{where} is an empty string")
     try:
         value.encode("utf-8")
     except UnicodeEncodeError as exc:
         raise ValueError(
-            f"{where} holds {_short(value[exc.start : exc.end])} at position {exc.start}, a lone surrogate that no "
+            f"{where} holds {short_repr(value[exc.start : exc.end], 40)} at position {exc.start}, a lone surrogate that no "
             "tokenizer can encode (text decoded with errors='surrogateescape'?); fix the text"
         ) from None
     return value
@@ -269,7 +269,7 @@ def tuple_list(*fields: str):
         out = []
         for i, item in enumerate(_items(value, f"{shape} tuples")):
             if isinstance(item, str) or not hasattr(item, "__len__") or len(item) != len(fields):
-                raise ValueError(f"item {i} is {_short(item)}, expected a {shape} tuple")
+                raise ValueError(f"item {i} is {short_repr(item, 40)}, expected a {shape} tuple")
             parts = []
             for name, part in zip(fields, item):
                 if name == "prompt":
@@ -294,7 +294,7 @@ def _prompt(value, i: int) -> str:
             raise ValueError(f"item {i}: {exc}") from None
     if not isinstance(value, str):
         raise ValueError(
-            f"item {i} is {type(value).__name__} {_short(value)}, expected a string "
+            f"item {i} is {type(value).__name__} {short_repr(value, 40)}, expected a string "
             "(or, with chat=True, a list of {'role', 'content'} messages)"
         )
     return _text(value, f"item {i}")
@@ -378,11 +378,6 @@ def number_list(*, min_len: int):
         return tuple(float(x) for x in items)
 
     return check
-
-
-def _short(value, limit: int = 40) -> str:
-    text = repr(value)
-    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 # -- parameters several probes share ----------------------------------------------

@@ -18,9 +18,10 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import BASE, FINETUNED
+from ..errors import short_repr
 from ..paired import tango_interval
 from ..stats import wilson_interval
-from .base import CHAT, Measurement, Param, Probe, _items, _prompt, _short, check_chat_prompts, choice
+from .base import CHAT, Measurement, Param, Probe, _items, _prompt, check_chat_prompts, choice
 
 _EXAMPLES = 3
 
@@ -30,16 +31,18 @@ def question_list(value) -> tuple:
     out = []
     for i, item in enumerate(_items(value, "(question, choices, answer_index) tuples")):
         if isinstance(item, str) or not hasattr(item, "__len__") or len(item) != 3:
-            raise ValueError(f"item {i} is {_short(item)}, expected a (question, choices, answer_index) tuple")
+            raise ValueError(f"item {i} is {short_repr(item, 40)}, expected a (question, choices, answer_index) tuple")
         question, choices, answer = item
         question = _prompt(question, i)
         if isinstance(choices, str) or not hasattr(choices, "__len__") or len(choices) < 2:
-            raise ValueError(f"item {i}: choices must be a list of at least 2 strings, got {_short(choices)}")
+            raise ValueError(f"item {i}: choices must be a list of at least 2 strings, got {short_repr(choices, 40)}")
         for choice_text in choices:
             if not isinstance(choice_text, str) or not choice_text:
-                raise ValueError(f"item {i}: every choice must be a non-empty string, got {_short(choice_text)}")
+                raise ValueError(
+                    f"item {i}: every choice must be a non-empty string, got {short_repr(choice_text, 40)}"
+                )
         if len(set(choices)) != len(choices):
-            raise ValueError(f"item {i}: choices must be distinct, got {_short(list(choices), 80)}")
+            raise ValueError(f"item {i}: choices must be distinct, got {short_repr(list(choices), 80)}")
         if isinstance(answer, bool) or not isinstance(answer, (int, np.integer)) or not 0 <= answer < len(choices):
             raise ValueError(f"item {i}: answer_index must be an integer from 0 to {len(choices) - 1}, got {answer!r}")
         out.append((question, tuple(choices), int(answer)))
