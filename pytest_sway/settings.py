@@ -131,7 +131,9 @@ def _adapter_base_name(path: Path) -> str:
 
 
 def _same_path(a: str, b: str) -> bool:
-    return a == b or (Path(a).exists() and Path(b).exists() and Path(a).resolve() == Path(b).resolve())
+    from .outputs import resolved  # the one notion of "the same file" (symlinks followed)
+
+    return a == b or resolved(a) == resolved(b)
 
 
 def _backend(raw: str, base: Path) -> str:
