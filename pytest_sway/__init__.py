@@ -11,10 +11,10 @@ import importlib
 __version__ = "0.2.0"
 
 _PUBLIC = {
-    "run_probe": "pytest_sway.runner",
-    "Sway": "pytest_sway.runner",
-    "ProbeResult": "pytest_sway.result",
-    "Gate": "pytest_sway.result",
+    "run_probe": "pytest_sway.measure",
+    "Sway": "pytest_sway.sway",
+    "ProbeResult": "pytest_sway.probe_result",
+    "Gate": "pytest_sway.gate",
     "Interval": "pytest_sway.stats",
     "bootstrap_ci": "pytest_sway.stats",
     "DummyBackend": "pytest_sway.backends.dummy",

@@ -16,7 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .errors import short_repr
+from .errors import is_number, is_whole, short_repr
 from .outcome import Outcome
 from .outputs import BASELINE_KIND as KIND
 
@@ -101,12 +101,12 @@ def _content_problem(doc: dict) -> str | None:
 
 
 def _finite(x) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
+    return is_number(x) and math.isfinite(x)
 
 
 _ENTRY_FIELDS = (
     ("label", lambda x: isinstance(x, str) and bool(x), "a probe label such as 'delta_kl(js)'"),
-    ("order", lambda x: isinstance(x, int) and not isinstance(x, bool) and x >= 0, "a whole number >= 0"),
+    ("order", lambda x: is_whole(x) and x >= 0, "a whole number >= 0"),
     (
         "items",
         lambda x: isinstance(x, list) and len(x) >= 2 and all(isinstance(i, str) for i in x),
@@ -188,7 +188,7 @@ def compare(
     direction: str | None,
 ) -> dict[str, Any]:
     """The ``baseline`` part of a result row; ``outcome`` failed/inconclusive means a regression gate failed."""
-    from .result import Gate, ProbeResult
+    from .gate import Gate, IntervalEstimate
 
     if entry is None:
         return {"status": NO_BASELINE, "outcome": _REPORTED, "message": "no saved values for this probe"}
@@ -202,18 +202,15 @@ def compare(
 
     values = np.array(diffs)
     ci = bootstrap.interval(values)
-    delta = ProbeResult(
-        kind=result.kind,
+    from .probe_result import interval_how
+
+    delta = IntervalEstimate(
+        label=f"{result.label} - baseline",
         estimate=float(values.mean()),
         ci=ci,
         confidence=bootstrap.confidence,
         n=values.size,
-        values=values,
-        method=bootstrap.method,
-        resamples=bootstrap.resamples,
-        seed=bootstrap.seed,
-        params={},
-        label=f"{result.label} - baseline",
+        how=interval_how(bootstrap.method, bootstrap.resamples, bootstrap.seed),
     )
     out = {
         "status": COMPARED,

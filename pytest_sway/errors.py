@@ -1,4 +1,20 @@
-"""Errors that speak to the user: what was wrong, where, and what to do."""
+"""Errors that speak to the user: what was wrong, where, and what to do; and the checks they follow."""
+
+import numbers
+from typing import TypeGuard
+
+#: How to install what the hf backend needs, for the messages that find it missing.
+HF_INSTALL_HINT = "pip install 'pytest-sway[hf]' (on a CPU-only machine, pip install torch==2.13.0 first)"
+
+
+def is_number(value: object) -> TypeGuard[float]:
+    """A real number (numpy's included) and not a bool, though Python counts ``True`` as 1."""
+    return isinstance(value, numbers.Real) and not isinstance(value, bool)
+
+
+def is_whole(value: object) -> TypeGuard[int]:
+    """An integer (numpy's included) and not a bool."""
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
 def short_repr(value, limit: int = 60) -> str:

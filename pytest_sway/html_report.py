@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from html import escape
 from typing import Any
 
+from .errors import is_number
 from .outcome import Outcome
 from .summary import describe_backend, short_ids
 
@@ -282,12 +283,10 @@ def _meta(r: dict) -> str:
     conf = _finite(r.get("confidence"))
     parts = [f"n = {r.get('n')}", f"estimate {_num(_estimate(r))}",
              (f"{conf * 100:.4g}% CI " if conf is not None else "CI ") + _ci(r)]  # fmt: skip
-    if r.get("method") and not r.get("resamples"):  # a closed-form interval
-        from .result import CLOSED_FORM_NAMES
+    if r.get("method"):
+        from .probe_result import interval_how
 
-        parts.append(CLOSED_FORM_NAMES.get(r["method"], f"{r['method']} interval"))
-    elif r.get("method"):
-        parts.append(f"{r['method']} bootstrap, {r.get('resamples')} resamples, seed {r.get('seed')}")
+        parts.append(interval_how(r["method"], r.get("resamples") or 0, r.get("seed")))
     gates = _gates(r)
     parts.append("gate " + " and ".join(f"{name} {t:g}" for t, name in gates) if gates else "no gate")
     duration = _finite(r.get("duration_s"))
@@ -430,7 +429,7 @@ class _Axis:
 
 
 def _finite(x) -> float | None:
-    if isinstance(x, bool) or not isinstance(x, (int, float)) or not math.isfinite(x):
+    if not is_number(x) or not math.isfinite(x):
         return None
     return float(x)
 

@@ -16,7 +16,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from .errors import short_repr
+from .errors import is_whole, short_repr
 
 #: The fields of one JSONL line for each kind of item, and what they become.
 SHAPES = {
@@ -163,7 +163,7 @@ def _field(name: str, value):
             raise ValueError(f'"choices" must be a list of non-empty strings, got {short_repr(value)}')
         return tuple(value)
     if name == "answer":
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_whole(value):
             raise ValueError(f'"answer" must be the index of the right choice (an integer), got {value!r}')
         return value
     if not isinstance(value, str) or not value:

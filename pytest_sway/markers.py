@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 
-from .errors import SwayError
+from .errors import SwayError, is_whole
 
 PROBE_MARKER = "sway_probe"
 GATES_MARKER = "sway_gates"
@@ -48,7 +48,7 @@ def declared_gates(markers: Iterable) -> int | None:
         raise SwayError(f"{len(found)} @pytest.mark.sway_gates markers apply to this test; give one")
     marker = found[0]
     n = marker.args[0] if len(marker.args) == 1 and not marker.kwargs else None
-    if isinstance(n, bool) or not isinstance(n, int) or n < 0:
+    if not is_whole(n) or n < 0:
         raise SwayError(
             "@pytest.mark.sway_gates takes one whole number >= 0, the gates the test body judges, "
             f"e.g. @pytest.mark.sway_gates(3); got args={marker.args!r} kwargs={marker.kwargs!r}"

@@ -1,7 +1,7 @@
 """pytest-sway's pytest entry point: options, marker, fixtures and hooks.
 
-Everything that computes lives in plain modules (settings, request, runner,
-report, baseline, probes, backends); this module only connects them to pytest.
+Everything that computes lives in plain modules (settings, probe_request,
+measure, gate, rows, baseline, probes, backends); this module only connects them to pytest.
 It imports nothing heavy at load time: numpy and the probes load when the
 first sway marker or fixture needs them, torch only when the hf backend is built.
 """
@@ -149,7 +149,7 @@ def _parse_markers(item) -> None:
     state = ItemState(uses_sway="sway" in getattr(item, "fixturenames", ()))
     marker = sway_marker(item.iter_markers())
     if marker is not None:
-        from .request import parse_marker
+        from .probe_request import parse_marker
 
         try:
             state.request = parse_marker(marker.args, marker.kwargs, _registry(item), base_dir=item.path.parent)
@@ -248,7 +248,8 @@ def sway(request, sway_backend):
     Bound to the session backend and to this test's seed; every result shows
     in the sway summary and reports.
     """
-    from .runner import Sway, derive_seed
+    from .measure import derive_seed
+    from .sway import Sway
 
     settings = request.config.stash[RUN].settings
     state = _state(request.node)

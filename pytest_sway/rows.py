@@ -13,8 +13,9 @@ import math
 from collections.abc import Iterable, Sequence
 from typing import Any
 
+from .gate import Verdict
+from .outcome import Outcome
 from .outputs import JSON_KIND
-from .result import Outcome, Verdict
 
 SCHEMA = 1
 

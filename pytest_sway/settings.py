@@ -20,6 +20,7 @@ from typing import Any
 from .backends.base import DEFAULT_BATCH_SIZE
 from .ci_methods import DEFAULT_CONFIDENCE, DEFAULT_METHOD, DEFAULT_RESAMPLES, MAX_RESAMPLES, check_resamples
 from .ci_methods import METHODS as CI_METHODS
+from .errors import HF_INSTALL_HINT
 
 
 class SettingsError(ValueError):
@@ -434,7 +435,7 @@ class Settings:
             if missing:
                 raise SettingsError(
                     f"the hf backend needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
-                    "installed: pip install 'pytest-sway[hf]' (on a CPU-only machine, pip install torch==2.13.0 first)"
+                    f"installed: {HF_INSTALL_HINT}"
                 )
 
     def option_name(self, name: str) -> str:

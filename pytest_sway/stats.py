@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from .ci_methods import DEFAULT_CONFIDENCE, DEFAULT_METHOD, METHODS, auto_resamples, check_resamples, resamples_needed
+from .errors import is_number, is_whole
 
 # Upper bound on the elements of one (datasets x resamples x items) gather:
 # 2**22 indices (8 MiB as uint16, 32 MiB as int64) and as many complex values.
@@ -171,13 +172,13 @@ def _check_support(support, data) -> tuple[float, float]:
 
 def check_arguments(confidence, resamples, method) -> tuple[float, int, str]:
     """Validate and fill in defaults; raise ``ValueError`` naming the argument."""
-    if isinstance(confidence, bool) or not isinstance(confidence, (int, float)):
+    if not is_number(confidence):
         raise ValueError(f"confidence: expected a number in (0, 1), got {confidence!r}")
     if not 0.0 < float(confidence) < 1.0:
         raise ValueError(f"confidence: must lie strictly between 0 and 1, got {confidence!r}")
     if resamples is None:
         resamples = auto_resamples(float(confidence))
-    elif isinstance(resamples, bool) or not isinstance(resamples, (int, np.integer)):
+    elif not is_whole(resamples):
         raise ValueError(f"resamples: expected a positive integer, got {resamples!r}")
     elif resamples < 1:
         raise ValueError(f"resamples: must be at least 1, got {resamples!r}")

@@ -6,14 +6,21 @@ import numpy as np
 import pytest
 
 from pytest_sway import Gate
+from pytest_sway.gate import IntervalEstimate
 from pytest_sway.outcome import Outcome
-from pytest_sway.result import ProbeResult
+from pytest_sway.probe_result import ProbeResult
 from pytest_sway.stats import Interval
 
 PASSED, FAILED, INCONCLUSIVE, REPORTED = Outcome.PASSED, Outcome.FAILED, Outcome.INCONCLUSIVE, Outcome.REPORTED
 
 
 def result(estimate, low, high, n=16):
+    return IntervalEstimate(
+        label="delta_kl", estimate=estimate, ci=Interval(low, high), confidence=0.95, n=n, how="a test interval"
+    )
+
+
+def probe_result(estimate, low, high, n=16):
     return ProbeResult(
         kind="delta_kl",
         estimate=estimate,
@@ -84,3 +91,11 @@ def test_failed_message_states_estimate_ci_and_threshold():
 def test_bad_gates(kwargs, message):
     with pytest.raises(ValueError, match=message.replace("`", ".")):
         Gate(**kwargs)
+
+
+def test_a_probe_result_is_judged_on_its_interval_estimate():
+    r = probe_result(0.06, 0.03, 0.10)
+    verdict = r.check(Gate(above=0.05))
+    assert verdict == Gate(above=0.05).judge(r.interval_estimate)
+    assert verdict.outcome == INCONCLUSIVE and r.checks == [(Gate(above=0.05), verdict)]
+    assert "(n=16, studentized bootstrap, 9999 resamples, seed 3)" in verdict.message

@@ -15,7 +15,7 @@ import threading
 import numpy  # noqa: F401
 import pytest
 
-import pytest_sway.runner  # noqa: F401  (imported here once: pytester's in-process runs would import new copies)
+import pytest_sway.sway  # noqa: F401  (imported here once: pytester's in-process runs would import new copies)
 
 SUITE = """
 import pytest

@@ -20,7 +20,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from ..divergence import divergence as _divergence
-from ..errors import BackendError
+from ..errors import BackendError, is_number, is_whole
 from .base import BASE, FINETUNED, ResponseDivergence, Variant, scoring_windows
 
 # Spread of base logits, and of the per-context size of the fine-tune's shift.
@@ -32,11 +32,11 @@ class DummyBackend:
     """Deterministic toy models: ``effect`` sets how far the fine-tune moves."""
 
     def __init__(self, *, effect: float = 0.5, vocab_size: int = 64, seed: int = 0):
-        if isinstance(effect, bool) or not isinstance(effect, (int, float)) or not math.isfinite(effect) or effect < 0:
+        if not is_number(effect) or not math.isfinite(effect) or effect < 0:
             raise ValueError(f"effect: expected a finite number >= 0, got {effect!r}")
-        if isinstance(vocab_size, bool) or not isinstance(vocab_size, int) or vocab_size < 2:
+        if not is_whole(vocab_size) or vocab_size < 2:
             raise ValueError(f"vocab_size: expected an integer >= 2, got {vocab_size!r}")
-        if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
+        if not is_whole(seed) or seed < 0:
             raise ValueError(f"seed: expected a non-negative integer, got {seed!r}")
         self.effect = float(effect)
         self.vocab_size = vocab_size

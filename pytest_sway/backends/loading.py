@@ -10,7 +10,7 @@ from __future__ import annotations
 import warnings
 from pathlib import Path
 
-from ..errors import BackendError
+from ..errors import HF_INSTALL_HINT, BackendError
 
 
 def _import_frameworks():
@@ -19,8 +19,7 @@ def _import_frameworks():
         import transformers
     except ImportError as exc:
         raise BackendError(
-            f"the hf backend needs torch and transformers ({exc}); install them with "
-            "pip install 'pytest-sway[hf]' (on a CPU-only machine, pip install torch==2.13.0 first)"
+            f"the hf backend needs torch and transformers ({exc}); install them with " + HF_INSTALL_HINT
         ) from None
     return torch, transformers
 
@@ -78,7 +77,7 @@ def _attach_adapter(base, adapter: str, model_name: str):
     try:
         from peft import PeftModel
     except ImportError as exc:
-        raise BackendError(f"--sway-adapter needs peft ({exc}); pip install 'pytest-sway[hf]'") from None
+        raise BackendError(f"--sway-adapter needs peft ({exc}); {HF_INSTALL_HINT}") from None
     local = Path(adapter)
     if local.is_dir():
         if not any((local / name).is_file() for name in ("adapter_model.safetensors", "adapter_model.bin")):

@@ -18,7 +18,7 @@ from collections.abc import Set as AbcSet
 from dataclasses import dataclass, field
 from typing import Any
 
-from ..errors import ProbeParamError, short_repr
+from ..errors import ProbeParamError, is_number, is_whole, short_repr
 
 REQUIRED = object()
 
@@ -347,7 +347,7 @@ def boolean(value) -> bool:
 
 def integer(minimum: int):
     def check(value) -> int:
-        if isinstance(value, bool) or not isinstance(value, int):
+        if not is_whole(value):
             raise ValueError(f"expected an integer >= {minimum}, got {value!r}")
         if value < minimum:
             raise ValueError(f"expected an integer >= {minimum}, got {value}")
@@ -371,7 +371,7 @@ def number_list(*, min_len: int):
     def check(value) -> tuple[float, ...]:
         items = _items(value, "numbers", min_len)
         for i, item in enumerate(items):
-            if isinstance(item, bool) or not isinstance(item, (int, float)) or not math.isfinite(item):
+            if not is_number(item) or not math.isfinite(item):
                 raise ValueError(f"item {i} is {item!r}, expected a finite number")
         if len(set(items)) != len(items):
             raise ValueError(f"values must be distinct, got {list(items)}")

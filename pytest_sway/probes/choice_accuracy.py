@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import BASE, FINETUNED
-from ..errors import short_repr
+from ..errors import is_whole, short_repr
 from ..paired import tango_interval
 from ..stats import wilson_interval
 from .base import CHAT, Measurement, Param, Probe, _items, _prompt, check_chat_prompts, choice
@@ -43,7 +43,7 @@ def question_list(value) -> tuple:
                 )
         if len(set(choices)) != len(choices):
             raise ValueError(f"item {i}: choices must be distinct, got {short_repr(list(choices), 80)}")
-        if isinstance(answer, bool) or not isinstance(answer, (int, np.integer)) or not 0 <= answer < len(choices):
+        if not is_whole(answer) or not 0 <= answer < len(choices):
             raise ValueError(f"item {i}: answer_index must be an integer from 0 to {len(choices) - 1}, got {answer!r}")
         out.append((question, tuple(choices), int(answer)))
     return tuple(out)

@@ -1,8 +1,7 @@
 """Running a probe: validate, measure, bootstrap, wrap in a ProbeResult.
 
-``run_probe`` is the programmatic entry point; :class:`Sway` binds it to one
-backend, registry and seed (the ``sway`` fixture is one of these) and adds a
-typed method per built-in probe.
+``run_probe`` is the programmatic entry point (``pytest_sway.sway.Sway`` binds
+it to one backend, registry and seed); ``derive_seed`` gives each test its seed.
 """
 
 from __future__ import annotations
@@ -15,9 +14,8 @@ import numpy as np
 
 from .ci_methods import DEFAULT_CONFIDENCE
 from .errors import ProbeError, ProbeParamError, SwayError, short_repr
+from .probe_result import ProbeResult
 from .probes import Measurement, ProbeRegistry, default_registry
-from .probes.adapter_ablation import DEFAULT_SCALES
-from .result import ProbeResult
 from .stats import Bootstrap, wilson_interval
 
 
@@ -122,112 +120,6 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap) -> ProbeResult:
         label=probe.label(params),
         duration_s=time.perf_counter() - start,
     )
-
-
-class Sway:
-    """Probes bound to one backend, registry and bootstrap seed.
-
-    The ``sway`` fixture is one of these, seeded per test. ``run`` takes any
-    registered probe; the typed methods below cover the built-in ones.
-    ``confidence``, ``resamples`` and ``method`` given to a call override the
-    runner's defaults for that call.
-    """
-
-    def __init__(
-        self,
-        backend,
-        *,
-        seed: int = 0,
-        confidence: float = DEFAULT_CONFIDENCE,
-        resamples: int | None = None,
-        method: str | None = None,
-        registry: ProbeRegistry | None = None,
-        on_result=None,
-        base_dir=None,
-    ):
-        self.backend = backend
-        #: Where relative paths of items files start (the ``sway`` fixture: the test file's folder).
-        self.base_dir = base_dir
-        self.bootstrap = Bootstrap(confidence=confidence, resamples=resamples, method=method, seed=seed)
-        self.registry = registry if registry is not None else default_registry()
-        self._on_result = on_result
-
-    def run(
-        self,
-        kind: str,
-        *,
-        confidence: float | None = None,
-        resamples: int | None = None,
-        method: str | None = None,
-        **params: Any,
-    ) -> ProbeResult:
-        b = self.bootstrap
-        result = run_probe(
-            kind,
-            self.backend,
-            seed=b.seed,
-            confidence=b.confidence if confidence is None else confidence,
-            resamples=b.resamples if resamples is None else resamples,
-            method=b.method if method is None else method,
-            registry=self.registry,
-            base_dir=self.base_dir,
-            **params,
-        )
-        if self._on_result is not None:
-            self._on_result(result)
-        return result
-
-    # One typed method per built-in probe; ``**ci`` takes confidence, resamples, method.
-
-    def delta_kl(self, prompts, *, divergence: str = "js", chat: bool = False, **ci) -> ProbeResult:
-        """Divergence between base and fine-tuned next-token distributions, per prompt."""
-        return self.run("delta_kl", prompts=prompts, divergence=divergence, chat=chat, **ci)
-
-    def completion_lift(self, cases, *, per_token: bool = True, chat: bool = False, **ci) -> ProbeResult:
-        """log p_ft(completion | prompt) - log p_base(completion | prompt), per (prompt, completion)."""
-        return self.run("completion_lift", cases=cases, per_token=per_token, chat=chat, **ci)
-
-    def perplexity_shift(self, texts, *, window: int | None = None, stride: int | None = None, **ci) -> ProbeResult:
-        """Mean NLL per token under the fine-tune minus under the base, per text (positive = worse)."""
-        return self.run("perplexity_shift", texts=texts, window=window, stride=stride, **ci)
-
-    def preference_shift(self, triples, *, per_token: bool = False, chat: bool = False, **ci) -> ProbeResult:
-        """Change in the margin log p(chosen) - log p(rejected), per (prompt, chosen, rejected)."""
-        return self.run("preference_shift", triples=triples, per_token=per_token, chat=chat, **ci)
-
-    def adapter_ablation(
-        self, prompts, *, scales=DEFAULT_SCALES, divergence: str = "js", chat: bool = False, **ci
-    ) -> ProbeResult:
-        """Spearman correlation of adapter scale with divergence from the base, per prompt."""
-        return self.run("adapter_ablation", prompts=prompts, scales=scales, divergence=divergence, chat=chat, **ci)
-
-    def null_contrast(
-        self, prompts, *, seeds: int = 3, divergence: str = "js", chat: bool = False, **ci
-    ) -> ProbeResult:
-        """Divergence under the adapter minus under random adapters of its size, per prompt."""
-        return self.run("null_contrast", prompts=prompts, seeds=seeds, divergence=divergence, chat=chat, **ci)
-
-    def greedy_change(self, prompts, *, max_new_tokens: int = 16, chat: bool = False, **ci) -> ProbeResult:
-        """1 if the greedy continuation changes, else 0, per prompt (Wilson interval)."""
-        return self.run("greedy_change", prompts=prompts, max_new_tokens=max_new_tokens, chat=chat, **ci)
-
-    def response_divergence(
-        self, pairs=None, *, prompts=None, max_new_tokens: int = 32, divergence: str = "js", chat: bool = False, **ci
-    ) -> ProbeResult:
-        """Mean divergence over a teacher-forced response (given, or the base's greedy one), per item."""
-        return self.run(
-            "response_divergence",
-            pairs=pairs,
-            prompts=prompts,
-            max_new_tokens=max_new_tokens,
-            divergence=divergence,
-            chat=chat,
-            **ci,
-        )
-
-    def choice_accuracy(self, questions, *, normalize: str = "none", chat: bool = False, **ci) -> ProbeResult:
-        """correct_ft - correct_base per (question, choices, answer_index), with Tango's paired interval."""
-        return self.run("choice_accuracy", questions=questions, normalize=normalize, chat=chat, **ci)
 
 
 def derive_seed(base_seed: int, test_id: str) -> int:

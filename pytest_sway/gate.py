@@ -1,25 +1,38 @@
-"""Probe results and the gate that turns a confidence interval into a verdict.
+"""The gate: an interval estimate in, a verdict (passed / failed / inconclusive) out.
 
-Pure: no pytest, no models. ``ProbeResult`` is what every probe run returns;
-``Gate.judge`` decides passed / failed / inconclusive from the interval alone.
+Pure: no pytest, no models. ``Gate.judge`` takes an
+:class:`IntervalEstimate` (a mean, its interval, n and how it was computed), so
+a probe's result, a comparison with a baseline and a slice are judged alike.
 """
 
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
-from typing import Any
+from dataclasses import dataclass
 
-import numpy as np
-
+from .errors import is_number
 from .outcome import Outcome
 from .stats import Interval
 
-#: How reports name the intervals that are not a bootstrap (``resamples == 0``).
-CLOSED_FORM_NAMES = {
-    "wilson": "Wilson score interval",
-    "tango": "Tango score interval for paired proportions",
-}
+
+@dataclass(frozen=True)
+class IntervalEstimate:
+    """What a gate judges: a mean over ``n`` items, its interval, and how it was computed."""
+
+    label: str
+    estimate: float
+    ci: Interval
+    confidence: float
+    n: int
+    #: How the interval was computed, e.g. ``studentized bootstrap, 9999 resamples, seed 0``.
+    how: str
+
+    def describe(self) -> str:
+        """Estimate, CI and everything needed to reproduce them."""
+        return (
+            f"estimate {self.estimate:.4g}, {self.confidence * 100:.4g}% CI [{self.ci.low:.4g}, {self.ci.high:.4g}] "
+            f"(n={self.n}, {self.how})"
+        )
 
 
 @dataclass(frozen=True)
@@ -45,7 +58,7 @@ class Gate:
     def __post_init__(self):
         for name in ("above", "below"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))):
+            if value is not None and not is_number(value):
                 raise ValueError(f"{name}: expected a number, got {value!r}")
             if value is not None and not math.isfinite(value):
                 raise ValueError(f"{name}: expected a finite number, got {value!r}")
@@ -68,7 +81,7 @@ class Gate:
             return "lower"
         return None
 
-    def judge(self, result: ProbeResult) -> Verdict:
+    def judge(self, result: IntervalEstimate) -> Verdict:
         if not self.active:
             return Verdict(Outcome.REPORTED)
         verdicts = []
@@ -85,7 +98,7 @@ class Gate:
         return Verdict(bad[0].outcome, message, bad[0].items_needed)
 
 
-def _judge_side(result: ProbeResult, threshold: float, *, side: str) -> Verdict:
+def _judge_side(result: IntervalEstimate, threshold: float, *, side: str) -> Verdict:
     """The verdict of one side of a gate; its message starts with the verdict (pytest's
     short summary shows the first line) and then says how to reproduce the numbers."""
     low, high = result.ci
@@ -121,75 +134,3 @@ def _judge_side(result: ProbeResult, threshold: float, *, side: str) -> Verdict:
         f"{needed} items (now {result.n}) would resolve it.\n{how}",
         needed,
     )
-
-
-@dataclass(frozen=True, eq=False)
-class ProbeResult:
-    """One probe run: per-item values, their mean and its bootstrap CI."""
-
-    kind: str
-    estimate: float
-    ci: Interval
-    confidence: float
-    n: int
-    values: np.ndarray
-    method: str
-    resamples: int
-    seed: int
-    params: dict[str, Any]
-    details: dict[str, Any] = field(default_factory=dict)
-    #: A short label per item (the prompt, the case), in the order given.
-    items: tuple[str, ...] = ()
-    #: What the summary calls this probe, e.g. ``delta_kl(js)``.
-    label: str = ""
-    #: Compute time of the probe and its bootstrap (model loading excluded).
-    duration_s: float = 0.0
-    #: Gates checked through ``assert_above``/``assert_below``, in order.
-    checks: list[tuple[Gate, Verdict]] = field(default_factory=list, repr=False)
-
-    def __post_init__(self):
-        if not self.label:
-            object.__setattr__(self, "label", self.kind)
-
-    def describe(self) -> str:
-        """Estimate, CI and everything needed to reproduce them."""
-        how = (
-            CLOSED_FORM_NAMES.get(self.method, f"{self.method} interval")
-            if not self.resamples
-            else f"{self.method} bootstrap, {self.resamples} resamples, seed {self.seed}"
-        )
-        return (
-            f"estimate {self.estimate:.4g}, {self.confidence * 100:.4g}% CI [{self.ci.low:.4g}, {self.ci.high:.4g}] "
-            f"(n={self.n}, {how})"
-        )
-
-    def check(self, gate: Gate) -> Verdict:
-        """Judge this result against ``gate`` and remember the check."""
-        verdict = gate.judge(self)
-        self.checks.append((gate, verdict))
-        return verdict
-
-    def assert_above(self, threshold: float) -> ProbeResult:
-        """Fail unless the whole CI lies at or above ``threshold``."""
-        __tracebackhide__ = True  # the failure is the test's line, not this module's
-        return self._assert(Gate(above=threshold))
-
-    def assert_below(self, threshold: float) -> ProbeResult:
-        """Fail unless the whole CI lies at or below ``threshold``."""
-        __tracebackhide__ = True
-        return self._assert(Gate(below=threshold))
-
-    def _assert(self, gate: Gate) -> ProbeResult:
-        __tracebackhide__ = True
-        verdict = self.check(gate)
-        if not verdict.ok:
-            raise AssertionError(verdict.message + self.failure_evidence())
-        return self
-
-    def failure_evidence(self) -> str:
-        """Extra lines a probe wants shown when its gate fails (e.g. examples)."""
-        lines = self.details.get("evidence")
-        return "\n" + "\n".join(lines) if lines else ""
-
-    def __repr__(self) -> str:
-        return f"ProbeResult({self.label}: {self.describe()})"

@@ -12,9 +12,9 @@ from dataclasses import dataclass
 from typing import Any
 
 from .ci_methods import DEFAULT_CONFIDENCE
-from .errors import ProbeParamError
+from .errors import ProbeParamError, is_number
+from .gate import Gate
 from .probes.base import ProbeRegistry
-from .result import Gate
 from .stats import check_arguments
 
 MARKER_EXAMPLE = "sway_probe('delta_kl', prompts=[...], above=0.05)"
@@ -56,7 +56,7 @@ def parse_marker(args: tuple, kwargs: dict[str, Any], registry: ProbeRegistry, *
     except ValueError as exc:
         raise ProbeParamError(f"{kind}: {exc}") from None
     if max_regression is not None:
-        if isinstance(max_regression, bool) or not isinstance(max_regression, (int, float)) or not max_regression >= 0:
+        if not is_number(max_regression) or not max_regression >= 0:
             raise ProbeParamError(f"{kind}: max_regression must be a number >= 0, got {max_regression!r}")
         if gate.direction is None:
             raise ProbeParamError(
