@@ -37,10 +37,12 @@ def pytest_configure(config):
     from demo_adapter import ensure_demo_adapter, is_current
 
     if not is_current(DEMO_ADAPTER):
-        print(
-            f"pytest-sway demo: the recipe in support_data.py/demo_adapter.py changed; retraining {DEMO_ADAPTER} "
-            "(about two minutes on two CPU cores)...",
-            file=sys.stderr,
-            flush=True,
+
+        def say(line: str) -> None:
+            print(f"pytest-sway demo: {line}", file=sys.stderr, flush=True)
+
+        say(
+            f"the recipe in support_data.py/demo_adapter.py changed; retraining {DEMO_ADAPTER} "
+            "(about two minutes on two CPU cores)"
         )
-        ensure_demo_adapter(DEMO_ADAPTER)
+        ensure_demo_adapter(DEMO_ADAPTER, log=say)

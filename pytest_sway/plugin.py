@@ -8,10 +8,14 @@ first sway marker or fixture needs them, torch only when the hf backend is built
 
 from __future__ import annotations
 
+import contextlib
+import time
+
 import pytest
 
 from .errors import SwayError
 from .outcome import Outcome
+from .progress import DEFAULT_DELAY
 from .settings import OPTIONS, Settings, SettingsError
 from .state import ItemState, RunState
 
@@ -207,13 +211,23 @@ def sway_backend(pytestconfig):
     """The session's backend (dummy, hf, or your factory's), built once, on first use."""
     run = pytestconfig.stash[RUN]
     settings = run.settings
+    run.progress = _progress_line(pytestconfig)
     problem = None
     try:
+        if run.progress is not None and settings.backend_name != "dummy":
+            run.progress.say(f"loading {settings.loading()}")
+        started = time.perf_counter()
         backend = pytestconfig.hook.pytest_sway_make_backend(settings=settings, config=pytestconfig)
         if backend is None:
             raise SwayError("no pytest_sway_make_backend implementation returned a backend")
         describe = getattr(backend, "describe", None)
         run.backend_info = describe() if describe else {"name": type(backend).__name__}
+        if run.progress is not None and settings.backend_name != "dummy":
+            from .summary import describe_backend
+
+            run.progress.say(f"ready in {time.perf_counter() - started:.1f} s: {describe_backend(run.backend_info)}")
+        if run.progress is not None and hasattr(backend, "progress"):
+            backend.progress = run.progress.update
         if settings.save_baseline or settings.baseline or settings.html:
             provenance = getattr(backend, "provenance", None)
             run.provenance = provenance() if provenance else run.backend_info
@@ -225,6 +239,33 @@ def sway_backend(pytestconfig):
     close = getattr(backend, "close", None)
     if close is not None:
         close()
+
+
+def _progress_line(config):
+    """The run's progress line on pytest's terminal, or None (``--sway-progress=off``, an
+    xdist worker — its output would cut into the controller's — or no terminal reporter)."""
+    settings = config.stash[RUN].settings
+    reporter = config.pluginmanager.get_plugin("terminalreporter")
+    if settings.progress == "off" or hasattr(config, "workerinput") or reporter is None:
+        return None
+    from .progress import ProgressLine
+
+    capture = config.pluginmanager.get_plugin("capturemanager")
+    writer = config.get_terminal_writer()
+
+    def write(text: str, redraw: bool) -> None:
+        with capture.global_and_fixture_disabled() if capture is not None else contextlib.nullcontext():
+            if redraw:
+                writer.write("\r" + text, flush=True)
+            else:
+                if writer.width_of_current_line:
+                    writer.line()
+                writer.write(text, flush=True)
+        reporter.currentfspath = None  # pytest starts its next result on a line of its own
+
+    return ProgressLine(
+        write, tty=bool(reporter.isatty()), delay=0.0 if settings.progress == "always" else DEFAULT_DELAY
+    )
 
 
 def _confidence(config, confidence: float) -> float:
@@ -251,8 +292,11 @@ def sway(request, sway_backend):
     from .measure import derive_seed
     from .sway import Sway
 
-    settings = request.config.stash[RUN].settings
+    run = request.config.stash[RUN]
+    settings = run.settings
     state = _state(request.node)
+    if run.progress is not None:
+        run.progress.begin(request.node.name)
     return Sway(
         sway_backend,
         seed=derive_seed(settings.seed, request.node.nodeid),

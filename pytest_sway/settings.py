@@ -197,6 +197,15 @@ def _ci_method(raw: str, base: Path) -> str:
     return raw
 
 
+PROGRESS_MODES = ("auto", "always", "off")
+
+
+def _progress(raw: str, base: Path) -> str:
+    if raw not in PROGRESS_MODES:
+        raise ValueError(f"expected one of {', '.join(PROGRESS_MODES)}")
+    return raw
+
+
 def _output_file(raw: str, base: Path) -> Path:
     path = _expand(raw, base)
     if path.is_dir():
@@ -334,6 +343,12 @@ class Settings:
         None,
         "X",
     )
+    progress: str = option(
+        "progress of long probes and what is loaded: auto (work over 3 s; not on xdist workers), always, or off",
+        _progress,
+        "auto",
+        "WHEN",
+    )
     #: Where each value came from, for messages: name -> "command line" / "ini file".
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -452,6 +467,13 @@ class Settings:
         if self.backend == "auto":
             return "hf" if self.model is not None else "dummy"
         return self.backend
+
+    def loading(self) -> str:
+        """What building the backend loads, in words."""
+        if self.backend_name != "hf":
+            return f"the {self.backend_name} backend"
+        other = f"adapter {self.adapter}" if self.adapter is not None else f"fine-tuned model {self.finetuned}"
+        return f"model {self.model} and {other}"
 
     def header(self) -> str:
         """One line for ``pytest_report_header``."""

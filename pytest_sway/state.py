@@ -27,6 +27,8 @@ class RunState:
     provenance: dict[str, Any] | None = None
     #: Gates in the selected tests: m for the Bonferroni correction.
     family: int = 0
+    #: The terminal line that shows what is loading and long work (a ``ProgressLine``), or None.
+    progress: Any = None
 
 
 @dataclass

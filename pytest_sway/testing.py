@@ -235,6 +235,8 @@ def _make_config(arch: str, tokenizer):
 
 
 Batch = dict[str, torch.Tensor]
+#: Told ``(step, steps, loss)`` after each training step.
+StepCallback = Callable[[int, int, float], None]
 
 
 def _lm_batch(tokenizer, texts: Sequence[str], *, add_special_tokens: bool = True) -> Batch:
@@ -291,17 +293,22 @@ def _seeded(seed: int, *, single_thread: bool):
             torch.set_num_threads(threads)
 
 
-def _fit(model, loss_fn: Callable[[], torch.Tensor], *, steps: int, lr: float) -> float:
-    """``steps`` AdamW steps on the trainable parameters; returns the last loss."""
+def _fit(
+    model, loss_fn: Callable[[], torch.Tensor], *, steps: int, lr: float, on_step: StepCallback | None = None
+) -> float:
+    """``steps`` AdamW steps on the trainable parameters; returns the last loss.
+    ``on_step(step, steps, loss)`` is told after each step."""
     params = [p for p in model.parameters() if p.requires_grad]
     optim = torch.optim.AdamW(params, lr=lr, weight_decay=0.0, foreach=True)
     model.train()
     loss = torch.tensor(float("nan"))
-    for _ in range(steps):
+    for step in range(1, steps + 1):
         loss = loss_fn()
         optim.zero_grad(set_to_none=True)
         loss.backward()
         optim.step()
+        if on_step is not None:
+            on_step(step, steps, loss.item())
     model.eval()
     return loss.item()
 
@@ -410,6 +417,7 @@ def train_lora_adapter(
     anchor_texts: Sequence[str] | None = None,
     anchor_weight: float = 1.0,
     anchor_batch_size: int = 16,
+    on_step: StepCallback | None = None,
 ) -> pathlib.Path:
     """Train a LoRA adapter for the model at ``model_path`` on ``texts``; save it to ``adapter_path``.
 
@@ -418,6 +426,7 @@ def train_lora_adapter(
     ``anchor_texts`` (default :data:`CORPUS`; pass ``()`` to disable).  The
     anchor keeps the adapter targeted: distributions on prefixes of ``texts``
     move far from the base model, unrelated prompts move much less.
+    ``on_step(step, steps, loss)`` is told after each training step.
     Returns ``adapter_path``.
     """
     if isinstance(texts, str) or not texts:
@@ -461,7 +470,7 @@ def train_lora_adapter(
                 loss = loss + anchor_weight * _kl_to_base(model, rows, anchor_base[idx, :width])
             return loss
 
-        _fit(model, loss_fn, steps=steps, lr=lr)
+        _fit(model, loss_fn, steps=steps, lr=lr, on_step=on_step)
 
     adapter_path.mkdir(parents=True, exist_ok=True)
     model.save_pretrained(str(adapter_path), safe_serialization=True)

@@ -31,7 +31,7 @@ from __future__ import annotations
 import contextlib
 import functools
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -53,6 +53,7 @@ from .loading import (
     _pad_id,
     _pick_device,
     _pick_dtype,
+    quiet_progress_bars,
 )
 
 #: Most tokens (batch rows x padded length) in one forward pass.
@@ -103,7 +104,7 @@ class HFBackend:
         # Loading advances torch's global RNG (peft initialises LoRA weights before it loads
         # the saved ones); a test suite's own random state must not depend on whether sway ran.
         cuda = list(range(torch.cuda.device_count())) if torch.cuda.is_available() else []
-        with torch.random.fork_rng(devices=cuda):
+        with torch.random.fork_rng(devices=cuda), quiet_progress_bars():
             self._load(
                 model=model,
                 adapter=adapter,
@@ -198,6 +199,8 @@ class HFBackend:
         self.forwarded: Counter = Counter()
         #: Model forward calls (batches) per variant.
         self.forward_calls: Counter = Counter()
+        #: Told ``(what, done, total)`` as batches finish (the plugin sets it to show progress).
+        self.progress: Callable[[str, int, int], None] | None = None
 
     @classmethod
     def from_settings(cls, settings) -> HFBackend:
@@ -420,7 +423,8 @@ class HFBackend:
     def _compute_greedy(self, variant: Variant, items: list, label_of: dict) -> dict:
         out = {}
         n = items[0][1]
-        for batch in self._batches([seq for seq, _ in items], length=lambda seq: len(seq) + n):
+        batches = self._batches([seq for seq, _ in items], length=lambda seq: len(seq) + n)
+        for batch in self._tracked(batches, f"{variant}: greedy continuations"):
             for seq, new in zip(batch, self._generate(variant, batch, n)):
                 out[(seq, n)] = new
         return out
@@ -455,9 +459,8 @@ class HFBackend:
             missing.sort(key=_length)
             label_of = dict(zip(items, labels))
             # Both variants' logits of a batch count against the logit budget.
-            for batch in self._batches(
-                missing, length=lambda it: len(it[0]), keep=lambda it: 2 * (len(it[0]) - it[1] + 1)
-            ):
+            batches = self._batches(missing, length=lambda it: len(it[0]), keep=lambda it: 2 * (len(it[0]) - it[1] + 1))
+            for batch in self._tracked(batches, f"base and {variant}: teacher-forced responses"):
                 self._response_batch(batch, divergence, variant, label_of)
         return [self._responses[(divergence, variant, it)] for it in items]
 
@@ -661,7 +664,7 @@ class HFBackend:
 
     def _next_batches(self, variant: Variant, seqs: list, label_of: dict):
         """``(batch, last-position logits)`` per forward pass, one pass at a time."""
-        for batch in self._batches(seqs):
+        for batch in self._tracked(self._batches(seqs), f"{variant}: next-token distributions"):
             logits = self._forward(variant, batch, keep=1)[:, -1, :]
             finite = self._torch.isfinite(logits).all(dim=-1).cpu()
             for row, seq in enumerate(batch):
@@ -674,7 +677,8 @@ class HFBackend:
     def _compute_scores(self, variant: Variant, items: list, label_of: dict) -> dict:
         torch = self._torch
         out = {}
-        for batch in self._batches(items, length=lambda it: len(it[0]), keep=lambda it: len(it[0]) - it[1] + 1):
+        batches = self._batches(items, length=lambda it: len(it[0]), keep=lambda it: len(it[0]) - it[1] + 1)
+        for batch in self._tracked(batches, f"{variant}: token log-probabilities"):
             keep = max(len(ids) - start for ids, start in batch) + 1
             logits = self._forward(variant, [ids for ids, _ in batch], keep=keep)
             with torch.inference_mode():
@@ -690,6 +694,18 @@ class HFBackend:
                     lp = rows.log_softmax(-1).gather(-1, targets).squeeze(-1)
                     out[(ids, start)] = lp.cpu().numpy().astype(np.float64)
         return out
+
+    def _tracked(self, batches: list[list], what: str) -> Iterator[list]:
+        """``batches``, one at a time, telling ``self.progress`` how many items are done."""
+        total = sum(map(len, batches))
+        done = 0
+        if self.progress is not None:
+            self.progress(what, 0, total)
+        for batch in batches:
+            yield batch
+            done += len(batch)
+            if self.progress is not None:
+                self.progress(what, done, total)
 
     def _batches(self, items: list, *, length=len, keep=lambda item: 1) -> list[list]:
         """Group length-sorted items into forward passes that respect the batch size,

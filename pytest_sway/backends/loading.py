@@ -7,10 +7,25 @@ torch, transformers and peft are imported inside the functions, when a backend i
 
 from __future__ import annotations
 
+import contextlib
 import warnings
 from pathlib import Path
 
 from ..errors import HF_INSTALL_HINT, BackendError
+
+
+@contextlib.contextmanager
+def quiet_progress_bars():
+    """transformers' loading bars off while the backend loads (the plugin says what it loads), then as they were."""
+    from transformers.utils import logging
+
+    enabled = logging.is_progress_bar_enabled()
+    logging.disable_progress_bar()
+    try:
+        yield
+    finally:
+        if enabled:
+            logging.enable_progress_bar()
 
 
 def _import_frameworks():
