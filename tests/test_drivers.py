@@ -219,3 +219,81 @@ def test_a_regression_names_the_items_that_fell_most():
         direction=None,
     )
     assert "drivers" not in reported  # compared and reported, not gated: no verdict to drive
+
+
+def test_the_regression_drivers_show_in_html_and_markdown():
+    from pytest_sway.markdown import render_markdown
+
+    prompts = [f"p{i}" for i in range(16)]
+    now = run_probe("delta_kl", DummyBackend(effect=0.2), prompts=prompts, seed=1)
+    then = run_probe("delta_kl", DummyBackend(effect=0.5), prompts=prompts, seed=1)
+    now.check(Gate(above=0.0001))
+    entry = {"items": list(then.items), "values": then.values.tolist(), "estimate": then.estimate}
+    out = compare(
+        now,
+        entry,
+        provenance_now={},
+        provenance_then={},
+        bootstrap=Bootstrap(seed=1),
+        max_regression=0.001,
+        direction="higher",
+    )
+    request = type("Req", (), {"kind": "delta_kl", "gate": Gate(above=0.0001)})()
+    rows = rows_for_test("t.py::test", results=[now], request=request, index=0, error=None, comparisons={1: out})
+    doc = json_document(rows, backend={"name": "dummy"}, settings={})
+    assert doc["results"][0]["outcome"] == "passed" and doc["results"][0]["baseline"]["drivers"] == out["drivers"]
+    expected = [
+        (f"{d['value']:.4g}", f"{d['baseline_value']:.4g}", f"{d['value'] - d['baseline_value']:+.4g}", d["item"])
+        for d in out["drivers"]
+    ]
+    page = render_html(doc)
+    assert f"Drivers: {out['regressed_items']} of 16 items fell since the baseline; the 5 that fell most:" in page
+    for value, saved, change, item in expected:
+        assert f'<td class="n">{value}</td><td class="n">{saved}</td><td class="n">{change}</td><td>{item}</td>' in page
+    text = render_markdown(doc, footer="f")
+    assert "#### ❌ test · delta\\_kl(js)\n" in text  # the row passed; its regression failed
+    table = text.split("| value | baseline | change | item |\n", 1)[1].split("\n\n", 1)[0].splitlines()[1:]
+    assert table == [f"| {v} | {b} | {c} | `{i}` |" for v, b, c, i in expected]
+
+
+REGRESSION_SUITE = """
+import pytest
+PROMPTS = [f"prompt {i}" for i in range(12)]
+
+@pytest.mark.sway_probe("delta_kl", prompts=PROMPTS, above=0.001, max_regression=0.001)
+def test_moves():
+    pass
+"""
+
+EFFECT_CONFTEST = """
+import os
+from pytest_sway import DummyBackend
+
+def pytest_sway_make_backend(settings):
+    return DummyBackend(effect=float(os.environ.get("SWAY_TEST_EFFECT", "0.5")))
+"""
+
+
+def test_a_failed_regression_gate_names_its_drivers(pytester, monkeypatch):
+    pytester.makepyfile(test_r=REGRESSION_SUITE)
+    pytester.makeconftest(EFFECT_CONFTEST)
+    pytester.runpytest("--sway-save-baseline=base.json").assert_outcomes(passed=1)
+    saved = json.loads((pytester.path / "base.json").read_text())["tests"]["test_r.py::test_moves"][0]
+    monkeypatch.setenv("SWAY_TEST_EFFECT", "0.3")
+    result = pytester.runpytest("--sway-baseline=base.json", "--sway-json=out.json", "--sway-drivers=2")
+    result.assert_outcomes(failed=1)
+    row = json.loads((pytester.path / "out.json").read_text())["results"][0]
+    now = dict(zip([f"prompt {i}" for i in range(12)], row["values"]))
+    change = {item: now[item] - value for item, value in zip(saved["items"], saved["values"])}
+    worst = sorted((c, k, item) for k, (item, c) in enumerate(change.items()) if c < 0)[:2]
+    assert [d["item"] for d in row["baseline"]["drivers"]] == [item for _, _, item in worst]
+    fell = sum(c < 0 for c in change.values())
+    result.stdout.fnmatch_lines(
+        [
+            "FAILED: delta_kl(js) - baseline * lies wholly below -0.001. A regression against the baseline*",
+            "*gate needs CI low >= -0.001.",
+            f"Drivers: {fell} of 12 items fell since the baseline; the 2 that fell most:",
+            f"  {now[worst[0][2]]:.4g} (baseline *, {worst[0][0]:+.4g})  *{worst[0][2]}",
+            f"  {now[worst[1][2]]:.4g} (baseline *, {worst[1][0]:+.4g})  *{worst[1][2]}",
+        ]
+    )
