@@ -221,18 +221,6 @@ def test_github_appends_to_the_step_summary_keeping_earlier_steps(pytester, monk
     assert not [n for n in os.listdir(pytester.path) if n.endswith(".tmp")]  # no temporary file left behind
 
 
-@pytest.mark.parametrize("value", [None, "", "  "])
-def test_github_without_a_step_summary_is_a_usage_error(pytester, monkeypatch, value):
-    pytester.makepyfile(SUITE)
-    if value is None:
-        monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
-    else:
-        monkeypatch.setenv("GITHUB_STEP_SUMMARY", value)
-    result = pytester.runpytest("--sway-markdown=github")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--sway-markdown='github': *$GITHUB_STEP_SUMMARY, which is not set*file path*"])
-
-
 def test_a_summary_colliding_with_another_output_is_refused(pytester, monkeypatch):
     pytester.makepyfile(SUITE)
     result = pytester.runpytest("--sway-json=same.md", "--sway-markdown=same.md")
@@ -243,14 +231,9 @@ def test_a_summary_colliding_with_another_output_is_refused(pytester, monkeypatc
     assert result.ret == pytest.ExitCode.USAGE_ERROR
 
 
-def test_a_file_that_is_not_a_summary_is_not_overwritten(pytester):
+def test_a_summary_written_before_is_replaced(pytester):
+    # A file that is not a summary is refused (tests/test_refusals.py); one written before is ours to replace.
     pytester.makepyfile(SUITE)
-    (pytester.path / "notes.md").write_text("# My release notes\n")
-    result = pytester.runpytest("--sway-markdown=notes.md")
-    assert result.ret == pytest.ExitCode.USAGE_ERROR
-    result.stderr.fnmatch_lines(["*--sway-markdown=*notes.md holds a file that is not a pytest-sway Markdown summary*"])
-    assert (pytester.path / "notes.md").read_text() == "# My release notes\n"
-    # A summary written before is ours to replace.
     pytester.runpytest("--sway-markdown=mine.md").assert_outcomes(passed=1, failed=2)
     pytester.runpytest("--sway-markdown=mine.md", "-k", "passes").assert_outcomes(passed=1)
     assert len(tables((pytester.path / "mine.md").read_text())[0]) == 2
