@@ -193,13 +193,11 @@ def gate_text(sections: Sequence[tuple[str, Sequence[dict]]]) -> str:
 def regression_text(drivers: Sequence[dict], *, direction: str, regressed: int, n: int) -> str:
     """The lines a regression's failure message gets: a heading, then per item its value,
     the saved value and the change."""
-    if not drivers:
-        return ""
     cells = [
         f"{_num(d['value'])} (baseline {_num(d['baseline_value'])}, {d['value'] - d['baseline_value']:+.4g})"
         for d in drivers
     ]
-    width = max(map(len, cells))
+    width = max(map(len, cells), default=0)
     lines = ["Drivers: " + regression_heading(direction, regressed, n, len(drivers))]
     lines += [f"  {cell.ljust(width)}  {show_item(d['item'])}" for cell, d in zip(cells, drivers)]
     return "\n".join(lines)

@@ -297,3 +297,18 @@ def test_a_failed_regression_gate_names_its_drivers(pytester, monkeypatch):
             f"  {now[worst[1][2]]:.4g} (baseline *, {worst[1][0]:+.4g})  *{worst[1][2]}",
         ]
     )
+
+
+def test_a_regression_with_no_item_worse_says_so():
+    from pytest_sway.drivers import regression_text
+
+    drivers, regressed = regression_drivers(["a", "b"], [1.0, 2.0], [1.0, 1.5], direction="higher")
+    assert (drivers, regressed) == ([], 0)
+    assert regression_text(drivers, direction="higher", regressed=0, n=2) == (
+        "Drivers: no item fell since the baseline (of 2): the interval reaches past the bound through its width alone"
+    )
+    drivers, regressed = regression_drivers(["a", "b"], [1.0, 2.0], [1.0, 1.5], direction="lower")
+    assert regression_text(drivers, direction="lower", regressed=regressed, n=2).splitlines() == [
+        "Drivers: 1 of 2 items rose since the baseline:",
+        "  2 (baseline 1.5, +0.5)  b",
+    ]
