@@ -1,4 +1,4 @@
-"""Drivers: the items behind a failed or inconclusive verdict (pure, no numpy needed).
+"""Drivers: the items behind a failed or inconclusive verdict (pure; numpy imported when used).
 
 A gate judges the mean of per-item values; when it fails, the user's next
 question is *which* items pulled the interval to the wrong side. The drivers
@@ -67,10 +67,6 @@ def failing_sides(above: float | None, below: float | None, ci_low: float | None
     return sides
 
 
-def _wrong(side: str, value: float, threshold: float) -> bool:
-    return value < threshold if side == "above" else value > threshold
-
-
 def gate_drivers(
     values: Values,
     items: Sequence[str],
@@ -85,14 +81,18 @@ def gate_drivers(
     on the wrong side first. Empty when the gate passes or ``k`` is 0."""
     if k <= 0:
         return []
+    import numpy as np  # here, not at import: the plugin loads this module before any sway test runs
+
+    array = np.asarray(values, dtype=np.float64)
     out = []
     for side in failing_sides(above, below, ci_low, ci_high):
         threshold = above if side == "above" else below
         assert threshold is not None
-        wrong = [i for i, v in enumerate(values) if _wrong(side, float(v), threshold)]
-        # Lowest first for `above`, highest first for `below`; sorted() is stable: ties keep item order.
-        wrong.sort(key=lambda i: float(values[i]) if side == "above" else -float(values[i]))
-        out += [{"item": str(items[i]), "value": float(values[i]), "side": side} for i in wrong[:k]]
+        wrong = np.flatnonzero(array < threshold if side == "above" else array > threshold)
+        # Lowest first for `above`, highest first for `below`; ties in item order (lexsort's last key leads).
+        key = array[wrong] if side == "above" else -array[wrong]
+        for i in wrong[np.lexsort((wrong, key))][:k].tolist():
+            out.append({"item": str(items[i]), "value": float(array[i]), "side": side})
     return out
 
 
@@ -110,16 +110,15 @@ def regression_drivers(
     is ``higher`` or ``lower`` (which way is better). A driver is
     ``{"item", "value", "baseline_value"}``.
     """
-    sign = 1.0 if direction == "higher" else -1.0
+    import numpy as np
+
+    now, then = np.asarray(values, dtype=np.float64), np.asarray(saved, dtype=np.float64)
     # Loss in the bad direction: positive for an item that got worse.
-    loss = [sign * (float(b) - float(v)) for v, b in zip(values, saved)]
-    worse = [i for i, x in enumerate(loss) if x > 0]
-    worse.sort(key=lambda i: -loss[i])
-    drivers = [
-        {"item": str(items[i]), "value": float(values[i]), "baseline_value": float(saved[i])}
-        for i in worse[: max(k, 0)]
-    ]
-    return drivers, len(worse)
+    loss = then - now if direction == "higher" else now - then
+    worse = np.flatnonzero(loss > 0)
+    ranked = worse[np.lexsort((worse, -loss[worse]))][: max(k, 0)].tolist()
+    drivers = [{"item": str(items[i]), "value": float(now[i]), "baseline_value": float(then[i])} for i in ranked]
+    return drivers, int(worse.size)
 
 
 # -- words: headings and message lines -----------------------------------------------
@@ -127,9 +126,12 @@ def regression_drivers(
 
 def gate_heading(side: str, threshold: float, values: Values, shown: int) -> str:
     """``9 of 12 items lie below 0.3; the 5 lowest:`` for the drivers of one gate side."""
+    import numpy as np
+
+    array = np.asarray(values, dtype=np.float64)
     where = "below" if side == "above" else "above"
-    wrong = sum(_wrong(side, float(v), threshold) for v in values)
-    n = len(values)
+    wrong = int(np.count_nonzero(array < threshold if side == "above" else array > threshold))
+    n = array.size
     if wrong == 0:
         return (
             f"no item lies {where} {threshold:g} (of {n}): the interval reaches past it through its width alone; "
