@@ -67,7 +67,7 @@ class SwayReporter:
                     (f"sway: no sway results in this run; {kind} {path} left as it was", {"yellow": True})
                 )
             return
-        from .outputs import write_output
+        from .outputs import StepSummary, append_output, write_output
         from .rows import json_document
 
         doc = json_document(
@@ -84,13 +84,17 @@ class SwayReporter:
                 self.notes.append((f"sway: {kind} {path} left as it was: {exc}", {"red": True}))
                 self._fail(session)
                 continue
+            appending = isinstance(path, StepSummary)
             try:
-                write_output(path, text)
+                (append_output if appending else write_output)(path, text)
             except OSError as exc:
                 self.notes.append((f"sway: could not write {path} ({exc}); any previous file is intact", {"red": True}))
                 self._fail(session)
                 continue
-            self.notes.append((f"sway: {kind} written to {path}", {}))
+            if appending:
+                self.notes.append((f"sway: {kind} appended to $GITHUB_STEP_SUMMARY ({path})", {}))
+            else:
+                self.notes.append((f"sway: {kind} written to {path}", {}))
 
     @staticmethod
     def _fail(session) -> None:
@@ -107,6 +111,10 @@ class SwayReporter:
             from .html_report import render_html
 
             return render_html(doc)
+        if output == "markdown":
+            from .markdown import render_markdown
+
+            return render_markdown(doc, footer=self.footer())
         from .baseline import baseline_document
 
         errors = sorted({r["nodeid"] for r in self.rows if "values" not in r})

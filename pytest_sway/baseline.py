@@ -16,6 +16,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+from .drivers import DEFAULT_DRIVERS, regression_drivers, regression_text
 from .errors import is_number, is_whole, short_repr
 from .outcome import Outcome
 from .outputs import BASELINE_KIND as KIND
@@ -129,21 +130,30 @@ def provenance_mismatch(now: dict, then: dict) -> str | None:
     return "; ".join(diffs) or None
 
 
-def paired_differences(items, values, entry) -> tuple[list[float] | None, str | None]:
-    """Current minus saved value, item by item; or None and what changed in the item set."""
+def paired_values(items, entry) -> tuple[list[float] | None, str | None]:
+    """The saved value of each current item, in the current order (matched by item, not
+    position); or None and what changed in the item set."""
     now, then = Counter(items), Counter(entry["items"])
     if now != then:
         added, removed = sum((now - then).values()), sum((then - now).values())
         return None, f"{added} item(s) added, {removed} removed since the baseline"
     saved: dict[str, list[float]] = {}
     for item, value in zip(entry["items"], entry["values"]):
-        saved.setdefault(item, []).append(value)
+        saved.setdefault(item, []).append(float(value))
     seen: Counter = Counter()
-    diffs = []
-    for item, value in zip(items, values):
-        diffs.append(float(value) - float(saved[item][seen[item]]))
+    out = []
+    for item in items:
+        out.append(saved[item][seen[item]])
         seen[item] += 1
-    return diffs, None
+    return out, None
+
+
+def paired_differences(items, values, entry) -> tuple[list[float] | None, str | None]:
+    """Current minus saved value, item by item; or None and what changed in the item set."""
+    saved, change = paired_values(items, entry)
+    if saved is None:
+        return None, change
+    return [float(v) - s for v, s in zip(values, saved)], None
 
 
 def compare_with_baseline(
@@ -195,12 +205,12 @@ def compare(
     mismatch = provenance_mismatch(provenance_now, provenance_then)
     if mismatch:
         return {"status": PROVENANCE_MISMATCH, "outcome": _REPORTED, "message": f"not compared: {mismatch}"}
-    diffs, change = paired_differences(result.items, result.values, entry)
-    if diffs is None:
+    saved, change = paired_values(result.items, entry)
+    if saved is None:
         return {"status": ITEMS_CHANGED, "outcome": _REPORTED, "message": f"not compared: {change}"}
     import numpy as np
 
-    values = np.array(diffs)
+    values = np.asarray(result.values, dtype=np.float64) - np.asarray(saved, dtype=np.float64)
     ci = bootstrap.interval(values)
     from .probe_result import interval_how
 
@@ -233,4 +243,22 @@ def compare(
             out["message"] = (
                 f"{head} A regression against the baseline beyond max_regression={max_regression:g}.\n{how}"
             )
+            k = getattr(result, "max_drivers", DEFAULT_DRIVERS)
+            if k > 0:
+                out["drivers"], out["regressed_items"] = regression_drivers(
+                    result.items, result.values, saved, direction=direction, k=k
+                )
     return out
+
+
+def comparison_failure(comparison: dict, n: int) -> str:
+    """What a failed regression gate says: the comparison's message, then its drivers."""
+    text = comparison["message"]
+    if "drivers" in comparison:
+        text += "\n" + regression_text(
+            comparison["drivers"],
+            direction=comparison["direction"],
+            regressed=comparison["regressed_items"],
+            n=n,
+        )
+    return text

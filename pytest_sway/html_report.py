@@ -7,8 +7,8 @@ artifact. The page depends only on ``doc`` (no timestamps).
 
 Layout: a header (outcome counts, backend, settings, provenance, correction);
 an overview forest plot; then one section per test with its per-item values,
-failure message, baseline comparison and probe extras (ablation curve, greedy
-examples).
+failure message and drivers (the items behind a failed gate or regression),
+baseline comparison and probe extras (ablation curve, greedy examples).
 
 The forest plot groups rows by probe label (and unit) with one shared x axis
 per group: rows of one probe share units, so a shared axis makes their
@@ -25,6 +25,7 @@ from collections.abc import Iterable
 from html import escape
 from typing import Any
 
+from .drivers import gate_sections, regression_heading
 from .errors import is_number
 from .outcome import Outcome
 from .summary import describe_backend, short_ids
@@ -271,8 +272,10 @@ def _result(i: int, r: dict) -> str:
         out.append('<div class="plots">' + _strip_plot(r, color) + (_ablation_chart(curve) if curve else "") + "</div>")
     if r.get("message") and outcome != Outcome.PASSED:
         out.append(f'<pre class="message" style="border-left-color:{color}">{_e(r["message"])}</pre>')
+    if outcome in (Outcome.FAILED, Outcome.INCONCLUSIVE) and isinstance(r.get("drivers"), list):
+        out.append(_gate_drivers(r))
     if isinstance(r.get("baseline"), dict) and r["baseline"]:
-        out.append(_baseline(r["baseline"]))
+        out.append(_baseline(r["baseline"], r.get("n")))
     if isinstance(_details(r).get("examples"), list) and _details(r)["examples"]:
         out.append(_examples(_details(r)["examples"]))
     out.append("</div>")
@@ -367,7 +370,38 @@ def _ablation_chart(curve: Any) -> str:
     return f"<figure>{''.join(out)}<figcaption>{caption}</figcaption></figure>"
 
 
-def _baseline(b: dict) -> str:
+def _gate_drivers(r: dict) -> str:
+    """The items behind a failed gate, per failing side: a heading and a table."""
+    values = [v for v in map(_finite, r.get("values") or []) if v is not None]
+    sections = gate_sections(
+        [d for d in r["drivers"] if isinstance(d, dict)],
+        values,
+        above=_finite(r.get("above")),
+        below=_finite(r.get("below")),
+        ci_low=_finite(r.get("ci_low")),
+        ci_high=_finite(r.get("ci_high")),
+    )
+    return "".join(_drivers_table(heading, drivers) for heading, drivers in sections)
+
+
+def _drivers_table(heading: str, drivers: list[dict], *, baseline: bool = False) -> str:
+    caption = f"<caption>Drivers: {_e(heading)}</caption>"
+    if not drivers:
+        return f'<table class="drivers">{caption}</table>'
+    head = "<tr><th>value</th>" + ("<th>baseline</th><th>change</th>" if baseline else "") + "<th>item</th></tr>"
+    rows = []
+    for d in drivers:
+        value, saved = _finite(d.get("value")), _finite(d.get("baseline_value"))
+        cells = [_num(value)]
+        if baseline:
+            change = f"{value - saved:+.4g}" if value is not None and saved is not None else "-"
+            cells += [_num(saved), change]
+        cells = [f'<td class="n">{_e(c)}</td>' for c in cells]
+        rows.append("<tr>" + "".join(cells) + f"<td>{_e(d.get('item', ''))}</td></tr>")
+    return f'<table class="drivers">{caption}{head}{"".join(rows)}</table>'
+
+
+def _baseline(b: dict, n=None) -> str:
     """The comparison with the saved baseline: paired change per item, its CI, and
     the regression gate (``max_regression``) when one was set."""
     parts = [f"<b>Baseline</b> {_e(b.get('status', '?'))}"]
@@ -385,6 +419,13 @@ def _baseline(b: dict) -> str:
     out = '<p class="baseline">' + " &middot; ".join(parts) + "</p>"
     if b.get("message"):
         out += f'<pre class="message" style="border-left-color:{_color(b.get("outcome"))}">{_e(b["message"])}</pre>'
+    drivers = b.get("drivers")
+    if isinstance(drivers, list) and b.get("direction") in ("higher", "lower"):
+        regressed = b.get("regressed_items")
+        heading = regression_heading(
+            b["direction"], regressed if isinstance(regressed, int) else len(drivers), n or 0, len(drivers)
+        )
+        out += _drivers_table(heading, [d for d in drivers if isinstance(d, dict)], baseline=True)
     return out
 
 
@@ -545,7 +586,9 @@ figcaption{font-size:12px}
 pre.message{background:var(--soft);border-left:3px solid;padding:8px 12px;margin:10px 0 4px;white-space:pre-wrap;
 overflow-wrap:anywhere;font-size:12.5px}
 .baseline{margin:8px 0 0;font-size:13px}
-.examples{margin-top:10px}
+.examples,.drivers{margin-top:10px}
+.drivers td{white-space:pre-wrap;overflow-wrap:anywhere;padding-right:16px}
+.drivers td.n{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 .examples td{white-space:pre-wrap;overflow-wrap:anywhere;padding-right:16px}
 .empty{font-size:16px;color:var(--muted);margin:28px 0}
 footer{margin-top:36px;color:var(--muted);font-size:12px}

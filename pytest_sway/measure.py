@@ -13,7 +13,8 @@ from typing import Any
 import numpy as np
 
 from .ci_methods import DEFAULT_CONFIDENCE
-from .errors import ProbeError, ProbeParamError, SwayError, short_repr
+from .drivers import DEFAULT_DRIVERS
+from .errors import ProbeError, ProbeParamError, SwayError, is_whole, short_repr
 from .probe_result import ProbeResult
 from .probes import Measurement, ProbeRegistry, default_registry
 from .stats import Bootstrap, wilson_interval
@@ -29,27 +30,31 @@ def run_probe(
     method: str | None = None,
     registry: ProbeRegistry | None = None,
     base_dir=None,
+    drivers: int = DEFAULT_DRIVERS,
     **params: Any,
 ) -> ProbeResult:
     """Measure probe ``kind`` on ``backend`` and bootstrap a CI for its mean.
 
     ``params`` are the probe's own parameters (e.g. ``prompts=[...]``); items
     given as a string are read from that JSONL file, relative to ``base_dir``
-    (default: the current folder).
+    (default: the current folder). ``drivers`` is how many items a failed
+    gate on the result names per side (0: none).
     Unknown kinds and unknown, missing or ill-typed parameters raise
     ``ValueError`` naming the kind and the parameter.
     """
     registry = registry if registry is not None else default_registry()
     probe = registry.get(kind)
     checked = probe.validate(params, base_dir=base_dir)
+    if not is_whole(drivers) or drivers < 0:
+        raise ProbeParamError(f"{kind}: drivers: expected a whole number >= 0, got {short_repr(drivers)}")
     try:
         bootstrap = Bootstrap(confidence=confidence, resamples=resamples, method=method, seed=seed)
     except ValueError as exc:
         raise ProbeParamError(f"{kind}: {exc}") from None
-    return measure(probe, checked, backend, bootstrap)
+    return measure(probe, checked, backend, bootstrap, drivers=int(drivers))
 
 
-def measure(probe, params: dict, backend, bootstrap: Bootstrap) -> ProbeResult:
+def measure(probe, params: dict, backend, bootstrap: Bootstrap, *, drivers: int = DEFAULT_DRIVERS) -> ProbeResult:
     """Run an already-validated probe request.
 
     Whatever a probe (a built-in or yours) does wrong ends in a ``ProbeError``
@@ -119,6 +124,7 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap) -> ProbeResult:
         items=items,
         label=probe.label(params),
         duration_s=time.perf_counter() - start,
+        max_drivers=drivers,
     )
 
 

@@ -11,16 +11,38 @@ from __future__ import annotations
 import json
 import os
 import stat
+from dataclasses import dataclass
 from pathlib import Path
 
 from .files import write_atomic
 
 #: Output options, in the order they are written: (setting, what it is).
-OUTPUTS = (("json", "JSON report"), ("html", "HTML report"), ("save_baseline", "baseline"))
+OUTPUTS = (
+    ("json", "JSON report"),
+    ("html", "HTML report"),
+    ("markdown", "Markdown summary"),
+    ("save_baseline", "baseline"),
+)
 
 JSON_KIND = "pytest-sway report"
 BASELINE_KIND = "pytest-sway baseline"
 _HTML_TITLE = "<title>pytest-sway report</title>"
+#: The first line of a Markdown summary (invisible when rendered): what makes a file ours to replace.
+MARKDOWN_MARK = "<!-- pytest-sway summary -->"
+
+
+@dataclass(frozen=True)
+class StepSummary:
+    """An output appended to, not replaced: GitHub Actions' ``$GITHUB_STEP_SUMMARY`` file,
+    which holds what earlier steps wrote (``--sway-markdown=github``)."""
+
+    path: Path
+
+    def __fspath__(self) -> str:
+        return str(self.path)
+
+    def __str__(self) -> str:
+        return str(self.path)
 
 
 def resolved(path: str | os.PathLike) -> str:
@@ -46,6 +68,8 @@ def check_output_paths(settings) -> None:
                 "give each its own path"
             )
         seen[target] = here
+        if isinstance(path, StepSummary):
+            continue  # appended to: what earlier steps wrote stays
         other = foreign_document(target, kind)
         if other:
             raise ValueError(
@@ -69,6 +93,8 @@ def foreign_document(path: str, kind: str) -> str | None:
         return None
     if kind == "HTML report":
         return None if _HTML_TITLE in text[:4096] else "a file that is not a pytest-sway HTML report"
+    if kind == "Markdown summary":
+        return None if text.startswith(MARKDOWN_MARK) else "a file that is not a pytest-sway Markdown summary"
     try:
         doc = json.loads(text)
     except ValueError:
@@ -108,3 +134,30 @@ def write_output(path: str | os.PathLike, text: str) -> None:
         return
     with open(target, "w", encoding="utf-8") as fh:
         fh.write(text)
+
+
+def append_output(path: str | os.PathLike, text: str) -> None:
+    """Append ``text`` to ``path`` without ever leaving a half-written file.
+
+    A regular file is read, and its content plus ``text`` (after a blank line)
+    written to a temporary file renamed over it, keeping its permissions: a
+    failure leaves what earlier writers put there intact. A symlink is followed;
+    a file that does not exist is created; anything else (``/dev/null``, a FIFO)
+    is appended to.
+    """
+    target = Path(resolved(path))
+    try:
+        info = os.stat(target)
+    except FileNotFoundError:
+        write_atomic(target, text)
+        return
+    if not stat.S_ISREG(info.st_mode):
+        with open(target, "a", encoding="utf-8") as fh:
+            fh.write(text)
+        return
+    existing = target.read_bytes()  # bytes: whatever encoding earlier steps used stays as it was
+    if existing and not existing.endswith(b"\n"):
+        existing += b"\n"
+    if existing:
+        existing += b"\n"  # a blank line: Markdown starts a new block
+    write_atomic(target, existing + text.encode("utf-8"), mode=stat.S_IMODE(info.st_mode))

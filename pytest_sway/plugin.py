@@ -306,6 +306,7 @@ def sway(request, sway_backend):
         registry=_registry(request.node),
         on_result=state.results.append,
         base_dir=request.node.path.parent,
+        drivers=settings.drivers,
     )
 
 
@@ -363,7 +364,7 @@ def pytest_runtest_call(item):
     if result is not None:
         verdict = result.check(state.request.gate)
         if not verdict.ok:
-            pytest.fail(verdict.message + result.failure_evidence(), pytrace=False)
+            pytest.fail(result.failure_message(state.request.gate, verdict), pytrace=False)
         run = item.config.stash[RUN]
         if run.baseline is not None:
             regression = state.request.max_regression
@@ -376,7 +377,9 @@ def pytest_runtest_call(item):
                 max_regression=regression if regression is not None else run.settings.max_regression,
             )
             if not Outcome(comparison["outcome"]).ok:
-                pytest.fail(comparison["message"], pytrace=False)
+                from .baseline import comparison_failure
+
+                pytest.fail(comparison_failure(comparison, result.n), pytrace=False)
     problem = None
     try:
         outcome = yield

@@ -7,6 +7,7 @@ from typing import Any
 
 import numpy as np
 
+from .drivers import DEFAULT_DRIVERS, gate_drivers, gate_sections, gate_text
 from .gate import Gate, IntervalEstimate, Verdict
 from .stats import Interval
 
@@ -47,6 +48,8 @@ class ProbeResult:
     duration_s: float = 0.0
     #: Gates checked through ``assert_above``/``assert_below``, in order.
     checks: list[tuple[Gate, Verdict]] = field(default_factory=list, repr=False)
+    #: How many items a failed gate names per side (``--sway-drivers``); 0: none.
+    max_drivers: int = DEFAULT_DRIVERS
 
     def __post_init__(self):
         if not self.label:
@@ -88,8 +91,39 @@ class ProbeResult:
         __tracebackhide__ = True
         verdict = self.check(gate)
         if not verdict.ok:
-            raise AssertionError(verdict.message + self.failure_evidence())
+            raise AssertionError(self.failure_message(gate, verdict))
         return self
+
+    def drivers(self, gate: Gate) -> list[dict]:
+        """The items that drive ``gate``'s verdict on this result: up to ``max_drivers`` per failing
+        side, furthest on the wrong side of the threshold first (see ``pytest_sway.drivers``).
+        Empty when the gate passes."""
+        return gate_drivers(
+            self.values,
+            self.items,
+            above=gate.above,
+            below=gate.below,
+            ci_low=self.ci.low,
+            ci_high=self.ci.high,
+            k=self.max_drivers,
+        )
+
+    def failure_message(self, gate: Gate, verdict: Verdict) -> str:
+        """What a failed ``gate`` says: the verdict's message (its first line the verdict),
+        the drivers, then the probe's own evidence (e.g. greedy_change's example pairs)."""
+        text = verdict.message
+        if self.max_drivers > 0:
+            sections = gate_sections(
+                self.drivers(gate),
+                self.values,
+                above=gate.above,
+                below=gate.below,
+                ci_low=self.ci.low,
+                ci_high=self.ci.high,
+            )
+            drivers = gate_text(sections)
+            text += "\n" + drivers if drivers else ""
+        return text + self.failure_evidence()
 
     def failure_evidence(self) -> str:
         """Extra lines a probe wants shown when its gate fails (e.g. examples)."""

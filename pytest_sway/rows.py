@@ -22,8 +22,8 @@ SCHEMA = 1
 
 def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> dict[str, Any]:
     """The row for one ``ProbeResult``, judged by the gates checked on it."""
-    above, below, verdict = _judged(result.checks)
-    return {
+    above, below, gate, verdict = _judged(result.checks)
+    row = {
         "nodeid": nodeid,
         "index": index,
         "order": order,
@@ -50,18 +50,22 @@ def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> d
         "duration_s": result.duration_s,
         "details": jsonable(result.details),
     }
+    if result.max_drivers > 0:
+        # Only a failed or inconclusive gate has drivers: a passing one has no wrong side to name,
+        # and its weakest items can be read from values and items.
+        row["drivers"] = result.drivers(gate) if gate is not None and not verdict.ok else []
+    return row
 
 
 _SEVERITY = (Outcome.FAILED, Outcome.INCONCLUSIVE, Outcome.PASSED, Outcome.REPORTED)
 
 
 def _judged(checks):
-    """Strictest thresholds and worst verdict over a result's checks."""
+    """Strictest thresholds over a result's checks, and the worst check (its gate and verdict)."""
     aboves = [g.above for g, _ in checks if g.above is not None]
     belows = [g.below for g, _ in checks if g.below is not None]
-    verdicts = [v for _, v in checks] or [Verdict(Outcome.REPORTED)]
-    worst = min(verdicts, key=lambda v: _SEVERITY.index(v.outcome))
-    return (max(aboves) if aboves else None), (min(belows) if belows else None), worst
+    gate, worst = min(checks, key=lambda c: _SEVERITY.index(c[1].outcome), default=(None, Verdict(Outcome.REPORTED)))
+    return (max(aboves) if aboves else None), (min(belows) if belows else None), gate, worst
 
 
 def rows_for_test(
@@ -119,6 +123,9 @@ def junit_properties(rows: Sequence[dict]) -> list[tuple[str, str]]:
             props.append((f"{prefix}.{key}", "" if row.get(key) is None else str(row[key])))
         props.append((f"{prefix}.message", row.get("message") or ""))
         props.append((f"{prefix}.values", json.dumps(row["values"]) if "values" in row else ""))
+        # Compact: [[item, value], ...] of a failed gate's drivers; empty where none.
+        drivers = [[d["item"], d["value"]] for d in row.get("drivers") or ()]
+        props.append((f"{prefix}.drivers", json.dumps(drivers, ensure_ascii=False) if drivers else ""))
     return props
 
 
@@ -165,7 +172,7 @@ def sort_rows(rows: Iterable[dict]) -> list[dict]:
 _JSON_FIELDS = (
     "nodeid", "kind", "label", "source", "params", "n", "estimate", "ci_low", "ci_high", "confidence",
     "method", "resamples", "seed", "above", "below", "outcome", "items_needed", "message", "values",
-    "duration_s", "details", "baseline",
+    "duration_s", "details", "drivers", "baseline",
 )  # fmt: skip
 
 

@@ -20,7 +20,9 @@ from typing import Any
 from .backends.base import DEFAULT_BATCH_SIZE
 from .ci_methods import DEFAULT_CONFIDENCE, DEFAULT_METHOD, DEFAULT_RESAMPLES, MAX_RESAMPLES, check_resamples
 from .ci_methods import METHODS as CI_METHODS
+from .drivers import DEFAULT_DRIVERS
 from .errors import HF_INSTALL_HINT
+from .outputs import StepSummary
 
 
 class SettingsError(ValueError):
@@ -217,6 +219,21 @@ def _output_file(raw: str, base: Path) -> Path:
     return path
 
 
+def _markdown(raw: str, base: Path) -> Path | StepSummary:
+    if raw != "github":
+        return _output_file(raw, base)
+    summary = os.environ.get("GITHUB_STEP_SUMMARY", "")
+    if not summary.strip():
+        raise ValueError(
+            "github appends the summary to the file named by $GITHUB_STEP_SUMMARY, which is not set (or empty): GitHub "
+            "Actions sets it in every step; elsewhere give a file path (e.g. --sway-markdown=sway-summary.md)"
+        )
+    try:
+        return StepSummary(_output_file(summary, base))
+    except ValueError as exc:
+        raise ValueError(f"$GITHUB_STEP_SUMMARY={summary}: {exc}") from None
+
+
 def _folder(raw: str, base: Path) -> Path:
     path = _expand(raw, base)
     if path.exists() and not path.is_dir():
@@ -328,6 +345,13 @@ class Settings:
     html: Path | None = option(
         "write a self-contained HTML report (forest plot, distributions) to this file", _output_file, None, "PATH"
     )
+    markdown: Path | StepSummary | None = option(
+        "write a GitHub-flavoured Markdown summary (the results table, the drivers of each failure) to this file "
+        "(atomically); github appends it to the file named by $GITHUB_STEP_SUMMARY",
+        _markdown,
+        None,
+        "PATH|github",
+    )
     correction: str = option(
         "multiple-testing correction across the gates: none or bonferroni", _correction, "none", "METHOD"
     )
@@ -348,6 +372,13 @@ class Settings:
         _progress,
         "auto",
         "WHEN",
+    )
+    drivers: int = option(
+        "items a failed or inconclusive gate names: those furthest on the wrong side of its threshold (or "
+        "that regressed most against the baseline); 0 names none",
+        _int(0),
+        str(DEFAULT_DRIVERS),
+        "K",
     )
     #: Where each value came from, for messages: name -> "command line" / "ini file".
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
@@ -497,7 +528,7 @@ class Settings:
             if f.name == "sources":
                 continue
             value = getattr(self, f.name)
-            out[f.name] = str(value) if isinstance(value, Path) else value
+            out[f.name] = os.fspath(value) if isinstance(value, os.PathLike) else value
         return out
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from typing import Any
 
 from .ci_methods import DEFAULT_CONFIDENCE
+from .drivers import DEFAULT_DRIVERS
 from .measure import run_probe
 from .probe_result import ProbeResult
 from .probes import ProbeRegistry, default_registry
@@ -35,12 +36,15 @@ class Sway:
         registry: ProbeRegistry | None = None,
         on_result=None,
         base_dir=None,
+        drivers: int = DEFAULT_DRIVERS,
     ):
         self.backend = backend
         #: Where relative paths of items files start (the ``sway`` fixture: the test file's folder).
         self.base_dir = base_dir
         self.bootstrap = Bootstrap(confidence=confidence, resamples=resamples, method=method, seed=seed)
         self.registry = registry if registry is not None else default_registry()
+        #: How many items a failed gate names per side (``--sway-drivers``).
+        self.drivers = drivers
         self._on_result = on_result
 
     def run(
@@ -62,6 +66,7 @@ class Sway:
             method=b.method if method is None else method,
             registry=self.registry,
             base_dir=self.base_dir,
+            drivers=self.drivers,
             **params,
         )
         if self._on_result is not None:

@@ -40,7 +40,14 @@ def test_the_ci_workflow_gates_and_uploads_the_reports():
     workflow = yaml.safe_load((EXAMPLES / "ci" / "github-actions.yml").read_text())
     steps = workflow["jobs"]["gate"]["steps"]
     commands = " ".join(step.get("run", "") for step in steps)
-    for flag in ("--sway-adapter", "--sway-baseline", "--sway-json", "--sway-html", "--junitxml"):
+    for flag in (
+        "--sway-adapter",
+        "--sway-baseline",
+        "--sway-json",
+        "--sway-html",
+        "--junitxml",
+        "--sway-markdown=github",
+    ):
         assert flag in commands
     upload = next(step for step in steps if "upload-artifact" in step.get("uses", ""))
     assert upload["if"] == "always()"

@@ -159,6 +159,7 @@ def test_an_output_equal_to_the_baseline_is_a_usage_error_and_the_baseline_survi
         ("--sway-json", '{"name": "my-package"}'),
         ("--sway-json", "not json at all"),
         ("--sway-html", "<html><title>My docs</title></html>"),
+        ("--sway-markdown", "# My release notes\n"),
         ("--sway-save-baseline", None),
     ],
 )
@@ -173,6 +174,18 @@ def test_an_output_path_holding_another_document_is_refused(pytester, flag, cont
     assert result.ret == USAGE
     result.stderr.fnmatch_lines([f"*{flag}=*target holds *; pytest-sway will not overwrite it*"])
     assert (pytester.path / "target").read_text() == content
+
+
+@pytest.mark.parametrize("value", [None, "", "  "])
+def test_a_step_summary_outside_github_actions_is_a_usage_error(pytester, monkeypatch, value):
+    pytester.makepyfile(SUITE)
+    if value is None:
+        monkeypatch.delenv("GITHUB_STEP_SUMMARY", raising=False)
+    else:
+        monkeypatch.setenv("GITHUB_STEP_SUMMARY", value)
+    result = pytester.runpytest("--sway-markdown=github")
+    assert result.ret == USAGE
+    result.stderr.fnmatch_lines(["*--sway-markdown='github': *$GITHUB_STEP_SUMMARY, which is not set*file path*"])
 
 
 def test_model_folder_that_is_an_adapter_is_a_usage_error(pytester):

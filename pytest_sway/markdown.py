@@ -1,0 +1,192 @@
+r"""The sway summary as GitHub-flavoured Markdown, for a pull request (pure).
+
+``render_markdown(doc, footer=...)`` renders the JSON report document
+(``rows.json_document``): a table of every result (outcome, test, probe, n,
+estimate, CI, gate, and the baseline change when comparing), then a section
+per failed, inconclusive, errored or regressed result with its message and
+drivers, then the terminal summary's footer. It renders from the same rows as
+the JSON, so a row field added there can be shown here. The page starts with
+an HTML comment (invisible on GitHub) by which a later run recognises the file
+as its own to replace.
+
+Text from users is kept literal. Test ids and items are code spans (a fence
+longer than any backtick run inside, so a backtick cannot end them); other text
+(labels, headings, the footer) is backslash-escaped where punctuation would
+format or link (every ASCII punctuation character may be escaped in GFM). In a
+table cell a ``|`` would split the cell even inside a code span, so it is
+written ``\|`` (which GFM's table parser turns back into ``|``), and a newline
+would end the row: items show newlines as ``\n``, other text gets ``<br>``.
+Messages are fenced code blocks. Numbers, intervals and gates are ours and
+written as they are.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Sequence
+
+from .drivers import gate_sections, regression_heading, show_item
+from .outcome import Outcome
+from .outputs import MARKDOWN_MARK
+from .summary import _ci_header, _gate, _num, _outcome, _versus, short_ids
+
+_ESCAPED = re.compile(r"([\\`*_\[\]<>~&!#])")  # not |: only a table cell needs it escaped (``_cell``)
+
+_ICONS = {
+    Outcome.PASSED.value: "✅ ",
+    Outcome.FAILED.value: "❌ ",
+    Outcome.INCONCLUSIVE.value: "⚠️ ",
+    Outcome.ERROR.value: "💥 ",
+}
+
+#: Longest test id shown (shortened from the left, as in the terminal, with more room).
+_ID_CHARS = 100
+
+#: Characters of an item a drivers table shows (more room than a terminal line).
+_ITEM_CHARS = 120
+
+
+def md(text: object) -> str:
+    """``text`` as literal Markdown inline text on one line: punctuation that would format
+    or link is backslash-escaped, newlines become ``<br>``."""
+    escaped = _ESCAPED.sub(r"\\\1", str(text))
+    return re.sub(r"\r\n|\r|\n", "<br>", escaped)
+
+
+def code(text: object) -> str:
+    """``text`` as a code span on one line: literal whatever it holds."""
+    text = re.sub(r"\r\n|\r|\n", " ", str(text))
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * (longest + 1)
+    # CommonMark strips one space from each end of a span that has both, and a span
+    # touching a backtick would merge with the fence: pad with a space then.
+    pad = " " if text[:1] == "`" or text[-1:] == "`" or (text[:1] == " " and text[-1:] == " ") else ""
+    return f"{fence}{pad}{text}{pad}{fence}"
+
+
+def _cell(text: str) -> str:
+    r"""Inline Markdown made safe for a table cell: every ``|`` escaped, so none splits it.
+
+    GFM's table parser reads ``\|`` as a pipe inside the cell, whatever precedes the
+    backslash, and removes that backslash before the cell's inline parsing: inside a
+    code span too, and after an escaped backslash (``\\\|`` shows ``\|``)."""
+    return text.replace("|", "\\|")
+
+
+def _row(cells: Sequence[str]) -> str:
+    return "| " + " | ".join(_cell(c) for c in cells) + " |"
+
+
+def _fenced(text: str) -> str:
+    """``text`` in a fenced code block whose fence no backtick run inside can close."""
+    longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
+    fence = "`" * max(3, longest + 1)
+    return f"{fence}text\n{text}\n{fence}"
+
+
+def _regressed(row: dict) -> bool:
+    baseline = row.get("baseline")
+    return isinstance(baseline, dict) and baseline.get("outcome") in (Outcome.FAILED, Outcome.INCONCLUSIVE)
+
+
+def render_markdown(doc: dict, *, footer: str) -> str:
+    """The whole summary for report document ``doc``; ``footer`` is the terminal summary's footer line."""
+    rows = [r for r in doc.get("results") or [] if isinstance(r, dict)]  # in the JSON's order: the summary's
+    out = [MARKDOWN_MARK, f"### pytest-sway: {_counts(rows)}", ""]
+    if not rows:
+        out += ["No sway results: no test in this run measured a probe.", ""]
+    else:
+        out += _table(rows) + [""]
+        for row, name in zip(rows, short_ids([r["nodeid"] for r in rows], width=_ID_CHARS)):
+            if not Outcome(row["outcome"]).ok or _regressed(row):
+                out += _failure(row, name)
+    out += [md(footer), ""]
+    return "\n".join(out)
+
+
+_COUNT_ORDER = (Outcome.FAILED, Outcome.INCONCLUSIVE, Outcome.ERROR, Outcome.PASSED, Outcome.REPORTED)
+
+
+def _counts(rows: list[dict]) -> str:
+    counts = {o.value: sum(r["outcome"] == o for r in rows) for o in _COUNT_ORDER}
+    parts = [f"{_ICONS.get(o, '')}{counts[o]} {o}" for o in counts if counts[o]]
+    regressed = sum(_regressed(r) for r in rows)
+    if regressed:
+        parts.append(f"❌ {regressed} regressed against the baseline")
+    return ", ".join(parts) or "no results"
+
+
+def _table(rows: list[dict]) -> list[str]:
+    with_baseline = any("baseline" in r for r in rows)
+    header = ["outcome", "test", "probe", "n", "estimate", _ci_header(rows), "gate"]
+    align = ["---", "---", "---", "--:", "--:", "---", "---"]
+    if with_baseline:
+        header.append("baseline Δ")
+        align.append("---")
+    lines = [_row(header), _row(align)]
+    for row, name in zip(rows, short_ids([r["nodeid"] for r in rows], width=_ID_CHARS)):
+        outcome = row["outcome"]
+        words = "ERROR" if outcome == Outcome.ERROR else _outcome(row)
+        cells = [_ICONS.get(outcome, "") + md(words), code(name), md(row["label"])]
+        if outcome == Outcome.ERROR:
+            cells += ["-", "-", "-", _gate(row)]
+        else:
+            cells += [
+                str(row.get("n", "-")),
+                _num(row.get("estimate")),
+                f"[{_num(row.get('ci_low'))}, {_num(row.get('ci_high'))}]",
+                _gate(row),
+            ]
+        if with_baseline:
+            cells.append(md(_versus(row.get("baseline"))))
+        lines.append(_row(cells))
+    return lines
+
+
+def _failure(row: dict, name: str) -> list[str]:
+    """A failed, inconclusive, errored or regressed result: its message and drivers."""
+    outcome = row["outcome"]
+    worst = outcome if not Outcome(outcome).ok else row["baseline"]["outcome"]  # else: only the regression failed
+    icon = _ICONS[worst]
+    out = [f"#### {icon}{md(name)} · {md(row['label'])}", ""]  # a heading: no code span, where \| would show
+    if not Outcome(outcome).ok:
+        if row.get("message"):
+            out += [_fenced(row["message"]), ""]
+        if "drivers" in row and "values" in row:
+            sections = gate_sections(
+                row["drivers"],
+                row["values"],
+                above=row.get("above"),
+                below=row.get("below"),
+                ci_low=row.get("ci_low"),
+                ci_high=row.get("ci_high"),
+            )
+            for heading, drivers in sections:
+                out += [md("Drivers: " + heading), ""]
+                if drivers:
+                    out += _drivers_table(drivers) + [""]
+    if _regressed(row):
+        baseline = row["baseline"]
+        if baseline.get("message"):
+            out += [_fenced(baseline["message"]), ""]
+        if "drivers" in baseline:
+            heading = regression_heading(
+                baseline["direction"], baseline["regressed_items"], row.get("n", 0), len(baseline["drivers"])
+            )
+            out += [md("Drivers: " + heading), ""]
+            if baseline["drivers"]:
+                out += _drivers_table(baseline["drivers"], baseline=True) + [""]
+    return out
+
+
+def _drivers_table(drivers: list[dict], *, baseline: bool = False) -> list[str]:
+    if baseline:
+        lines = [_row(["value", "baseline", "change", "item"]), _row(["--:", "--:", "--:", "---"])]
+        for d in drivers:
+            change = f"{d['value'] - d['baseline_value']:+.4g}"
+            item = code(show_item(d["item"], _ITEM_CHARS))
+            lines.append(_row([_num(d["value"]), _num(d["baseline_value"]), change, item]))
+        return lines
+    lines = [_row(["value", "item"]), _row(["--:", "---"])]
+    lines += [_row([_num(d["value"]), code(show_item(d["item"], _ITEM_CHARS))]) for d in drivers]
+    return lines
