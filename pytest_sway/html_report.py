@@ -264,6 +264,7 @@ def _result(i: int, r: dict) -> str:
     ]
     if _estimate(r) is not None:
         out.append(f'<p class="meta">{_e(_meta(r))}</p>')
+        out.extend(_slice_lines(r))
         if isinstance(r.get("params"), dict) and r["params"]:
             params = " · ".join(f"{k}: {_param(v)}" for k, v in r["params"].items())
             out.append(f'<p class="meta muted">{_e(params)}</p>')
@@ -281,7 +282,8 @@ def _result(i: int, r: dict) -> str:
 
 def _meta(r: dict) -> str:
     conf = _finite(r.get("confidence"))
-    parts = [f"n = {r.get('n')}", f"estimate {_num(_estimate(r))}",
+    groups = f" ({r['n_groups']} groups)" if r.get("n_groups") is not None else ""
+    parts = [f"n = {r.get('n')}{groups}", f"estimate {_num(_estimate(r))}",
              (f"{conf * 100:.4g}% CI " if conf is not None else "CI ") + _ci(r)]  # fmt: skip
     if r.get("method"):
         from .probe_result import interval_how
@@ -293,6 +295,25 @@ def _meta(r: dict) -> str:
     if duration is not None:
         parts.append(f"{duration * 1000:.0f} ms" if duration < 1 else f"{duration:.2f} s")
     return " · ".join(parts)
+
+
+def _slice_lines(r: dict) -> list[str]:
+    """One line per slice: its outcome, n, estimate and CI."""
+    slices = r.get("slices")
+    if not isinstance(slices, dict):
+        return []
+    lines = []
+    for name, s in slices.items():
+        if not isinstance(s, dict):
+            continue
+        outcome = str(s.get("outcome"))
+        groups = f" ({s['n_groups']} groups)" if s.get("n_groups") is not None else ""
+        lines.append(
+            f'<p class="meta"><span class="badge" style="background:{_color(outcome)}">{_e(outcome)}</span>'
+            f"slice <b>{_e(name)}</b> · n = {_e(s.get('n'))}{_e(groups)} · estimate {_num(s.get('estimate'))} · "
+            f"CI {_e(_ci(s))}</p>"
+        )
+    return lines
 
 
 def _strip_plot(r: dict, color: str) -> str:

@@ -47,6 +47,13 @@ class ProbeResult:
     duration_s: float = 0.0
     #: Gates checked through ``assert_above``/``assert_below``, in order.
     checks: list[tuple[Gate, Verdict]] = field(default_factory=list, repr=False)
+    #: Each item's group label (None: a group of its own), when the items have groups
+    #: (``groups=``): the bootstrap resampled whole groups. ``n_groups`` counts them.
+    groups: tuple | None = None
+    n_groups: int | None = None
+    #: Per slice (items given as ``{"name": [...]}`` or a JSONL "slice" field), in order:
+    #: its n, estimate and interval (``pytest_sway.slices.SliceResult``). A gate judges each.
+    slices: dict[str, Any] = field(default_factory=dict)
 
     def __post_init__(self):
         if not self.label:
@@ -55,13 +62,14 @@ class ProbeResult:
     @property
     def interval_estimate(self) -> IntervalEstimate:
         """The estimate, interval and n a gate judges."""
+        groups = f", resampling {self.n_groups} groups" if self.n_groups is not None else ""
         return IntervalEstimate(
             label=self.label,
             estimate=self.estimate,
             ci=self.ci,
             confidence=self.confidence,
             n=self.n,
-            how=interval_how(self.method, self.resamples, self.seed),
+            how=interval_how(self.method, self.resamples, self.seed) + groups,
         )
 
     def describe(self) -> str:
@@ -69,10 +77,21 @@ class ProbeResult:
         return self.interval_estimate.describe()
 
     def check(self, gate: Gate) -> Verdict:
-        """Judge this result against ``gate`` and remember the check."""
-        verdict = gate.judge(self.interval_estimate)
+        """Judge this result (overall, and every slice) against ``gate`` and remember the check."""
+        if self.slices:
+            from .slices import judge
+
+            parts = {name: s.interval_estimate(self.label, self.confidence) for name, s in self.slices.items()}
+            verdict = judge(gate, self.interval_estimate, parts)
+        else:
+            verdict = gate.judge(self.interval_estimate)
         self.checks.append((gate, verdict))
         return verdict
+
+    @property
+    def gates_per_check(self) -> int:
+        """Intervals one active gate judges: the overall one and one per slice."""
+        return 1 + len(self.slices)
 
     def assert_above(self, threshold: float) -> ProbeResult:
         """Fail unless the whole CI lies at or above ``threshold``."""

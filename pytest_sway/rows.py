@@ -42,14 +42,39 @@ def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> d
         "above": above,
         "below": below,
         "outcome": verdict.outcome.value,  # a plain str: rows cross xdist's wire
-        "gates": sum(gate.active for gate, _ in result.checks),  # a marker without a threshold judges nothing
+        # A marker without a threshold judges nothing; a sliced result's gate judges every slice too.
+        "gates": sum(gate.active for gate, _ in result.checks) * result.gates_per_check,
         "items_needed": verdict.items_needed,
         "message": verdict.message,
         "values": [float(v) for v in result.values],
         "items": list(result.items),
         "duration_s": result.duration_s,
         "details": jsonable(result.details),
+        **_layout(result),
     }
+
+
+def _layout(result) -> dict[str, Any]:
+    """``n_groups`` with groups, ``slices`` (name -> n, estimate, CI, outcome) with slices."""
+    out: dict[str, Any] = {}
+    if result.n_groups is not None:
+        out["n_groups"] = result.n_groups
+    if result.slices:
+        out["slices"] = {}
+        for name, s in result.slices.items():
+            verdicts = [dict(verdict.slices).get(name, Verdict(Outcome.REPORTED)) for _, verdict in result.checks]
+            worst = min(verdicts or [Verdict(Outcome.REPORTED)], key=lambda v: _SEVERITY.index(v.outcome))
+            out["slices"][name] = {
+                "n": s.n,
+                **({"n_groups": s.n_groups} if s.n_groups is not None else {}),
+                "estimate": s.estimate,
+                "ci_low": s.ci.low,
+                "ci_high": s.ci.high,
+                "outcome": worst.outcome.value,
+                "items_needed": worst.items_needed,
+                "seed": s.seed,
+            }
+    return out
 
 
 _SEVERITY = (Outcome.FAILED, Outcome.INCONCLUSIVE, Outcome.PASSED, Outcome.REPORTED)
@@ -99,7 +124,7 @@ def rows_for_test(
 
 
 _JUNIT_FIELDS = (
-    "kind", "label", "n", "estimate", "ci_low", "ci_high", "confidence", "method", "resamples", "seed",
+    "kind", "label", "n", "n_groups", "estimate", "ci_low", "ci_high", "confidence", "method", "resamples", "seed",
     "above", "below", "outcome", "duration_s",
 )  # fmt: skip
 
@@ -119,6 +144,7 @@ def junit_properties(rows: Sequence[dict]) -> list[tuple[str, str]]:
             props.append((f"{prefix}.{key}", "" if row.get(key) is None else str(row[key])))
         props.append((f"{prefix}.message", row.get("message") or ""))
         props.append((f"{prefix}.values", json.dumps(row["values"]) if "values" in row else ""))
+        props.append((f"{prefix}.slices", json.dumps(jsonable(row["slices"])) if "slices" in row else ""))
     return props
 
 
@@ -131,6 +157,9 @@ def summarize_params(params: dict[str, Any]) -> dict[str, Any]:
             source = getattr(value, "source", None)
             if source:  # items read from a JSONL file
                 out[name]["file"] = source
+            slices = {s for s in getattr(value, "slices", ()) if s is not None}
+            if slices:
+                out[name]["slices"] = len(slices)
         else:
             out[name] = jsonable(value)
     return out
@@ -163,9 +192,9 @@ def sort_rows(rows: Iterable[dict]) -> list[dict]:
 # -- JSON ---------------------------------------------------------------------------
 
 _JSON_FIELDS = (
-    "nodeid", "kind", "label", "source", "params", "n", "estimate", "ci_low", "ci_high", "confidence",
+    "nodeid", "kind", "label", "source", "params", "n", "n_groups", "estimate", "ci_low", "ci_high", "confidence",
     "method", "resamples", "seed", "above", "below", "outcome", "items_needed", "message", "values",
-    "duration_s", "details", "baseline",
+    "slices", "duration_s", "details", "baseline",
 )  # fmt: skip
 
 
