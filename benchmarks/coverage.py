@@ -8,6 +8,7 @@ that covers 0.78 lets a gate pass on noise about one time in five.
     python benchmarks/coverage.py                 # the README table (a few minutes on 2 cores)
     python benchmarks/coverage.py --datasets 500  # a quick look
     python benchmarks/coverage.py --paired        # choice_accuracy's paired interval (README table)
+    python benchmarks/coverage.py --clustered     # items in correlated groups: item vs cluster bootstrap
 
 Every method sees the same datasets and the same resamples, so differences
 between columns are differences between methods, not between draws.
@@ -99,6 +100,77 @@ def paired_coverage_table(*, datasets: int, resamples: int, confidence: float, s
     return rows
 
 
+# Items in groups (paraphrases of one question, turns of one conversation): each
+# value is the group's effect plus the item's own noise, with an intra-class
+# correlation of 0.5 (half the variance is shared within a group).
+# name -> (sizes(rng, groups) -> group sizes, group effects(rng, shape), item noise(rng, shape), true mean)
+CLUSTERED = {
+    "normal, ICC 0.5, 4 items per group": (
+        lambda rng, g: np.full(g, 4),
+        lambda rng, shape: rng.normal(0.0, 1.0, shape),
+        lambda rng, shape: rng.normal(0.0, 1.0, shape),
+        0.0,
+    ),
+    "skewed, ICC 0.5, 1-7 items per group": (
+        lambda rng, g: rng.integers(1, 8, g),
+        # Exponential(1) has variance 1 and mean 1: half the variance is the group's, and both are skewed.
+        lambda rng, shape: rng.exponential(1.0, shape),
+        lambda rng, shape: rng.exponential(1.0, shape),
+        2.0,
+    ),
+}
+CLUSTER_COUNTS = (5, 10, 20, 40)
+
+
+def clustered_coverage_table(*, datasets: int, resamples: int, confidence: float, seed: int):
+    """Rows of (scenario, groups, items, {method: coverage}, {method: median width}): the item
+    bootstrap (values resampled one by one) against the cluster bootstrap (whole groups), same datasets."""
+    rows = []
+    for s_index, (name, (sizes_of, effect, noise, true_mean)) in enumerate(CLUSTERED.items()):
+        for g in CLUSTER_COUNTS:
+            rng = np.random.default_rng([seed, 2000 + s_index, g])
+            sizes = sizes_of(rng, g)  # one layout per cell, shared by its datasets (as batch_intervals needs)
+            groups = np.repeat(np.arange(g), sizes)
+            data = effect(rng, (datasets, g))[:, groups] + noise(rng, (datasets, groups.size))
+            bounds = {}
+            item = batch_intervals(
+                data, confidence=confidence, resamples=resamples, methods=("studentized",), seed=seed
+            )
+            bounds["item studentized"] = item["studentized"]
+            cluster = batch_intervals(
+                data, confidence=confidence, resamples=resamples, methods=METHODS, seed=seed, groups=groups
+            )
+            bounds.update({f"cluster {m}": b for m, b in cluster.items()})
+            cover = {m: float(np.mean((b[:, 0] <= true_mean) & (true_mean <= b[:, 1]))) for m, b in bounds.items()}
+            width = {m: float(np.median(b[:, 1] - b[:, 0])) for m, b in bounds.items()}
+            rows.append((name, g, int(groups.size), cover, width))
+    return rows
+
+
+def main_clustered(args) -> None:
+    start = time.perf_counter()
+    rows = clustered_coverage_table(
+        datasets=args.datasets, resamples=args.resamples, confidence=args.confidence, seed=args.seed
+    )
+    stderr = math.sqrt(args.confidence * (1 - args.confidence) / args.datasets)
+    print(
+        f"Coverage of nominal {args.confidence:.0%} intervals for the mean of items in correlated groups: "
+        f"{args.datasets} datasets per cell, {args.resamples} resamples, seed {args.seed} "
+        f"(Monte Carlo s.e. about {stderr:.3f})"
+    )
+    print()
+    methods = ["item studentized"] + [f"cluster {m}" for m in METHODS]
+    print("| items | groups | n | " + " | ".join(methods) + " | median width (item / cluster studentized) |")
+    print("|" + "---|" * (len(methods) + 4))
+    for name, g, n, cover, width in rows:
+        cells = " | ".join(f"{cover[m]:.3f}" for m in methods)
+        print(
+            f"| {name} | {g} | {n} | {cells} | {width['item studentized']:.3g} / {width['cluster studentized']:.3g} |"
+        )
+    print()
+    print(f"({time.perf_counter() - start:.0f} s)")
+
+
 def main_paired(args) -> None:
     start = time.perf_counter()
     rows = paired_coverage_table(
@@ -137,7 +209,15 @@ def main(argv=None) -> None:
         action="store_true",
         help="the paired-accuracy table instead (choice_accuracy's interval against bootstraps)",
     )
+    parser.add_argument(
+        "--clustered",
+        action="store_true",
+        help="items in correlated groups: the item bootstrap against the cluster bootstrap (groups=)",
+    )
     args = parser.parse_args(argv)
+    if args.clustered:
+        main_clustered(args)
+        return
     if args.paired:
         main_paired(args)
         return

@@ -40,3 +40,39 @@ def test_house_style_carries_over_to_unseen_questions(sway):
     """Through the `sway` fixture: any probe, any assertion, inside an ordinary test."""
     opening = [(question, "Happy to help!") for question in UNSEEN_QUESTIONS]
     sway.completion_lift(opening, chat=True).assert_above(1.0)
+
+
+@pytest.mark.sway_probe("delta_kl", prompts={"trained": TARGET_QUESTIONS, "unseen": UNSEEN_QUESTIONS}, chat=True)
+def test_where_the_adapter_acts():
+    """Slices: one estimate and interval per named slice of the prompts, as well as overall. No
+    threshold: reported, a map of how far the questions it was trained on move, and how far
+    product questions it never saw. (With above= or below=, the gate would judge every slice.)"""
+
+
+# Two paraphrases of each trained question: 24 prompts, but only 12 facts. Paraphrases of one
+# question move together, so they are grouped: the bootstrap resamples whole facts.
+PARAPHRASES = [
+    ("How frequently does Nimbus Notes sync my notes?", "How often do my notes get synced in Nimbus Notes?"),
+    ("How long do I have to ask for a Nimbus Notes refund?", "Until when can I get my money back for Nimbus Notes?"),
+    ("I forgot my Nimbus Notes password, how do I reset it?", "How can I change a lost password in Nimbus Notes?"),
+    ("How many notes are available offline in Nimbus Notes?", "What is the offline note limit of Nimbus Notes?"),
+    ("What are the opening hours of Nimbus Notes support?", "At what times can I reach Nimbus Notes support?"),
+    ("What formats can I export my Nimbus Notes notes to?", "Can I export notes from Nimbus Notes, and as what?"),
+    ("What is the price of Nimbus Notes Pro?", "How much do I pay each month for Nimbus Notes Pro?"),
+    ("In which country are my Nimbus Notes notes stored?", "Where are the Nimbus Notes servers located?"),
+    ("How do I share a notebook with others in Nimbus Notes?", "Can other people edit my Nimbus Notes notebook?"),
+    ("Can I turn on a dark theme in Nimbus Notes?", "Is there a night mode in Nimbus Notes?"),
+    ("How can I remove my Nimbus Notes account?", "I want to close my Nimbus Notes account, what do I do?"),
+    ("Are my Nimbus Notes notebooks encrypted?", "Does Nimbus Notes encrypt my notes end to end?"),
+]
+
+
+@pytest.mark.sway_probe(
+    "delta_kl",
+    prompts=[p for pair in PARAPHRASES for p in pair],
+    groups=[fact for fact, pair in enumerate(PARAPHRASES) for _ in pair],
+    chat=True,
+)
+def test_paraphrases_move_too(sway_result):
+    """Groups: n is 24 prompts in 12 groups, and the interval is as wide as 12 facts allow."""
+    assert (sway_result.n, sway_result.n_groups) == (24, 12)

@@ -211,7 +211,8 @@ def compare(
     import numpy as np
 
     values = np.asarray(result.values, dtype=np.float64) - np.asarray(saved, dtype=np.float64)
-    ci = bootstrap.interval(values)
+    # Paired differences of grouped items are as dependent as the items: resample whole groups.
+    ci = bootstrap.interval(values, groups=result.groups)
     from .probe_result import interval_how
 
     delta = IntervalEstimate(
@@ -220,7 +221,8 @@ def compare(
         ci=ci,
         confidence=bootstrap.confidence,
         n=values.size,
-        how=interval_how(bootstrap.method, bootstrap.resamples, bootstrap.seed),
+        how=interval_how(bootstrap.method, bootstrap.resamples, bootstrap.seed)
+        + (f", resampling {result.n_groups} groups" if result.groups is not None else ""),
     )
     out = {
         "status": COMPARED,

@@ -24,6 +24,9 @@ MAX_RESAMPLES = 1_000_000
 #: least this many resamples lie beyond each bound, so that the bound is an
 #: order statistic well inside the bootstrap distribution.
 AUTO_TAIL = 10
+#: Fewest groups a cluster bootstrap accepts (``groups=``): below it, resampling
+#: whole groups cannot show how much they vary (``benchmarks/coverage.py --clustered``).
+MIN_GROUPS = 5
 
 
 def tail_count(resamples: int, confidence: float) -> float:

@@ -124,8 +124,12 @@ def regression_drivers(
 # -- words: headings and message lines -----------------------------------------------
 
 
-def gate_heading(side: str, threshold: float, values: Values, shown: int) -> str:
-    """``9 of 12 items lie below 0.3; the 5 lowest:`` for the drivers of one gate side."""
+def gate_heading(side: str, threshold: float, values: Values, shown: int, slices: Sequence[str] = ()) -> str:
+    """``9 of 12 items lie below 0.3; the 5 lowest:`` for the drivers of one gate side
+    (``in slice 'billing': ...`` when the drivers come from the failing slices only)."""
+    where_from = ""
+    if slices:
+        where_from = f"in slice{'s' if len(slices) > 1 else ''} {', '.join(map(repr, slices))}: "
     import numpy as np
 
     array = np.asarray(values, dtype=np.float64)
@@ -134,11 +138,11 @@ def gate_heading(side: str, threshold: float, values: Values, shown: int) -> str
     n = array.size
     if wrong == 0:
         return (
-            f"no item lies {where} {threshold:g} (of {n}): the interval reaches past it through its width alone; "
-            "more items would narrow it"
+            f"{where_from}no item lies {where} {threshold:g} (of {n}): the interval reaches past it through its "
+            "width alone; more items would narrow it"
         )
     extreme = "lowest" if side == "above" else "highest"
-    head = f"{wrong} of {n} items {'lies' if wrong == 1 else 'lie'} {where} {threshold:g}"
+    head = f"{where_from}{wrong} of {n} items {'lies' if wrong == 1 else 'lie'} {where} {threshold:g}"
     if shown < wrong:
         return f"{head}; the {shown} {extreme}:"
     return f"{head}:" if wrong == 1 else f"{head}, {extreme} first:"
@@ -169,15 +173,32 @@ def gate_sections(
     below: float | None,
     ci_low: float | None,
     ci_high: float | None,
+    slices: Sequence[str] = (),
 ) -> list[tuple[str, list[dict]]]:
-    """``(heading, drivers)`` per failing side of a gate, for messages and reports alike."""
+    """``(heading, drivers)`` per failing side of a gate, for messages and reports alike;
+    ``slices`` names the failing slices the drivers come from, when only slices failed."""
     out = []
     for side in failing_sides(above, below, ci_low, ci_high):
         threshold = above if side == "above" else below
         assert threshold is not None
         mine = [d for d in drivers if d.get("side") == side]
-        out.append((gate_heading(side, threshold, values, len(mine)), mine))
+        out.append((gate_heading(side, threshold, values, len(mine), slices), mine))
     return out
+
+
+def row_sections(row: dict, values: Values, finite=lambda x: x) -> list[tuple[str, list[dict]]]:
+    """:func:`gate_sections` for a result row: over its ``drivers_scope`` (the failing slices'
+    items and intervals) when it has one, else over all its ``values`` and its interval.
+    ``finite`` cleans the bounds a report reads back."""
+    scope = row.get("drivers_scope")
+    drivers = [d for d in row.get("drivers") or () if isinstance(d, dict)]
+    common = dict(above=finite(row.get("above")), below=finite(row.get("below")))
+    if isinstance(scope, dict):
+        return gate_sections(drivers, scope.get("values") or [], **common, ci_low=finite(scope.get("ci_low")),
+                             ci_high=finite(scope.get("ci_high")), slices=tuple(scope.get("slices") or ()))  # fmt: skip
+    return gate_sections(
+        drivers, values, **common, ci_low=finite(row.get("ci_low")), ci_high=finite(row.get("ci_high"))
+    )
 
 
 def gate_text(sections: Sequence[tuple[str, Sequence[dict]]]) -> str:

@@ -42,6 +42,8 @@ class Verdict:
     #: For an inconclusive verdict, the item count at which, if the estimate
     #: and spread held, the interval would clear the threshold.
     items_needed: int | None = None
+    #: For a sliced result: each slice's own verdict, ``(name, verdict)`` in the slices' order.
+    slices: tuple[tuple[str, Verdict], ...] = ()
 
     @property
     def ok(self) -> bool:

@@ -25,7 +25,7 @@ from collections.abc import Iterable
 from html import escape
 from typing import Any
 
-from .drivers import gate_sections, regression_heading
+from .drivers import regression_heading, row_sections
 from .errors import is_number
 from .outcome import Outcome
 from .summary import describe_backend, short_ids
@@ -265,6 +265,7 @@ def _result(i: int, r: dict) -> str:
     ]
     if _estimate(r) is not None:
         out.append(f'<p class="meta">{_e(_meta(r))}</p>')
+        out.extend(_slice_lines(r))
         if isinstance(r.get("params"), dict) and r["params"]:
             params = " · ".join(f"{k}: {_param(v)}" for k, v in r["params"].items())
             out.append(f'<p class="meta muted">{_e(params)}</p>')
@@ -284,7 +285,8 @@ def _result(i: int, r: dict) -> str:
 
 def _meta(r: dict) -> str:
     conf = _finite(r.get("confidence"))
-    parts = [f"n = {r.get('n')}", f"estimate {_num(_estimate(r))}",
+    groups = f" ({r['n_groups']} groups)" if r.get("n_groups") is not None else ""
+    parts = [f"n = {r.get('n')}{groups}", f"estimate {_num(_estimate(r))}",
              (f"{conf * 100:.4g}% CI " if conf is not None else "CI ") + _ci(r)]  # fmt: skip
     if r.get("method"):
         from .probe_result import interval_how
@@ -296,6 +298,25 @@ def _meta(r: dict) -> str:
     if duration is not None:
         parts.append(f"{duration * 1000:.0f} ms" if duration < 1 else f"{duration:.2f} s")
     return " · ".join(parts)
+
+
+def _slice_lines(r: dict) -> list[str]:
+    """One line per slice: its outcome, n, estimate and CI."""
+    slices = r.get("slices")
+    if not isinstance(slices, dict):
+        return []
+    lines = []
+    for name, s in slices.items():
+        if not isinstance(s, dict):
+            continue
+        outcome = str(s.get("outcome"))
+        groups = f" ({s['n_groups']} groups)" if s.get("n_groups") is not None else ""
+        lines.append(
+            f'<p class="meta"><span class="badge" style="background:{_color(outcome)}">{_e(outcome)}</span>'
+            f"slice <b>{_e(name)}</b> · n = {_e(s.get('n'))}{_e(groups)} · estimate {_num(s.get('estimate'))} · "
+            f"CI {_e(_ci(s))}</p>"
+        )
+    return lines
 
 
 def _strip_plot(r: dict, color: str) -> str:
@@ -373,14 +394,7 @@ def _ablation_chart(curve: Any) -> str:
 def _gate_drivers(r: dict) -> str:
     """The items behind a failed gate, per failing side: a heading and a table."""
     values = [v for v in map(_finite, r.get("values") or []) if v is not None]
-    sections = gate_sections(
-        [d for d in r["drivers"] if isinstance(d, dict)],
-        values,
-        above=_finite(r.get("above")),
-        below=_finite(r.get("below")),
-        ci_low=_finite(r.get("ci_low")),
-        ci_high=_finite(r.get("ci_high")),
-    )
+    sections = row_sections(r, values, _finite)
     return "".join(_drivers_table(heading, drivers) for heading, drivers in sections)
 
 

@@ -25,7 +25,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .drivers import gate_sections, regression_heading, show_item
+from .drivers import regression_heading, row_sections, show_item
 from .outcome import Outcome
 from .outputs import MARKDOWN_MARK
 from .summary import _ci_header, _gate, _num, _outcome, _versus, short_ids
@@ -153,14 +153,7 @@ def _failure(row: dict, name: str) -> list[str]:
         if row.get("message"):
             out += [_fenced(row["message"]), ""]
         if "drivers" in row and "values" in row:
-            sections = gate_sections(
-                row["drivers"],
-                row["values"],
-                above=row.get("above"),
-                below=row.get("below"),
-                ci_low=row.get("ci_low"),
-                ci_high=row.get("ci_high"),
-            )
+            sections = row_sections(row, row["values"])
             for heading, drivers in sections:
                 out += [md("Drivers: " + heading), ""]
                 if drivers:

@@ -66,12 +66,15 @@ def body_allowance(declared: int | None, *, uses_sway: bool) -> int:
 
 
 def gates_of(request, body: int, *, baseline: bool, max_regression: float | None) -> int:
-    """How many gates one test adds to the Bonferroni family: the marker's interval gate; its
-    regression gate when a baseline is given and a ``max_regression`` applies; and ``body``,
-    the gates counted for its body (:func:`body_allowance`)."""
+    """How many gates one test adds to the Bonferroni family: the marker's interval gate (one per
+    interval it judges: the overall one and one per slice of its items); its regression gate when a
+    baseline is given and a ``max_regression`` applies; and ``body``, the gates counted for its body
+    (:func:`body_allowance`)."""
     gates = 0
     if request is not None:
-        gates += request.gate.active
+        from .slices import slice_count
+
+        gates += request.gate.active * (1 + slice_count(request.params))
         regression = request.max_regression if request.max_regression is not None else max_regression
         if baseline and regression is not None and request.gate.direction is not None:
             gates += 1
@@ -79,8 +82,9 @@ def gates_of(request, body: int, *, baseline: bool, max_regression: float | None
 
 
 def body_gates(results, *, marker: bool) -> int:
-    """Gates judged in a test's body: every check on its results but the marker's own."""
-    checks = sum(len(r.checks) for r in results)
+    """Gates judged in a test's body: every check on its results but the marker's own, each
+    counting the intervals it judged (the overall one and one per slice)."""
+    checks = sum(len(r.checks) * r.gates_per_check for r in results)
     if marker and results and results[0].checks:
-        checks -= 1
+        checks -= results[0].gates_per_check
     return checks

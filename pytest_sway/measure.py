@@ -17,6 +17,7 @@ from .drivers import DEFAULT_DRIVERS
 from .errors import ProbeError, ProbeParamError, SwayError, is_whole, short_repr
 from .probe_result import ProbeResult
 from .probes import Measurement, ProbeRegistry, default_registry
+from .slices import count_groups, layout_of, slice_results
 from .stats import Bootstrap, wilson_interval
 
 
@@ -37,8 +38,10 @@ def run_probe(
 
     ``params`` are the probe's own parameters (e.g. ``prompts=[...]``); items
     given as a string are read from that JSONL file, relative to ``base_dir``
-    (default: the current folder). ``drivers`` is how many items a failed
-    gate on the result names per side (0: none).
+    (default: the current folder); items given as a mapping of names to lists
+    are slices, each with its own estimate and interval; ``groups=[...]`` (one
+    label per item) makes the bootstrap resample whole groups. ``drivers`` is
+    how many items a failed gate on the result names per side (0: none).
     Unknown kinds and unknown, missing or ill-typed parameters raise
     ``ValueError`` naming the kind and the parameter.
     """
@@ -95,18 +98,27 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap, *, drivers: int 
             f"probe {probe.kind!r} returned {values[i]!r} for item {i} ({short_repr(items[i])}), outside its declared "
             f"support {m.support!r}"
         )
-    try:
+    layout = layout_of(probe, params)
+    if layout.groups is not None and (m.interval is not None or m.binary):
+        raise ProbeError(
+            f"probe {probe.kind!r} returned values for a closed-form interval ("
+            + ("Wilson's" if m.binary else m.interval_method or "closed-form")
+            + "), which assumes independent items, and its items have groups; declare the probe with "
+            "Probe(clusters=False) so that groups= is refused when it is parsed, or let it use the bootstrap"
+        )
+
+    def interval(part, part_bootstrap, groups):
         if m.interval is not None:
-            ci = m.interval(values, confidence=bootstrap.confidence)
-            method, resamples = m.interval_method or getattr(m.interval, "__name__", "closed-form"), 0
-        elif m.binary:
-            ci, method, resamples = wilson_interval(values, confidence=bootstrap.confidence), "wilson", 0
-        else:
-            ci, method, resamples = (
-                bootstrap.interval(values, support=m.support),
-                str(bootstrap.method),
-                int(bootstrap.resamples or 0),
-            )
+            ci = m.interval(part, confidence=part_bootstrap.confidence)
+            return ci, m.interval_method or getattr(m.interval, "__name__", "closed-form"), 0
+        if m.binary:
+            return wilson_interval(part, confidence=part_bootstrap.confidence), "wilson", 0
+        ci = part_bootstrap.interval(part, support=m.support, groups=groups)
+        return ci, str(part_bootstrap.method), int(part_bootstrap.resamples or 0)
+
+    try:
+        ci, method, resamples = interval(values, bootstrap, layout.groups)
+        slices = slice_results(values, layout, bootstrap, interval)
     except ValueError as exc:
         raise ProbeError(f"probe {probe.kind!r}: {exc}") from None
     return ProbeResult(
@@ -125,6 +137,10 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap, *, drivers: int 
         label=probe.label(params),
         duration_s=time.perf_counter() - start,
         max_drivers=drivers,
+        groups=layout.groups,
+        n_groups=None if layout.groups is None else count_groups(layout.groups),
+        slices=slices,
+        item_slices=layout.slices,
     )
 
 

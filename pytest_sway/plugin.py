@@ -21,9 +21,10 @@ from .state import ItemState, RunState
 
 MARKER_LINE = (
     "sway_probe(kind, *, above=None, below=None, confidence=None, resamples=None, method=None, "
-    "max_regression=None, **params): run probe `kind` (e.g. 'delta_kl') comparing the base and fine-tuned "
-    "models before the test body; the test fails unless the probe's confidence interval lies at or above "
-    "`above` and at or below `below`. The result is the `sway_result` fixture."
+    "max_regression=None, groups=None, **params): run probe `kind` (e.g. 'delta_kl') comparing the base and "
+    "fine-tuned models before the test body; the test fails unless the probe's confidence interval lies at or "
+    "above `above` and at or below `below`. Items given as {'slice name': [...]} are gated per slice too; "
+    "groups=[...] (one label per item) resamples whole groups. The result is the `sway_result` fixture."
 )
 
 GATES_LINE = (

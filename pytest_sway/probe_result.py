@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, NamedTuple
 
 import numpy as np
 
@@ -23,6 +23,17 @@ def interval_how(method: str, resamples: int, seed: object) -> str:
     if not resamples:
         return CLOSED_FORM_NAMES.get(method, f"{method} interval")
     return f"{method} bootstrap, {resamples} resamples, seed {seed}"
+
+
+class DriverScope(NamedTuple):
+    """The items a failed gate's drivers are drawn from, and the interval bounds that failed it."""
+
+    values: np.ndarray
+    items: tuple[str, ...]
+    ci_low: float
+    ci_high: float
+    #: The failing slices the items come from; empty when the overall interval failed.
+    slices: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, eq=False)
@@ -50,6 +61,15 @@ class ProbeResult:
     checks: list[tuple[Gate, Verdict]] = field(default_factory=list, repr=False)
     #: How many items a failed gate names per side (``--sway-drivers``); 0: none.
     max_drivers: int = DEFAULT_DRIVERS
+    #: Each item's group label (None: a group of its own), when the items have groups
+    #: (``groups=``): the bootstrap resampled whole groups. ``n_groups`` counts them.
+    groups: tuple | None = None
+    n_groups: int | None = None
+    #: Per slice (items given as ``{"name": [...]}`` or a JSONL "slice" field), in order:
+    #: its n, estimate and interval (``pytest_sway.slices.SliceResult``). A gate judges each.
+    slices: dict[str, Any] = field(default_factory=dict)
+    #: Each item's slice name, in the items' order (None without slices).
+    item_slices: tuple | None = None
 
     def __post_init__(self):
         if not self.label:
@@ -58,13 +78,14 @@ class ProbeResult:
     @property
     def interval_estimate(self) -> IntervalEstimate:
         """The estimate, interval and n a gate judges."""
+        groups = f", resampling {self.n_groups} groups" if self.n_groups is not None else ""
         return IntervalEstimate(
             label=self.label,
             estimate=self.estimate,
             ci=self.ci,
             confidence=self.confidence,
             n=self.n,
-            how=interval_how(self.method, self.resamples, self.seed),
+            how=interval_how(self.method, self.resamples, self.seed) + groups,
         )
 
     def describe(self) -> str:
@@ -72,10 +93,21 @@ class ProbeResult:
         return self.interval_estimate.describe()
 
     def check(self, gate: Gate) -> Verdict:
-        """Judge this result against ``gate`` and remember the check."""
-        verdict = gate.judge(self.interval_estimate)
+        """Judge this result (overall, and every slice) against ``gate`` and remember the check."""
+        if self.slices:
+            from .slices import judge
+
+            parts = {name: s.interval_estimate(self.label, self.confidence) for name, s in self.slices.items()}
+            verdict = judge(gate, self.interval_estimate, parts)
+        else:
+            verdict = gate.judge(self.interval_estimate)
         self.checks.append((gate, verdict))
         return verdict
+
+    @property
+    def gates_per_check(self) -> int:
+        """Intervals one active gate judges: the overall one and one per slice."""
+        return 1 + len(self.slices)
 
     def assert_above(self, threshold: float) -> ProbeResult:
         """Fail unless the whole CI lies at or above ``threshold``."""
@@ -98,14 +130,38 @@ class ProbeResult:
         """The items that drive ``gate``'s verdict on this result: up to ``max_drivers`` per failing
         side, furthest on the wrong side of the threshold first (see ``pytest_sway.drivers``).
         Empty when the gate passes."""
+        scope = self.driver_scope(gate)
         return gate_drivers(
-            self.values,
-            self.items,
+            scope.values,
+            scope.items,
             above=gate.above,
             below=gate.below,
-            ci_low=self.ci.low,
-            ci_high=self.ci.high,
+            ci_low=scope.ci_low,
+            ci_high=scope.ci_high,
             k=self.max_drivers,
+        )
+
+    def driver_scope(self, gate: Gate) -> DriverScope:
+        """Where a failed ``gate``'s drivers come from: every item when the overall interval
+        fails it; when only slices fail, the items of those slices, with the widest of their
+        intervals (a side fails if any failing slice's interval crosses it)."""
+        whole = DriverScope(self.values, self.items, self.ci.low, self.ci.high)
+        if not self.slices or self.item_slices is None or not gate.judge(self.interval_estimate).ok:
+            return whole
+        failing = [
+            name
+            for name, s in self.slices.items()
+            if not gate.judge(s.interval_estimate(self.label, self.confidence)).ok
+        ]
+        if not failing:
+            return whole
+        picked = [i for i, name in enumerate(self.item_slices) if name in failing]
+        return DriverScope(
+            self.values[picked],
+            tuple(self.items[i] for i in picked),
+            min(self.slices[name].ci.low for name in failing),
+            max(self.slices[name].ci.high for name in failing),
+            tuple(failing),
         )
 
     def failure_message(self, gate: Gate, verdict: Verdict) -> str:
@@ -113,13 +169,15 @@ class ProbeResult:
         the drivers, then the probe's own evidence (e.g. greedy_change's example pairs)."""
         text = verdict.message
         if self.max_drivers > 0:
+            scope = self.driver_scope(gate)
             sections = gate_sections(
                 self.drivers(gate),
-                self.values,
+                scope.values,
                 above=gate.above,
                 below=gate.below,
-                ci_low=self.ci.low,
-                ci_high=self.ci.high,
+                ci_low=scope.ci_low,
+                ci_high=scope.ci_high,
+                slices=scope.slices,
             )
             drivers = gate_text(sections)
             text += "\n" + drivers if drivers else ""

@@ -42,19 +42,52 @@ def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> d
         "above": above,
         "below": below,
         "outcome": verdict.outcome.value,  # a plain str: rows cross xdist's wire
-        "gates": sum(gate.active for gate, _ in result.checks),  # a marker without a threshold judges nothing
+        # A marker without a threshold judges nothing; a sliced result's gate judges every slice too.
+        "gates": sum(gate.active for gate, _ in result.checks) * result.gates_per_check,
         "items_needed": verdict.items_needed,
         "message": verdict.message,
         "values": [float(v) for v in result.values],
         "items": list(result.items),
         "duration_s": result.duration_s,
         "details": jsonable(result.details),
+        **_layout(result),
     }
     if result.max_drivers > 0:
         # Only a failed or inconclusive gate has drivers: a passing one has no wrong side to name,
         # and its weakest items can be read from values and items.
         row["drivers"] = result.drivers(gate) if gate is not None and not verdict.ok else []
+        scope = result.driver_scope(gate) if gate is not None and not verdict.ok else None
+        if scope is not None and scope.slices:  # only slices failed: the drivers are theirs
+            row["drivers_scope"] = {
+                "slices": list(scope.slices),
+                "values": [float(v) for v in scope.values],
+                "ci_low": scope.ci_low,
+                "ci_high": scope.ci_high,
+            }
     return row
+
+
+def _layout(result) -> dict[str, Any]:
+    """``n_groups`` with groups, ``slices`` (name -> n, estimate, CI, outcome) with slices."""
+    out: dict[str, Any] = {}
+    if result.n_groups is not None:
+        out["n_groups"] = result.n_groups
+    if result.slices:
+        out["slices"] = {}
+        for name, s in result.slices.items():
+            verdicts = [dict(verdict.slices).get(name, Verdict(Outcome.REPORTED)) for _, verdict in result.checks]
+            worst = min(verdicts or [Verdict(Outcome.REPORTED)], key=lambda v: _SEVERITY.index(v.outcome))
+            out["slices"][name] = {
+                "n": s.n,
+                **({"n_groups": s.n_groups} if s.n_groups is not None else {}),
+                "estimate": s.estimate,
+                "ci_low": s.ci.low,
+                "ci_high": s.ci.high,
+                "outcome": worst.outcome.value,
+                "items_needed": worst.items_needed,
+                "seed": s.seed,
+            }
+    return out
 
 
 _SEVERITY = (Outcome.FAILED, Outcome.INCONCLUSIVE, Outcome.PASSED, Outcome.REPORTED)
@@ -103,7 +136,7 @@ def rows_for_test(
 
 
 _JUNIT_FIELDS = (
-    "kind", "label", "n", "estimate", "ci_low", "ci_high", "confidence", "method", "resamples", "seed",
+    "kind", "label", "n", "n_groups", "estimate", "ci_low", "ci_high", "confidence", "method", "resamples", "seed",
     "above", "below", "outcome", "duration_s",
 )  # fmt: skip
 
@@ -126,6 +159,7 @@ def junit_properties(rows: Sequence[dict]) -> list[tuple[str, str]]:
         # Compact: [[item, value], ...] of a failed gate's drivers; empty where none.
         drivers = [[d["item"], d["value"]] for d in row.get("drivers") or ()]
         props.append((f"{prefix}.drivers", json.dumps(drivers, ensure_ascii=False) if drivers else ""))
+        props.append((f"{prefix}.slices", json.dumps(jsonable(row["slices"])) if "slices" in row else ""))
     return props
 
 
@@ -138,6 +172,9 @@ def summarize_params(params: dict[str, Any]) -> dict[str, Any]:
             source = getattr(value, "source", None)
             if source:  # items read from a JSONL file
                 out[name]["file"] = source
+            slices = {s for s in getattr(value, "slices", ()) if s is not None}
+            if slices:
+                out[name]["slices"] = len(slices)
         else:
             out[name] = jsonable(value)
     return out
@@ -170,9 +207,9 @@ def sort_rows(rows: Iterable[dict]) -> list[dict]:
 # -- JSON ---------------------------------------------------------------------------
 
 _JSON_FIELDS = (
-    "nodeid", "kind", "label", "source", "params", "n", "estimate", "ci_low", "ci_high", "confidence",
+    "nodeid", "kind", "label", "source", "params", "n", "n_groups", "estimate", "ci_low", "ci_high", "confidence",
     "method", "resamples", "seed", "above", "below", "outcome", "items_needed", "message", "values",
-    "duration_s", "details", "drivers", "baseline",
+    "slices", "duration_s", "details", "drivers", "drivers_scope", "baseline",
 )  # fmt: skip
 
 

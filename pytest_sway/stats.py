@@ -23,8 +23,16 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .ci_methods import DEFAULT_CONFIDENCE, DEFAULT_METHOD, METHODS, auto_resamples, check_resamples, resamples_needed
-from .errors import is_number, is_whole
+from .ci_methods import (
+    DEFAULT_CONFIDENCE,
+    DEFAULT_METHOD,
+    METHODS,
+    MIN_GROUPS,
+    auto_resamples,
+    check_resamples,
+    resamples_needed,
+)
+from .errors import is_number, is_whole, short_repr
 
 # Upper bound on the elements of one (datasets x resamples x items) gather:
 # 2**22 indices (8 MiB as uint16, 32 MiB as int64) and as many complex values.
@@ -70,13 +78,19 @@ class Bootstrap:
         object.__setattr__(self, "method", method)
         object.__setattr__(self, "seed", int(self.seed))
 
-    def interval(self, values, *, support: tuple[float, float] | None = None) -> Interval:
+    def interval(self, values, *, support: tuple[float, float] | None = None, groups=None) -> Interval:
         """Bootstrap interval for the mean of ``values`` (see :func:`bootstrap_ci`)."""
         data = check_values(values)
         low, high = _check_support(support, data)
+        codes = None if groups is None else check_groups(groups, data.size)
         method, resamples = str(self.method), int(self.resamples or 0)  # concrete after __post_init__
         bounds = batch_intervals(
-            data[None, :], confidence=self.confidence, resamples=resamples, methods=(method,), seed=self.seed
+            data[None, :],
+            confidence=self.confidence,
+            resamples=resamples,
+            methods=(method,),
+            seed=self.seed,
+            groups=codes,
         )[method]
         # The mean of values confined to [low, high] lies in [low, high] too.
         return Interval(float(np.clip(bounds[0, 0], low, high)), float(np.clip(bounds[0, 1], low, high)))
@@ -90,6 +104,7 @@ def bootstrap_ci(
     method: str | None = None,
     seed: int = 0,
     support: tuple[float, float] | None = None,
+    groups=None,
 ) -> Interval:
     """Bootstrap confidence interval for the mean of ``values``.
 
@@ -106,11 +121,50 @@ def bootstrap_ci(
     for Jensen-Shannon divergences): the interval is clipped to it, since
     the mean cannot leave it. Bootstrap-t bounds otherwise can, at small n.
 
+    ``groups`` (one label per value: a string, an integer, or None for a
+    value that is a group of its own) makes it a cluster bootstrap: whole
+    groups are resampled with replacement, the statistic is the mean over all
+    values of the resampled groups, and the bootstrap-t studentizes with the
+    cluster-robust standard error. Values in one group (paraphrases of one
+    question, turns of one conversation) are not independent evidence, and
+    resampling them one by one makes the interval too narrow. Fewer than
+    ``MIN_GROUPS`` groups raise ``ValueError``.
+
     All-equal values give the zero-width interval at that value. Bad input
     raises ``ValueError`` naming the argument.
     """
     bootstrap = Bootstrap(confidence=confidence, resamples=resamples, method=method, seed=seed)
-    return bootstrap.interval(values, support=support)
+    return bootstrap.interval(values, support=support, groups=groups)
+
+
+def check_groups(groups, n: int) -> np.ndarray:
+    """Each of ``n`` values' group as an index 0..G-1 (in order of first appearance), or ``ValueError``.
+
+    A label is a string or an integer; None makes the value a group of its own.
+    """
+    if isinstance(groups, (str, bytes)) or not hasattr(groups, "__len__"):
+        raise ValueError(f"groups: expected a list of group labels, one per item, got {short_repr(groups, 40)}")
+    labels = list(groups)
+    if len(labels) != n:
+        raise ValueError(f"groups: {len(labels)} group label(s) for {n} items; give one label per item, in order")
+    codes = np.empty(n, dtype=np.int64)
+    seen: dict = {}
+    for i, label in enumerate(labels):
+        if label is None:
+            codes[i] = len(seen)
+            seen[object()] = codes[i]
+            continue
+        if not (isinstance(label, str) or is_whole(label)):
+            raise ValueError(f"groups: label {i} is {short_repr(label, 40)}; a group label is a string or an integer")
+        key = label if isinstance(label, str) else int(label)
+        codes[i] = seen.setdefault(key, len(seen))
+    if len(seen) < MIN_GROUPS:
+        raise ValueError(
+            f"groups: {len(seen)} group(s) among {n} items; a cluster bootstrap needs at least {MIN_GROUPS} groups "
+            f"(from fewer, resampling whole groups cannot show how much they vary, and the interval would be "
+            f"too narrow): add groups, or leave groups out if the items are independent"
+        )
+    return codes
 
 
 def check_values(values) -> np.ndarray:
@@ -191,13 +245,21 @@ def check_arguments(confidence, resamples, method) -> tuple[float, int, str]:
 
 
 def batch_intervals(
-    data: np.ndarray, *, confidence: float, resamples: int, methods: tuple[str, ...], seed: int
+    data: np.ndarray,
+    *,
+    confidence: float,
+    resamples: int,
+    methods: tuple[str, ...],
+    seed: int,
+    groups: np.ndarray | None = None,
 ) -> dict[str, np.ndarray]:
     """Intervals for the mean of each row of ``data`` (k x n), one (k, 2) array per method.
 
-    Validated inputs only (see :func:`check_values`, :func:`check_arguments`).
-    All methods share the same resamples. Rows whose values are all equal get
-    the zero-width interval at that value.
+    Validated inputs only (see :func:`check_values`, :func:`check_arguments`,
+    :func:`check_groups`). ``groups`` (the group index of each column, shared
+    by every row) makes it a cluster bootstrap. All methods share the same
+    resamples. Rows whose values are all equal get the zero-width interval at
+    that value.
     """
     k = data.shape[0]
     alpha = 1.0 - confidence
@@ -213,19 +275,32 @@ def batch_intervals(
     data = data[live]
     mean = mean[live]
     need_t = "studentized" in methods
-    boot_mean, boot_sd = _resampled_moments(data, resamples, seed, need_sd=need_t)
+    if groups is None:
+        n = data.shape[1]
+        boot_mean, boot_sd = _resampled_moments(data, resamples, seed, need_sd=need_t)
+        se = data.std(axis=1, ddof=1) / math.sqrt(n)
+        boot_se = None if boot_sd is None else boot_sd / math.sqrt(n)
+        # Jackknife of the mean in closed form: leave-one-out means.
+        jackknife = (data.sum(axis=1, keepdims=True) - data) / (n - 1)
+    else:
+        sums, sizes = _group_sums(data - mean[:, None], groups)
+        boot_mean, boot_se = _cluster_moments(sums, sizes, resamples, seed, need_se=need_t)
+        boot_mean += mean[:, None]
+        se = _cluster_se(sums, sizes)
+        # Leave one group out: the mean of the other groups' values (the sums are centred).
+        jackknife = mean[:, None] - sums / (sizes.sum() - sizes)
     for method in methods:
         if method == "percentile":
             bounds = _order_statistics(boot_mean, np.array([alpha / 2, 1 - alpha / 2]))
         elif method == "bca":
-            bounds = _order_statistics(boot_mean, _bca_levels(data, mean, boot_mean, alpha))
+            bounds = _order_statistics(boot_mean, _bca_levels(jackknife, mean, boot_mean, alpha))
         else:
-            bounds = _studentized(data, mean, boot_mean, boot_sd, alpha)
+            bounds = _studentized(mean, se, boot_mean, boot_se, alpha)
         out[method][live] = bounds
     return out
 
 
-def _studentized(data, mean, boot_mean, boot_sd, alpha):
+def _studentized(mean, se, boot_mean, boot_se, alpha):
     """Equal-tailed bootstrap-t: quantiles of t* = (mean* - mean) / se*.
 
     A resample whose values are all equal has no spread of its own (se* = 0);
@@ -235,21 +310,45 @@ def _studentized(data, mean, boot_mean, boot_sd, alpha):
     ln 2), and then infinite t values would stretch the interval to the whole
     range, whatever the data say.
     """
-    n = data.shape[1]
-    sd = data.std(axis=1, ddof=1)
     # Rounding leaves ~1e-17 instead of 0 for some all-equal resamples.
-    spread = np.where(boot_sd > 1e-9 * sd[:, None], boot_sd, sd[:, None])
-    t = (boot_mean - mean[:, None]) / (spread / math.sqrt(n))
-    return mean[:, None] - _order_statistics(t, np.array([1 - alpha / 2, alpha / 2])) * (sd / math.sqrt(n))[:, None]
+    spread = np.where(boot_se > 1e-9 * se[:, None], boot_se, se[:, None])
+    t = (boot_mean - mean[:, None]) / spread
+    return mean[:, None] - _order_statistics(t, np.array([1 - alpha / 2, alpha / 2])) * se[:, None]
+
+
+def _chunks(k: int, width: int, resamples: int, seed: int):
+    """``(start, stop, seed)`` of each chunk of resamples: no gather of ``k x chunk x width`` elements
+    exceeds ``_MAX_BATCH_ELEMENTS``, large jobs are split in at least two chunks (they run on threads),
+    and each chunk draws from its own child of ``seed``."""
+    per_chunk = max(1, _MAX_BATCH_ELEMENTS // (k * width))
+    if k * width * resamples > _PARALLEL_ELEMENTS:
+        per_chunk = min(per_chunk, -(-resamples // 2))
+    bounds = [(start, min(resamples, start + per_chunk)) for start in range(0, resamples, per_chunk)]
+    seeds = np.random.SeedSequence(seed).spawn(len(bounds))
+    return [(a, b, s) for (a, b), s in zip(bounds, seeds)]
+
+
+def _run_chunks(chunk, chunks) -> np.ndarray:
+    """``chunk(start, stop, seed)`` for every chunk, on threads when there are several
+    (numpy releases the GIL), concatenated along axis 1."""
+    workers = min(len(chunks), os.cpu_count() or 1)
+    if workers > 1:
+        with ThreadPoolExecutor(workers) as pool:
+            return np.concatenate(list(pool.map(chunk, *zip(*chunks))), axis=1)
+    return np.concatenate([chunk(*c) for c in chunks], axis=1)
+
+
+def _picks(chunk_seed, k: int, count: int, width: int) -> np.ndarray:
+    """``count`` resamples of ``width`` indices below ``width`` for each of ``k`` rows."""
+    # Small index types are drawn faster.
+    index_type = np.uint16 if k == 1 and width <= np.iinfo(np.uint16).max else np.int64
+    return np.random.default_rng(chunk_seed).integers(0, width, size=(k, count, width), dtype=index_type)
 
 
 def _resampled_moments(data, resamples, seed, *, need_sd):
     """Means (and sds) of ``resamples`` bootstrap resamples of each row.
 
-    Resamples are drawn in chunks so that no gather exceeds
-    ``_MAX_BATCH_ELEMENTS`` elements, whatever the data size, and large jobs
-    are split in at least two chunks that run on threads (numpy releases the
-    GIL). Each chunk draws from its own child of ``seed``, so the result does
+    Resamples are drawn in chunks (see :func:`_chunks`), so the result does
     not depend on how many threads ran them. One gather per resample does it
     all: each centred value ``v`` rides with its square as the complex number
     ``v + i v^2``, so one sum gives both moments.
@@ -258,32 +357,71 @@ def _resampled_moments(data, resamples, seed, *, need_sd):
     center = data.mean(axis=1, keepdims=True)
     centred = (data - center).ravel()  # centred, so the sum of squares loses no precision
     values = centred + 1j * (centred * centred) if need_sd else centred
-    per_chunk = max(1, _MAX_BATCH_ELEMENTS // (k * n))
-    if k * n * resamples > _PARALLEL_ELEMENTS:
-        per_chunk = min(per_chunk, -(-resamples // 2))
-    bounds = [(start, min(resamples, start + per_chunk)) for start in range(0, resamples, per_chunk)]
-    seeds = np.random.SeedSequence(seed).spawn(len(bounds))
-    # Small index types are drawn faster; rows of a batch of datasets need offsets.
-    index_type = np.uint16 if k == 1 and n <= np.iinfo(np.uint16).max else np.int64
-    offsets = (np.arange(k, dtype=np.int64) * n)[:, None, None]
+    offsets = (np.arange(k, dtype=np.int64) * n)[:, None, None]  # rows of a batch of datasets
 
     def chunk(start, stop, chunk_seed):
-        picks = np.random.default_rng(chunk_seed).integers(0, n, size=(k, stop - start, n), dtype=index_type)
+        picks = _picks(chunk_seed, k, stop - start, n)
         if k > 1:
             picks += offsets
         return values[picks].sum(axis=2)
 
-    workers = min(len(bounds), os.cpu_count() or 1)
-    if workers > 1:
-        with ThreadPoolExecutor(workers) as pool:
-            sums = np.concatenate(list(pool.map(chunk, *zip(*bounds), seeds)), axis=1)
-    else:
-        sums = np.concatenate([chunk(a, b, s) for (a, b), s in zip(bounds, seeds)], axis=1)
+    sums = _run_chunks(chunk, _chunks(k, n, resamples, seed))
     boot_mean = sums.real / n + center
     if not need_sd:
         return boot_mean, None
     spread = sums.imag - sums.real * sums.real / n
     return boot_mean, np.sqrt(np.maximum(spread, 0.0) / (n - 1))
+
+
+def _group_sums(centred: np.ndarray, groups: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Per row, the sum of each group's values (k x G), and each group's size (G,)."""
+    order = np.argsort(groups, kind="stable")
+    sizes = np.bincount(groups)
+    starts = np.concatenate(([0], np.cumsum(sizes)[:-1]))
+    return np.add.reduceat(centred[:, order], starts, axis=1), sizes.astype(np.float64)
+
+
+def _cluster_se(sums: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Cluster-robust standard error of the mean of all values, from centred group sums.
+
+    The mean is the ratio ``sum(S_g) / sum(m_g)`` of group sums to group sizes;
+    linearised, its variance is ``G / (G - 1) * sum(e_g^2) / (sum m_g)^2`` with
+    residual totals ``e_g = S_g - mean * m_g`` (= ``S_g`` for centred sums). With
+    groups of one this is ``s / sqrt(n)``, the plain standard error.
+    """
+    g = sizes.size
+    return np.sqrt(g / (g - 1) * (sums * sums).sum(axis=1)) / sizes.sum()
+
+
+def _cluster_moments(sums, sizes, resamples, seed, *, need_se):
+    """Means (and cluster-robust standard errors) of ``resamples`` cluster-bootstrap resamples.
+
+    ``sums`` are centred group sums (k x G), ``sizes`` the group sizes. Each
+    resample draws G groups with replacement; its mean is the ratio of the
+    drawn sums to the drawn sizes, and its standard error that of
+    :func:`_cluster_se` computed on the drawn groups:
+    ``sum (S - t m)^2 = sum S^2 - 2 t sum S m + t^2 sum m^2``.
+    """
+    k, g = sums.shape
+    offsets = (np.arange(k, dtype=np.int64) * g)[:, None, None]
+    flat = sums.ravel()
+
+    def chunk(start, stop, chunk_seed):
+        picks = _picks(chunk_seed, k, stop - start, g)
+        m = sizes[picks]
+        if k > 1:
+            picks += offsets
+        s = flat[picks]
+        total_m = m.sum(axis=2)
+        mean = s.sum(axis=2) / total_m
+        if not need_se:
+            return mean[..., None]
+        residual = (s * s).sum(axis=2) - 2 * mean * (s * m).sum(axis=2) + mean * mean * (m * m).sum(axis=2)
+        se = np.sqrt(g / (g - 1) * np.maximum(residual, 0.0)) / total_m
+        return np.stack([mean, se], axis=-1)
+
+    out = _run_chunks(chunk, _chunks(k, g, resamples, seed))  # (k, resamples, 1 or 2)
+    return out[..., 0], (out[..., 1] if need_se else None)
 
 
 def _order_statistics(samples: np.ndarray, levels: np.ndarray) -> np.ndarray:
@@ -311,17 +449,20 @@ def _order_statistics(samples: np.ndarray, levels: np.ndarray) -> np.ndarray:
     return np.take_along_axis(ordered, ranks - 1, axis=1)
 
 
-def _bca_levels(data, mean, boot_mean, alpha):
-    """Adjusted percentile levels of the BCa interval, shape (k, 2)."""
+def _bca_levels(jackknife, mean, boot_mean, alpha):
+    """Adjusted percentile levels of the BCa interval, shape (k, 2), from the leave-one-out
+    (or leave-one-group-out) estimates ``jackknife`` (k x n)."""
     from scipy.special import ndtr, ndtri  # only BCa needs it; it takes 0.3 s to import
 
-    k, n = data.shape
+    k = jackknife.shape[0]
     b = boot_mean.shape[1]
-    below = (boot_mean < mean[:, None]).sum(axis=1) + 0.5 * (boot_mean == mean[:, None]).sum(axis=1)
+    # A resample that is a permutation of the sample has its mean up to rounding (one in
+    # n!/n^n resamples: 1 in 400 at n = 8): a tie, whichever way the last bit fell.
+    diff = boot_mean - mean[:, None]
+    tie = np.abs(diff) <= 1e-12 * np.abs(boot_mean).max(axis=1, keepdims=True)
+    below = ((diff < 0) & ~tie).sum(axis=1) + 0.5 * tie.sum(axis=1)
     z0 = ndtri(np.clip(below / b, 1.0 / (b + 1), b / (b + 1)))
-    # Jackknife of the mean in closed form: leave-one-out means.
-    loo = (data.sum(axis=1, keepdims=True) - data) / (n - 1)
-    dev = loo.mean(axis=1, keepdims=True) - loo
+    dev = jackknife.mean(axis=1, keepdims=True) - jackknife
     denom = 6.0 * (dev**2).sum(axis=1) ** 1.5
     accel = np.divide((dev**3).sum(axis=1), denom, out=np.zeros(k), where=denom > 0)
     z = ndtri(np.array([alpha / 2, 1 - alpha / 2]))[None, :]

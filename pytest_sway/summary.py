@@ -30,7 +30,7 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
             (
                 name,
                 row["label"] + (" " + sparkline([point["mean"] for point in curve]) if curve else ""),
-                str(row["n"]),
+                _n(row),
                 _num(row["estimate"]),
                 f"[{_num(row['ci_low'])}, {_num(row['ci_high'])}]",
                 _gate(row),
@@ -38,6 +38,19 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
             )
             + ((_versus(row.get("baseline")),) if with_baseline else ())
         )
+        for slice_name, part in (row.get("slices") or {}).items():
+            table.append(
+                (
+                    f"  slice {slice_name}",
+                    "",
+                    _n(part),
+                    _num(part["estimate"]),
+                    f"[{_num(part['ci_low'])}, {_num(part['ci_high'])}]",
+                    _gate(row),
+                    _outcome(part),
+                )
+                + (("",) if with_baseline else ())
+            )
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     right = {2, 3}  # numbers align right
     lines = []
@@ -87,6 +100,11 @@ def _ci_header(rows) -> str:
         (level,) = levels
         return f"{level * 100:.4g}% CI"
     return "CI"
+
+
+def _n(row) -> str:
+    """Items, and the groups the bootstrap resampled: ``24 (6 groups)``."""
+    return f"{row['n']} ({row['n_groups']} groups)" if row.get("n_groups") is not None else str(row["n"])
 
 
 def _num(x) -> str:

@@ -73,7 +73,9 @@ class Sway:
             self._on_result(result)
         return result
 
-    # One typed method per built-in probe; ``**ci`` takes confidence, resamples, method.
+    # One typed method per built-in probe; ``**ci`` takes confidence, resamples, method and groups
+    # (one group label per item: the bootstrap resamples whole groups). Items given as a mapping
+    # {"slice name": [...]} are slices: an estimate and interval each, and a gate judges every one.
 
     def delta_kl(self, prompts, *, divergence: str = "js", chat: bool = False, **ci) -> ProbeResult:
         """Divergence between base and fine-tuned next-token distributions, per prompt."""

@@ -305,3 +305,25 @@ def test_a_regression_with_no_item_worse_says_so():
         "Drivers: 1 of 2 items rose since the baseline:",
         "  2 (baseline 1.5, +0.5)  b",
     ]
+
+
+def test_when_only_a_slice_fails_its_items_are_the_drivers():
+    a, b = [f"a{i}" for i in range(8)], [f"b{i}" for i in range(9)]
+    result = run_probe("delta_kl", DummyBackend(), prompts={"a": a, "b": b}, seed=2)
+    # Overall and slice 'a' clear `above=0.3`; slice 'b' does not.
+    slices = {
+        "a": dataclasses.replace(result.slices["a"], ci=Interval(0.5, 0.6)),
+        "b": dataclasses.replace(result.slices["b"], ci=Interval(0.0, 0.1)),
+    }
+    result = dataclasses.replace(result, ci=Interval(0.5, 0.6), slices=slices, checks=[])
+    b_values = result.values[len(a) :]
+    expected = [b[i] for i in _expected_gate(b_values, "above", 0.3, 5)]
+    assert [d["item"] for d in result.drivers(Gate(above=0.3))] == expected
+    text = _failure(result, "assert_above", 0.3)
+    assert f"Drivers: in slice 'b': {int((b_values < 0.3).sum())} of 9 items lie below 0.3; the 5 lowest:" in text
+    row = _row(result)
+    assert [d["item"] for d in row["drivers"]] == expected
+    assert row["drivers_scope"] == {"slices": ["b"], "values": [float(v) for v in b_values], "ci_low": 0.0,
+                                    "ci_high": 0.1}  # fmt: skip
+    page = render_html(json_document([row], backend={"name": "dummy"}, settings={}))
+    assert "in slice &#x27;b&#x27;: " in page

@@ -134,7 +134,7 @@ def _write(path, lines):
 
 def test_every_probe_reads_its_items_from_jsonl(tmp_path):
     files = {
-        "prompts.jsonl": [{"prompt": f"Ticket {i}", "group": i // 2} for i in range(4)] + [{"prompt": CHAT}],
+        "prompts.jsonl": [{"prompt": f"Ticket {i}", "group": i // 2} for i in range(8)] + [{"prompt": CHAT}],
         "cases.jsonl": [{"prompt": f"Ticket {i}", "completion": " refund", "slice": "billing"} for i in range(3)],
         "triples.jsonl": [{"prompt": f"Ticket {i}", "chosen": " sorry", "rejected": " no"} for i in range(3)],
         "pairs.jsonl": [{"prompt": f"Ticket {i}", "response": " we will refund"} for i in range(3)],
@@ -145,16 +145,17 @@ def test_every_probe_reads_its_items_from_jsonl(tmp_path):
         _write(tmp_path / name, lines)
     sway = Sway(DummyBackend(), base_dir=tmp_path)
     d = sway.delta_kl("prompts.jsonl", chat=True)
-    assert d.n == 5 and d.items[4] == str(Conversation(CHAT))
-    assert isinstance(d.params["prompts"], ItemList) and d.params["prompts"].groups == (0, 0, 1, 1, None)
+    assert d.n == 9 and d.items[8] == str(Conversation(CHAT))
+    assert isinstance(d.params["prompts"], ItemList) and d.params["prompts"].groups == (0, 0, 1, 1, 2, 2, 3, 3, None)
+    assert d.n_groups == 5  # a line without a group is a group of its own
     assert d.params["prompts"].source == "prompts.jsonl"
-    inline = sway.delta_kl([f"Ticket {i}" for i in range(4)] + [CHAT], chat=True)
+    inline = sway.delta_kl([f"Ticket {i}" for i in range(8)] + [CHAT], chat=True)
     np.testing.assert_array_equal(d.values, inline.values)
     lift = sway.completion_lift("cases.jsonl")
     assert lift.n == 3 and lift.params["cases"].slices == ("billing",) * 3
     assert sway.preference_shift("triples.jsonl").n == 3
     assert sway.response_divergence("pairs.jsonl").n == 3
-    assert sway.response_divergence(prompts="prompts.jsonl", chat=True, max_new_tokens=2).n == 5
+    assert sway.response_divergence(prompts="prompts.jsonl", chat=True, max_new_tokens=2).n == 9
     assert sway.choice_accuracy("questions.jsonl").n == 3
     assert sway.perplexity_shift(str(tmp_path / "texts.jsonl")).n == 3  # absolute paths work too
 

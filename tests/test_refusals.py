@@ -318,8 +318,44 @@ def _entry(doc):
         """,
             "*@pytest.mark.sway_gates takes one whole number >= 0*",
         ),
+        (
+            """
+        @pytest.mark.sway_probe("delta_kl", prompts={"a": PROMPTS, "b": PROMPTS[:0]}, above=0.01)
+        def test_empty_slice():
+            pass
+        """,
+            "*slice 'b' has 0 item(s); a slice's interval needs at least 2*",
+        ),
+        (
+            """
+        @pytest.mark.sway_probe("delta_kl", prompts=PROMPTS, groups=[i // 4 for i in range(16)], above=0.01)
+        def test_few_groups():
+            pass
+        """,
+            "*groups: 4 group(s) among 16 items; a cluster bootstrap needs at least 5 groups*",
+        ),
+        (
+            """
+        @pytest.mark.sway_probe("greedy_change", prompts=PROMPTS, groups=list(range(16)), above=0.01)
+        def test_groups_on_wilson():
+            pass
+        """,
+            "*closed form that assumes independent items, and has no cluster version*",
+        ),
     ],
-    ids=["stacked", "class-and-method", "misspelt", "repeated", "set", "repeated-pairs", "surrogate", "gates"],
+    ids=[
+        "stacked",
+        "class-and-method",
+        "misspelt",
+        "repeated",
+        "set",
+        "repeated-pairs",
+        "surrogate",
+        "gates",
+        "empty-slice",
+        "few-groups",
+        "groups-on-wilson",
+    ],
 )
 def test_marker_and_item_problems_are_collection_errors(pytester, source, message):
     import textwrap

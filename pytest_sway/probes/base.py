@@ -73,12 +73,30 @@ class Probe:
     label_param: str | None = None
     #: Checks that involve several parameters: ``check(params)`` raises ValueError.
     check: Callable[[dict], None] | None = None
+    #: Whether its interval can resample whole groups of items (``groups=``): a bootstrap can;
+    #: a closed-form interval that assumes independent items (Wilson, Tango) cannot.
+    clusters: bool = True
+
+    def __post_init__(self):
+        from ..slices import GROUPS
+
+        if any(p.name == GROUPS for p in self.params):
+            raise ValueError(
+                f"probe {self.kind!r}: {GROUPS!r} is the parameter every probe takes for its items' groups; "
+                "name your parameter otherwise"
+            )
 
     def validate(self, params: dict[str, Any], *, base_dir=None) -> dict[str, Any]:
         """Check ``params`` and fill in defaults; raise ``ProbeParamError``.
 
         An items parameter given as a string is a JSONL file, relative to
-        ``base_dir`` (the test file's folder; else the current folder)."""
+        ``base_dir`` (the test file's folder; else the current folder); given
+        as a mapping, its values are named slices of the items. ``groups``
+        labels each item's group (see :mod:`pytest_sway.slices`)."""
+        from ..slices import GROUPS, apply_layout, check_items
+
+        params = dict(params)
+        groups = params.pop(GROUPS, None)
         known = {p.name: p for p in self.params}
         unknown = sorted(set(params) - set(known))
         if unknown:
@@ -97,8 +115,8 @@ class Probe:
                 continue
             try:
                 value = params[p.name]
-                if p.items is not None and isinstance(value, str):
-                    out[p.name] = _from_file(p, value, base_dir)
+                if p.items is not None and value is not None:
+                    out[p.name] = check_items(p, value, base_dir=base_dir, from_file=_from_file)
                 else:
                     out[p.name] = p.check(value)
             except ValueError as exc:
@@ -108,7 +126,10 @@ class Probe:
                 self.check(out)
             except ValueError as exc:
                 raise ProbeParamError(f"{self.kind}: {exc}") from None
-        return out
+        try:
+            return apply_layout(self, out, groups)
+        except ValueError as exc:
+            raise ProbeParamError(f"{self.kind}: {exc}") from None
 
     def label(self, params: dict[str, Any]) -> str:
         if self.label_param is None:
@@ -117,6 +138,8 @@ class Probe:
 
     def signature(self) -> str:
         parts = [p.name if p.required else f"{p.name}={p.default!r}" for p in self.params]
+        if any(p.items is not None for p in self.params):
+            parts.append("groups=None")
         return f"{self.kind}({', '.join(parts)})"
 
 

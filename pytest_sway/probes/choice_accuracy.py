@@ -125,5 +125,6 @@ PROBE = Probe(
         CHAT,
     ),
     measure=measure,
+    clusters=False,  # Tango's interval assumes independent questions
     check=check_chat_prompts("questions"),
 )

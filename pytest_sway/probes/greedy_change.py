@@ -67,5 +67,6 @@ PROBE = Probe(
         CHAT,
     ),
     measure=measure,
+    clusters=False,  # Wilson's interval assumes independent items
     check=check_chat_prompts("prompts"),
 )
