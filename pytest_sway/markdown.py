@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from .drivers import regression_heading, row_sections, show_item
 from .outcome import Outcome
 from .outputs import MARKDOWN_MARK
-from .summary import _ci_header, _gate, _num, _outcome, _versus, short_ids
+from .summary import _ci_header, _gate, _n, _num, _outcome, _versus, short_ids
 
 _ESCAPED = re.compile(r"([\\`*_\[\]<>~&!#])")  # not |: only a table cell needs it escaped (``_cell``)
 
@@ -131,15 +131,16 @@ def _table(rows: list[dict]) -> list[str]:
         if outcome == Outcome.ERROR:
             cells += ["-", "-", "-", _gate(row)]
         else:
-            cells += [
-                str(row.get("n", "-")),
-                _num(row.get("estimate")),
-                f"[{_num(row.get('ci_low'))}, {_num(row.get('ci_high'))}]",
-                _gate(row),
-            ]
+            cells += [_n(row), _num(row.get("estimate")), f"[{_num(row.get('ci_low'))}, {_num(row.get('ci_high'))}]",
+                      _gate(row)]  # fmt: skip
         if with_baseline:
             cells.append(md(_versus(row.get("baseline"))))
         lines.append(_row(cells))
+        for slice_name, part in (row.get("slices") or {}).items():  # one row per slice, under its test
+            cells = [_ICONS.get(part.get("outcome"), "") + md(_outcome(part)), "↳ slice " + code(slice_name), "",
+                     _n(part), _num(part.get("estimate")), f"[{_num(part.get('ci_low'))}, {_num(part.get('ci_high'))}]",
+                     _gate(row)]  # fmt: skip
+            lines.append(_row(cells + ([""] if with_baseline else [])))
     return lines
 
 

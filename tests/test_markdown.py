@@ -259,3 +259,20 @@ def test_xdist_writes_the_serial_summary(pytester):
         passed=1, failed=2
     )
     assert (pytester.path / "xdist.md").read_text() == (pytester.path / "serial.md").read_text()
+
+
+def test_a_sliced_result_has_one_row_per_slice_under_its_test():
+    prompts = {"billing": list(PROMPTS[:6]), "refunds | returns": list(PROMPTS[6:12])}
+    doc = _doc(Gate(below=0.01), prompts=prompts)
+    (results, *_) = tables(render_markdown(doc, footer="f"))
+    _header, overall, *slices = results
+    row = doc["results"][0]
+    assert [_unspan(r[1].removeprefix("↳ slice ")) for r in slices] == ["billing", "refunds | returns"]
+    for cells, (_name, part) in zip(slices, row["slices"].items()):
+        assert cells[3:6] == [
+            str(part["n"]),
+            f"{part['estimate']:.4g}",
+            f"[{part['ci_low']:.4g}, {part['ci_high']:.4g}]",
+        ]
+        assert cells[0].endswith(("passed", "FAILED") if part["outcome"] != "inconclusive" else ")")
+    assert overall[3] == "12"
