@@ -2,6 +2,7 @@
 the dummy backend against numpy, and the lists through the plugin's JSON report."""
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -194,3 +195,67 @@ def test_details_on_the_fixture_result_and_in_the_json_report(pytester):
     for key in ("promoted", "suppressed", "token_changes", "tokens_per_prompt", "tokens_ranked_by"):
         assert marker["details"][key] == want[key]
     assert len(fixture["details"]["token_changes"]) == 6
+
+
+# -- the HTML report --------------------------------------------------------------------------
+
+
+def _page(result, **row):
+    from pytest_sway.html_report import render_html
+    from pytest_sway.rows import dump_json, json_document, rows_for_test
+
+    rows = rows_for_test("t.py::test_tokens", results=[result], request=None, index=0, error=None)
+    rows[0].update(row)
+    return render_html(json.loads(dump_json(json_document(rows, backend={"name": "dummy"}, settings={}))))
+
+
+def test_html_shows_the_counts_and_each_prompts_lists_escaped():
+    prompts = [f"prompt {i} <&>" for i in range(8)]
+    result = run_probe("delta_kl", DummyBackend(), prompts=prompts)
+    first = result.details["token_changes"][3]["raised"][0]
+    first["token"] = " <b>&\n"  # what a real tokenizer can give: a space, markup characters, a newline
+    page = _page(result)
+    assert "What changed, token by token" in page
+    assert '<code class="tok" title="&quot; &lt;b&gt;&amp;\\n&quot; (id' in page  # exact text in the tooltip
+    assert ">\u2423&lt;b&gt;&amp;\u21b5</code>" in page  # drawn with its space and newline visible
+    assert "<b>&" not in page and "prompt 3 &lt;&amp;&gt;" in page
+    promoted = result.details["promoted"][0]
+    assert f"</code></td><td>{promoted['count']} of 8</td>" in page
+    # Per prompt, most moved first: the rows follow the values in decreasing order.
+    table = page[page.index('<table class="tokprompts">') :]
+    order = [int(m) for m in re.findall(r'<td class="prompt">prompt (\d+) ', table)]
+    assert order == sorted(range(8), key=lambda i: -result.values[i])
+    assert "(8 prompts, most moved first)" in page
+
+
+def test_html_lists_at_most_a_hundred_prompts_and_says_where_the_rest_are():
+    prompts = [f"prompt {i}" for i in range(130)]
+    page = _page(run_probe("delta_kl", DummyBackend(), prompts=prompts))
+    table = page[page.index('<table class="tokprompts">') :]
+    assert table.count('<td class="prompt">') == 100
+    assert "130 prompts; the 100 most moved here, all 130 in the JSON report" in page
+
+
+def test_html_without_token_lists_or_with_no_change():
+    plain = _page(run_probe("completion_lift", DummyBackend(), cases=[("a", " b"), ("c", " d")]))
+    assert "What changed, token by token" not in plain
+    still = _page(run_probe("delta_kl", DummyBackend(effect=0), prompts=PROMPTS[:3]))
+    assert still.count("none: no probability changed") == 2
+    odd = _page(
+        run_probe("delta_kl", DummyBackend(), prompts=PROMPTS[:3]),
+        details={"token_changes": [None, {"raised": [{"token": 3}], "lowered": "x"}], "promoted": [None]},
+    )
+    assert odd.endswith("</html>\n")
+
+
+def test_html_with_token_lists_renders_in_chromium(tmp_path):
+    from test_html_report import _open_in_chromium
+
+    result = run_probe("delta_kl", DummyBackend(), prompts=[f"prompt {i} <&>" for i in range(8)])
+    result.details["token_changes"][0]["raised"][0]["token"] = "</td></tr></table><b>"
+    path = tmp_path / "page.html"
+    path.write_text(_page(result), encoding="utf-8")
+    dom, console = _open_in_chromium(path, tmp_path / "page.png", tmp_path)
+    assert console == []
+    assert dom.count('class="tokprompts"') == 1 and dom.count("<details>") == 1
+    assert "&lt;/td&gt;&lt;/tr&gt;&lt;/table&gt;&lt;b&gt;" in dom
