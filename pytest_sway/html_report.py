@@ -428,7 +428,8 @@ def _token_changes(details: dict, values: Any) -> str:
         )
     values = values if isinstance(values, list) else []
     value_of = [_finite(values[i]) if i < len(values) else None for i in range(n)]
-    order = sorted(range(n), key=lambda i: (-(value_of[i] if value_of[i] is not None else -math.inf), i))
+    sort_by = [-math.inf if v is None else v for v in value_of]
+    order = sorted(range(n), key=lambda i: (-sort_by[i], i))
     shown = order[:_TOKEN_PROMPTS]
     rows = "".join(
         f'<tr><td class="prompt">{_e(per_prompt[i].get("prompt", ""))}</td><td>{_num(value_of[i])}</td>'
