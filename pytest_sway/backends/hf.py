@@ -281,10 +281,10 @@ class HFBackend:
         found on the device from the same logits in the same pass."""
         if not is_whole(top_tokens) or top_tokens < 1:
             raise ValueError(f"top_tokens: expected an integer >= 1, got {top_tokens!r}")
-        values = self.divergences_many(
-            prompts, divergence=divergence, variants=[variant], chat=chat, top_tokens=top_tokens
-        )[0]
         seqs = self.encode_prompts(prompts, chat=chat)
+        values = self._divergences_of(seqs, prompts, divergence=divergence, variants=[variant], top_tokens=top_tokens)[
+            0
+        ]
         if variant.is_base:  # nothing changed
             return values, [TopTokens((), ()) for _ in seqs]
         found = [self._memo[("top_tokens", variant, seq)] for seq in seqs]
@@ -315,18 +315,25 @@ class HFBackend:
         divergence: str,
         variants: Sequence[Variant],
         chat: bool = False,
-        top_tokens: int = 0,
     ) -> list[np.ndarray]:
         """``divergences`` for several variants at once. The base's logits for each
         group of prompts are fetched once and compared with every variant's in turn,
         so over more prompts than the memo's logit store holds, the variants share one
-        base pass per prompt instead of needing one each. With ``top_tokens``, each
-        prompt's most raised and lowered tokens are kept in the memo beside its
-        divergences (computed in the same pass; a prompt whose divergences were
-        memoised without them is compared again)."""
+        base pass per prompt instead of needing one each."""
         if divergence not in DIVERGENCES:
             raise ValueError(f"unknown divergence {divergence!r}; choose one of {', '.join(DIVERGENCES)}")
         seqs = self.encode_prompts(prompts, chat=chat)
+        return self._divergences_of(seqs, prompts, divergence=divergence, variants=variants)
+
+    def _divergences_of(
+        self, seqs: list, prompts: Sequence[str], *, divergence: str, variants: Sequence[Variant], top_tokens: int = 0
+    ) -> list[np.ndarray]:
+        """``divergences_many`` of encoded prompts. With ``top_tokens``, each prompt's
+        most raised and lowered tokens are kept in the memo beside its divergences
+        (computed in the same pass; a prompt whose divergences were memoised without
+        them is compared again)."""
+        if divergence not in DIVERGENCES:
+            raise ValueError(f"unknown divergence {divergence!r}; choose one of {', '.join(DIVERGENCES)}")
         label_of = dict(zip(seqs, prompts))
         unique = list(dict.fromkeys(seqs))
         pending = {}
