@@ -580,6 +580,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny model only, fewer repetitions")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per timing (median reported)")
+    parser.add_argument(
+        "--models", default=None, help="comma-separated subset of tiny,smollm2-135m (default: both; --quick: tiny)"
+    )
     parser.add_argument("--work", default=None, help="folder for the benchmark's models (default: a temp dir)")
     parser.add_argument(
         "--parts",
@@ -607,6 +610,10 @@ def main(argv=None) -> None:
     names = ("tiny",) if args.quick else ("tiny", "smollm2-135m")
     if parts == {"scale"} and not args.quick:
         names = ("smollm2-135m",)
+    if args.models:
+        names = tuple(args.models.split(","))
+        if not set(names) <= {"tiny", "smollm2-135m"}:
+            parser.error(f"--models: expected tiny and/or smollm2-135m, got {args.models}")
     reps = 2 if args.quick else args.reps
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="sway-bench-"))
     import torch

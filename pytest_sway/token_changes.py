@@ -116,7 +116,7 @@ def evidence_lines(details: dict, n: int, shown: int = 5) -> list[str]:
     for word in ("promoted", "suppressed"):
         entries = details.get(word) or []
         if entries:
-            parts = [f"{e['token']!r} ({e['count']}/{n} prompts, {e['mean_change']:+.3f})" for e in entries[:shown]]
+            parts = [f"{e['token']!r} ({e['count']}/{n} prompts, {e['mean_change']:+.3g})" for e in entries[:shown]]
             lines.append(
                 f"tokens most often {word} (in a prompt's top {details.get('tokens_per_prompt')}): " + ", ".join(parts)
             )

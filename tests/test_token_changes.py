@@ -87,8 +87,8 @@ def test_token_details_and_the_evidence_lines():
     ]
     assert details["promoted"] == [{"token": "t1", "id": 1, "count": 2, "mean_change": pytest.approx(0.2)}]
     assert evidence_lines(details, 2) == [
-        "tokens most often promoted (in a prompt's top 5): 't1' (2/2 prompts, +0.200)",
-        "tokens most often suppressed (in a prompt's top 5): 't2' (1/2 prompts, -0.100)",
+        "tokens most often promoted (in a prompt's top 5): 't1' (2/2 prompts, +0.2)",
+        "tokens most often suppressed (in a prompt's top 5): 't2' (1/2 prompts, -0.1)",
     ]
     assert json.loads(json.dumps(details)) == details
 
