@@ -110,7 +110,7 @@ def token_details(prompts: Sequence[str], tops: Sequence[TopTokens], *, k: int) 
     }
 
 
-def evidence_lines(details: dict, n: int, shown: int = 5) -> list[str]:
+def evidence_lines(details: dict, n: int, shown: int = 3) -> list[str]:
     """Two lines for a failed gate's message: the tokens most often promoted and suppressed."""
     lines = []
     for word in ("promoted", "suppressed"):
