@@ -22,6 +22,13 @@ forward passes it made), the plugin's overhead on a suite without sway tests,
 peak memory against a plain model load running the same forward passes, and
 a rerun with another adapter against the base-output cache.
 
+The ``tokens`` part (``--parts tokens``) times delta_kl at 512 prompts with its
+token lists (the probe as shipped) and without them (the same probe with
+``top_tokens=0``), taking turns, a fresh session memo each time, and prints the
+ratio of the medians and the median of the paired ratios.
+
+    python benchmarks/bench_probes.py --parts tokens --reps 5
+
 The ``scale`` part (``--parts scale``; not in the default set, it takes long)
 runs a suite of delta_kl (two divergences), null_contrast and adapter_ablation
 (``--scale-suite delta_kl``: delta_kl only) on SmolLM2 at 256, 1024 and 4096
@@ -50,7 +57,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 SIZES = (8, 64, 512)
-PARTS = ("probes", "responses", "suite", "overhead", "memory", "cache")
+PARTS = ("probes", "responses", "tokens", "suite", "overhead", "memory", "cache")
 EXTRA_PARTS = ("scale",)
 SCALE_SIZES = (256, 1024, 4096)
 BATCH = 32
@@ -319,6 +326,61 @@ def response_tables(models: dict, n: int, reps: int) -> list[dict]:
     return rows
 
 
+def token_cost(models: dict, n: int, reps: int) -> list[dict]:
+    """delta_kl with and without its token lists, interleaved: what the lists cost."""
+    import dataclasses
+    import functools
+
+    import numpy as np
+
+    from pytest_sway import run_probe
+    from pytest_sway.backends.hf import HFBackend
+    from pytest_sway.probes import ProbeRegistry, delta_kl
+
+    plain = dataclasses.replace(
+        delta_kl.PROBE, kind="delta_kl_without_tokens", measure=functools.partial(delta_kl.measure, top_tokens=0)
+    )
+    registry = ProbeRegistry([delta_kl.PROBE, plain])
+    rows = []
+    for name, (base, adapter, _) in models.items():
+        backend = HFBackend("smollm2-135m" if name == "smollm2-135m" else base, adapter=adapter)
+        prompts = make_prompts(n)
+
+        def run(kind):
+            backend._memo.clear()  # a fresh session: every forward pass again
+            backend._texts.clear()  # and every token's text
+            return run_probe(kind, backend, prompts=prompts, registry=registry)
+
+        with_lists, without = run("delta_kl"), run(plain.kind)  # also the warm-up
+        assert np.array_equal(with_lists.values, without.values)
+        times: list[list[float]] = [[], []]
+        for _ in range(3 * reps if name == "tiny" else reps):
+            for kind, spent in zip(("delta_kl", plain.kind), times):
+                start = time.perf_counter()
+                run(kind)
+                spent.append(time.perf_counter() - start)
+        with_s, without_s = statistics.median(times[0]), statistics.median(times[1])
+        paired = statistics.median(a / b for a, b in zip(*times))
+        rows.append(
+            {
+                "model": name,
+                "n": n,
+                "reps": len(times[0]),
+                "with_s": with_s,
+                "without_s": without_s,
+                "ratio": with_s / without_s,
+                "paired_ratio": paired,
+                "json_bytes": len(json.dumps(with_lists.details)),
+            }
+        )
+        print(
+            f"  {name:8} n={n}: with token lists {with_s:.3f}s, without {without_s:.3f}s "
+            f"({with_s / without_s:.3f}x; median of paired ratios {paired:.3f}x)",
+            flush=True,
+        )
+    return rows
+
+
 # -- whole runs, in subprocesses ------------------------------------------------------------------
 
 SUITE = """
@@ -518,6 +580,9 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--quick", action="store_true", help="tiny model only, fewer repetitions")
     parser.add_argument("--reps", type=int, default=5, help="repetitions per timing (median reported)")
+    parser.add_argument(
+        "--models", default=None, help="comma-separated subset of tiny,smollm2-135m (default: both; --quick: tiny)"
+    )
     parser.add_argument("--work", default=None, help="folder for the benchmark's models (default: a temp dir)")
     parser.add_argument(
         "--parts",
@@ -545,6 +610,10 @@ def main(argv=None) -> None:
     names = ("tiny",) if args.quick else ("tiny", "smollm2-135m")
     if parts == {"scale"} and not args.quick:
         names = ("smollm2-135m",)
+    if args.models:
+        names = tuple(args.models.split(","))
+        if not set(names) <= {"tiny", "smollm2-135m"}:
+            parser.error(f"--models: expected tiny and/or smollm2-135m, got {args.models}")
     reps = 2 if args.quick else args.reps
     work = Path(args.work) if args.work else Path(tempfile.mkdtemp(prefix="sway-bench-"))
     import torch
@@ -587,6 +656,21 @@ def main(argv=None) -> None:
             print(
                 f"| {r['model']} | {r['n']} | {r['positions']} | {r['floor_s']:.3f} | {r['sway_s']:.3f} | "
                 f"{r['ratio']:.2f}x | {r['max_difference']:.1e} |"
+            )
+        print()
+    if "tokens" in parts:
+        print("delta_kl with and without its token lists (interleaved, medians):", flush=True)
+        rows = token_cost(models, 512, reps)
+        print()
+        print(
+            "| model | prompts | repetitions | without token lists (s) | with token lists (s) | ratio of medians | "
+            "median of paired ratios | details in JSON (KB) |"
+        )
+        print("|---|---|---|---|---|---|---|---|")
+        for r in rows:
+            print(
+                f"| {r['model']} | {r['n']} | {r['reps']} | {r['without_s']:.3f} | {r['with_s']:.3f} | "
+                f"{r['ratio']:.3f}x | {r['paired_ratio']:.3f}x | {r['json_bytes'] / 1000:.0f} |"
             )
         print()
     if "suite" in parts:

@@ -8,7 +8,8 @@ artifact. The page depends only on ``doc`` (no timestamps).
 Layout: a header (outcome counts, backend, settings, provenance, correction);
 an overview forest plot; then one section per test with its per-item values,
 failure message and drivers (the items behind a failed gate or regression),
-baseline comparison and probe extras (ablation curve, greedy examples).
+baseline comparison and probe extras (ablation curve, greedy examples,
+delta_kl's token lists).
 
 The forest plot groups rows by probe label (and unit) with one shared x axis
 per group: rows of one probe share units, so a shared axis makes their
@@ -279,6 +280,8 @@ def _result(i: int, r: dict) -> str:
         out.append(_baseline(r["baseline"], r.get("n")))
     if isinstance(_details(r).get("examples"), list) and _details(r)["examples"]:
         out.append(_examples(_details(r)["examples"]))
+    if isinstance(_details(r).get("token_changes"), list):
+        out.append(_token_changes(_details(r), r.get("values")))
     out.append("</div>")
     return "\n".join(out)
 
@@ -453,6 +456,79 @@ def _examples(examples: list) -> str:
             f"<tr><th>prompt</th><th>base</th><th>fine-tuned</th></tr>{rows}</table>")  # fmt: skip
 
 
+#: Most prompts whose token lists the page shows (the most moved first); the JSON report has all.
+_TOKEN_PROMPTS = 100
+#: How whitespace and control characters inside a token are drawn.
+_VISIBLE = {" ": "\u2423", "\n": "\u21b5", "\t": "\u21e5", "\r": "\u240d"}
+
+
+def _token_changes(details: dict, values: Any) -> str:
+    """delta_kl's token lists: the tokens most often promoted and suppressed over
+    the prompts, then (collapsed) each prompt's most raised and lowered tokens."""
+    k = details.get("tokens_per_prompt", "?")
+    ranked = details.get("tokens_ranked_by", "p_ft - p_base")
+    per_prompt = [e for e in details["token_changes"] if isinstance(e, dict)]
+    n = len(per_prompt)
+    tables = []
+    for key, title in (("promoted", "most often promoted"), ("suppressed", "most often suppressed")):
+        entries = [e for e in details.get(key) or [] if isinstance(e, dict)]
+        rows = "".join(
+            f"<tr><td>{_token(e)}</td><td>{_e(e.get('count'))} of {n}</td><td>{_signed(e.get('mean_change'))}</td></tr>"
+            for e in entries
+        )
+        if not rows:
+            rows = '<tr><td colspan="3" class="muted">none: no probability changed</td></tr>'
+        tables.append(
+            f'<table class="tokcount"><caption>{title}</caption>'
+            f"<tr><th>token</th><th>prompts</th><th>mean change</th></tr>{rows}</table>"
+        )
+    values = values if isinstance(values, list) else []
+    value_of = [_finite(values[i]) if i < len(values) else None for i in range(n)]
+    sort_by = [-math.inf if v is None else v for v in value_of]
+    order = sorted(range(n), key=lambda i: (-sort_by[i], i))
+    shown = order[:_TOKEN_PROMPTS]
+    rows = "".join(
+        f'<tr><td class="prompt">{_e(per_prompt[i].get("prompt", ""))}</td><td>{_num(value_of[i])}</td>'
+        f"<td>{_token_list(per_prompt[i].get('raised'))}</td><td>{_token_list(per_prompt[i].get('lowered'))}</td></tr>"
+        for i in shown
+    )
+    more = f"; the {len(shown)} most moved here, all {n} in the JSON report" if n > len(shown) else ", most moved first"
+    return (
+        f'<p class="tokhead"><b>What changed, token by token</b> <span class="muted">each prompt\'s top {_e(k)} '
+        f"tokens by {_e(ranked)} (change of next-token probability), raised and lowered; counted over the "
+        f"{n} prompts</span></p>"
+        f'<div class="tokens">{"".join(tables)}</div>'
+        f"<details><summary>per prompt: tokens raised and lowered most ({n} prompts{_e(more)})</summary>"
+        '<table class="tokprompts"><tr><th>prompt</th><th>value</th><th>raised: p_base \u2192 p_ft</th>'
+        f"<th>lowered: p_base \u2192 p_ft</th></tr>{rows}</table></details>"
+    )
+
+
+def _token_list(entries: Any) -> str:
+    if not isinstance(entries, list) or not entries:
+        return '<span class="muted">none</span>'
+    return "<br>".join(
+        f"{_token(e)} {_prob(e.get('p_base'))} \u2192 {_prob(e.get('p_ft'))}" for e in entries if isinstance(e, dict)
+    )
+
+
+def _token(e: dict) -> str:
+    """A token's text with its spaces and control characters drawn (the exact text in the tooltip)."""
+    text = str(e.get("token", ""))
+    shown = "".join(_VISIBLE.get(ch, ch if ch.isprintable() else f"\\x{ord(ch):02x}") for ch in text) or "\u2205"
+    return f'<code class="tok" title="{_e(json.dumps(text, ensure_ascii=False))} (id {_e(e.get("id"))})">{_e(shown)}</code>'
+
+
+def _prob(x) -> str:
+    x = _finite(x)
+    return "-" if x is None else f"{x:.3g}"
+
+
+def _signed(x) -> str:
+    x = _finite(x)
+    return "-" if x is None else f"{x:+.3g}"
+
+
 # -- numbers, axes, text ---------------------------------------------------------
 
 
@@ -604,6 +680,14 @@ overflow-wrap:anywhere;font-size:12.5px}
 .drivers td{white-space:pre-wrap;overflow-wrap:anywhere;padding-right:16px}
 .drivers td.n{text-align:right;white-space:nowrap;font-variant-numeric:tabular-nums}
 .examples td{white-space:pre-wrap;overflow-wrap:anywhere;padding-right:16px}
+.tokhead{margin:10px 0 2px;font-size:13px}
+.tokens{display:flex;flex-wrap:wrap;gap:8px 36px;align-items:flex-start}
+code.tok{font-family:ui-monospace,SFMono-Regular,Menlo,Consolas,"Liberation Mono",monospace;background:#eef1f6;
+border-radius:3px;padding:0 3px;white-space:pre}
+details{margin:8px 0 0;font-size:12.5px}
+summary{cursor:pointer;color:var(--muted)}
+.tokprompts td{padding-right:16px}
+.tokprompts td.prompt{max-width:380px;overflow-wrap:anywhere}
 .empty{font-size:16px;color:var(--muted);margin:28px 0}
 footer{margin-top:36px;color:var(--muted);font-size:12px}
 """

@@ -18,6 +18,9 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..errors import BackendError
+from ..token_changes import TokenChange, TopTokens
+
+__all__ = ["TokenChange", "TopTokens"]  # re-exported: what divergences_and_tokens returns per prompt
 
 #: Prompts per forward pass unless --sway-batch-size says otherwise.
 DEFAULT_BATCH_SIZE = 32
@@ -69,6 +72,21 @@ class Backend(Protocol):
         """Per prompt: divergence (see ``pytest_sway.divergence``) between the
         base's and ``variant``'s next-token distributions after the prompt."""
 
+    def divergences_and_tokens(
+        self,
+        prompts: Sequence[str],
+        *,
+        divergence: str,
+        top_tokens: int,
+        variant: Variant = FINETUNED,
+        chat: bool = False,
+    ):
+        """``(divergences(...), [TopTokens per prompt])``: with each prompt's divergence,
+        the ``top_tokens`` tokens whose next-token probability ``variant`` raised most
+        and the ``top_tokens`` it lowered most, ranked by ``p_variant - p_base`` (see
+        ``pytest_sway.token_changes``). Optional: ``delta_kl`` reports no token lists
+        for a backend without it (see :func:`divergences_with_tokens`)."""
+
     def completion_logprobs(
         self, pairs: Sequence[tuple[str, str]], *, variant: Variant = FINETUNED, chat: bool = False
     ):
@@ -118,6 +136,18 @@ def divergences_by_variant(backend, prompts, *, divergence: str, variants, chat:
     if many is not None:
         return list(many(prompts, divergence=divergence, variants=list(variants), chat=chat))
     return [backend.divergences(prompts, divergence=divergence, variant=v, chat=chat) for v in variants]
+
+
+def divergences_with_tokens(
+    backend, prompts, *, divergence: str, top_tokens: int, variant: Variant = FINETUNED, chat: bool = False
+) -> tuple[Any, list[TopTokens] | None]:
+    """``backend.divergences_and_tokens`` where the backend offers it, else its
+    ``divergences`` and ``None`` (a backend written before token lists existed)."""
+    both = getattr(backend, "divergences_and_tokens", None)
+    if both is None:
+        return backend.divergences(prompts, divergence=divergence, variant=variant, chat=chat), None
+    values, tops = both(prompts, divergence=divergence, top_tokens=top_tokens, variant=variant, chat=chat)
+    return values, list(tops)
 
 
 def scoring_windows(n_tokens: int, window: int, stride: int | None = None) -> list[tuple[int, int, int]]:

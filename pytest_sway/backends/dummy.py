@@ -21,6 +21,8 @@ import numpy as np
 
 from ..divergence import divergence as _divergence
 from ..errors import BackendError, is_number, is_whole
+from ..token_changes import TopTokens
+from ..token_changes import top_tokens as _top_tokens
 from .base import BASE, FINETUNED, ResponseDivergence, Variant, scoring_windows
 
 # Spread of base logits, and of the per-context size of the fine-tune's shift.
@@ -62,6 +64,24 @@ class DummyBackend:
         base = np.stack([self._logprobs(c, BASE) for c in contexts])
         other = np.stack([self._logprobs(c, variant) for c in contexts])
         return _divergence(base, other, divergence, np)
+
+    def divergences_and_tokens(
+        self,
+        prompts: Sequence[str],
+        *,
+        divergence: str,
+        top_tokens: int,
+        variant: Variant = FINETUNED,
+        chat: bool = False,
+    ) -> tuple[np.ndarray, list[TopTokens]]:
+        """Divergences, and per prompt the tokens (named ``tok<id>``: the dummy's
+        vocabulary is synthetic) whose probability ``variant`` raised and lowered most."""
+        contexts = [self._format(p, chat) for p in prompts]
+        base = np.stack([self._logprobs(c, BASE) for c in contexts])
+        other = np.stack([self._logprobs(c, variant) for c in contexts])
+        ids = np.arange(self.vocab_size)
+        tops = [_top_tokens(ids, np.exp(b), np.exp(o), top_tokens, _token_name) for b, o in zip(base, other)]
+        return _divergence(base, other, divergence, np), tops
 
     def completion_logprobs(
         self, pairs: Sequence[tuple[str, str]], *, variant: Variant = FINETUNED, chat: bool = False
@@ -173,6 +193,10 @@ class DummyBackend:
 
 # Printable characters, in the order the dummy numbers them as tokens.
 _ALPHABET = "abcdefghijklmnopqrstuvwxyz ABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789.,;:!?'-()\"/&%$#@*+=<>[]{}_|~^`\n"
+
+
+def _token_name(token_id: int) -> str:
+    return f"tok{token_id}"
 
 
 def _stable_words(text: str) -> list[int]:

@@ -40,7 +40,9 @@ import numpy as np
 from ..divergence import DIVERGENCES
 from ..divergence import all_divergences as _all_divergences
 from ..divergence import divergence as _divergence
-from ..errors import BackendError
+from ..errors import BackendError, is_whole
+from ..token_changes import TopTokens
+from ..token_changes import top_tokens as _top_tokens
 from .base import BASE, DEFAULT_BATCH_SIZE, FINETUNED, ResponseDivergence, Variant, scoring_windows
 from .loading import (
     _attach_adapter,
@@ -190,6 +192,7 @@ class HFBackend:
         # _MIN_ROWS rows, so that a prompt's numbers do not depend on its batch-mates.
         self._exact_shapes = self.input_device.type == "cpu"
         self._memo = _Memo(memo_bytes)
+        self._texts: dict[int, str] = {}  # token id -> its text, for the token lists
         #: Finished per-response results (small arrays), keyed by (divergence, variant, (ids, start)).
         self._responses: dict = {}
         self._active: tuple[Variant, Any] | None = None  # (variant, model) while a variant's context is entered
@@ -267,8 +270,54 @@ class HFBackend:
     ) -> np.ndarray:
         return self.divergences_many(prompts, divergence=divergence, variants=[variant], chat=chat)[0]
 
+    def divergences_and_tokens(
+        self,
+        prompts: Sequence[str],
+        *,
+        divergence: str,
+        top_tokens: int,
+        variant: Variant = FINETUNED,
+        chat: bool = False,
+    ) -> tuple[np.ndarray, list[TopTokens]]:
+        """``divergences``, and per prompt the ``top_tokens`` tokens whose probability
+        ``variant`` raised most and lowered most (``pytest_sway.token_changes``),
+        found on the device from the same logits in the same pass."""
+        if not is_whole(top_tokens) or top_tokens < 1:
+            raise ValueError(f"top_tokens: expected an integer >= 1, got {top_tokens!r}")
+        seqs = self.encode_prompts(prompts, chat=chat)
+        values = self._divergences_of(seqs, prompts, divergence=divergence, variants=[variant], top_tokens=top_tokens)[
+            0
+        ]
+        if variant.is_base:  # nothing changed
+            return values, [TopTokens((), ()) for _ in seqs]
+        found = [self._memo[("top_tokens", variant, seq)] for seq in seqs]
+        text = self._token_texts({int(i) for _, ids, _ in found for i in ids})
+        return values, [_top_tokens(ids, probs[0], probs[1], top_tokens, text.__getitem__) for _, ids, probs in found]
+
+    def _token_texts(self, ids: set) -> dict:
+        """Each id's text, decoded alone (one batched tokenizer call for the new ones),
+        special tokens and spaces kept; remembered for the session."""
+        new = sorted(ids - self._texts.keys())
+        if new:
+            texts = self.tokenizer.batch_decode(
+                [[i] for i in new], skip_special_tokens=False, clean_up_tokenization_spaces=False
+            )
+            pieces = self.tokenizer.convert_ids_to_tokens(new)
+            for i, text, piece in zip(new, texts, pieces):
+                # SentencePiece marks a leading space with U+2581 and drops it when decoding
+                # one token alone; keep it, as a byte-level BPE's decoding does.
+                if isinstance(piece, str) and piece.startswith("\u2581") and not text.startswith(" "):
+                    text = " " + text
+                self._texts[i] = text
+        return self._texts
+
     def divergences_many(
-        self, prompts: Sequence[str], *, divergence: str, variants: Sequence[Variant], chat: bool = False
+        self,
+        prompts: Sequence[str],
+        *,
+        divergence: str,
+        variants: Sequence[Variant],
+        chat: bool = False,
     ) -> list[np.ndarray]:
         """``divergences`` for several variants at once. The base's logits for each
         group of prompts are fetched once and compared with every variant's in turn,
@@ -277,12 +326,23 @@ class HFBackend:
         if divergence not in DIVERGENCES:
             raise ValueError(f"unknown divergence {divergence!r}; choose one of {', '.join(DIVERGENCES)}")
         seqs = self.encode_prompts(prompts, chat=chat)
+        return self._divergences_of(seqs, prompts, divergence=divergence, variants=variants)
+
+    def _divergences_of(
+        self, seqs: list, prompts: Sequence[str], *, divergence: str, variants: Sequence[Variant], top_tokens: int = 0
+    ) -> list[np.ndarray]:
+        """``divergences_many`` of encoded prompts. With ``top_tokens``, each prompt's
+        most raised and lowered tokens are kept in the memo beside its divergences
+        (computed in the same pass; a prompt whose divergences were memoised without
+        them is compared again)."""
+        if divergence not in DIVERGENCES:
+            raise ValueError(f"unknown divergence {divergence!r}; choose one of {', '.join(DIVERGENCES)}")
         label_of = dict(zip(seqs, prompts))
         unique = list(dict.fromkeys(seqs))
         pending = {}
         for variant in variants:  # the base against itself is exactly 0: no logits needed
             if not variant.is_base and variant not in pending:
-                todo = {seq for seq in unique if ("divergences", variant, seq) not in self._memo}
+                todo = {seq for seq in unique if not self._memoised(variant, seq, top_tokens)}
                 if todo:
                     pending[variant] = todo
         needed = sorted({seq for todo in pending.values() for seq in todo}, key=len)  # shortest first: less padding
@@ -291,8 +351,10 @@ class HFBackend:
             for variant, todo in pending.items():
                 part = [seq for seq in group if seq in todo]
                 if part:
-                    for seq, values in self._compare(variant, part, base, label_of).items():
+                    for seq, (values, tokens) in self._compare(variant, part, base, label_of, top_tokens).items():
                         self._memo[("divergences", variant, seq)] = values
+                        if tokens is not None:
+                            self._memo[("top_tokens", variant, seq)] = tokens
             del base
             if self.input_device.type == "cpu":
                 _trim_heap()
@@ -312,9 +374,17 @@ class HFBackend:
         size = max(self.batch_size, rows - rows % self.batch_size)  # whole batches
         return [seqs[start : start + size] for start in range(0, len(seqs), size)]
 
-    def _compare(self, variant: Variant, seqs: list, base: dict, label_of: dict) -> dict:
-        """Every divergence per sequence: ``variant``'s logits batch by batch, each
-        batch compared with the base's rows as it arrives, then dropped."""
+    def _memoised(self, variant: Variant, seq, top_tokens: int) -> bool:
+        if ("divergences", variant, seq) not in self._memo:
+            return False
+        return not top_tokens or self._memo.answers.get(("top_tokens", variant, seq), (0,))[0] >= top_tokens
+
+    def _compare(self, variant: Variant, seqs: list, base: dict, label_of: dict, top_tokens: int = 0) -> dict:
+        """Per sequence ``(every divergence, token candidates or None)``: ``variant``'s
+        logits batch by batch, each batch compared with the base's rows as it arrives,
+        then dropped. With ``top_tokens``, the candidates are ``(top_tokens, ids,
+        [p_base, p_variant])`` of the ``top_tokens`` largest rises and falls of
+        probability, found on the device: a few numbers per prompt leave it."""
         torch = self._torch
         out = {}
         with self._variant(variant), torch.inference_mode():
@@ -323,10 +393,12 @@ class HFBackend:
                     rows = batch[start : start + _DIVERGENCE_ROWS]
                     o = logits[start : start + len(rows)].to(self._accumulate).log_softmax(-1)
                     b = torch.stack([base[seq].to(device=o.device, dtype=self._accumulate) for seq in rows])
-                    values = _all_divergences(b.log_softmax(-1), o, torch)
+                    b = b.log_softmax(-1)
+                    values = _all_divergences(b, o, torch)
                     table = torch.stack([values[kind] for kind in DIVERGENCES], dim=-1).cpu().numpy()
-                    for seq, row in zip(rows, table.astype(np.float64)):
-                        out[seq] = row
+                    tokens = _token_candidates(torch, b, o, top_tokens) if top_tokens else None
+                    for r, (seq, row) in enumerate(zip(rows, table.astype(np.float64))):
+                        out[seq] = (row, None if tokens is None else (top_tokens, tokens[0][r], tokens[1][:, r]))
         return out
 
     def _base_next(self, seqs: list, label_of: dict) -> dict:
@@ -971,6 +1043,19 @@ def _trim_heap() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def _token_candidates(torch, base_logp, other_logp, k: int):
+    """Per row, the ids of the ``k`` largest rises and ``k`` largest falls of
+    probability (``p_other - p_base``) and both probabilities of each: numpy
+    ``ids`` (rows, 2k) and ``probs`` (2, rows, 2k). Picking and ordering them is
+    ``pytest_sway.token_changes.top_tokens``'s."""
+    p_base, p_other = base_logp.exp(), other_logp.exp()
+    change = p_other - p_base
+    k = min(k, change.shape[-1])
+    ids = torch.cat([change.topk(k, dim=-1).indices, change.topk(k, dim=-1, largest=False).indices], dim=-1)
+    probs = torch.stack([p_base.gather(-1, ids), p_other.gather(-1, ids)])
+    return ids.cpu().numpy(), probs.cpu().numpy().astype(np.float64)
 
 
 def _element_size(torch, dtype) -> int:

@@ -3,32 +3,44 @@
 Per prompt: the divergence between the base's and the fine-tuned model's
 next-token distributions at the position after the prompt, over the full
 vocabulary. Estimate: the mean over prompts.
+
+Details: the most moved prompts, and what moved, token by token: per prompt the
+tokens whose probability the fine-tune raised most and lowered most, and over
+the prompts the tokens most often promoted and suppressed
+(``pytest_sway.token_changes``).
 """
 
 from __future__ import annotations
 
 import numpy as np
 
-from ..backends.base import FINETUNED
+from ..backends.base import FINETUNED, divergences_with_tokens
 from ..divergence import SUPPORT
+from ..token_changes import TOP_TOKENS, evidence_lines, token_details
 from .base import CHAT, Measurement, Param, Probe, check_chat_prompts, divergence_param, prompt_list
 
 # How many of the most-moved prompts to keep in the details.
 _TOP = 3
 
 
-def measure(backend, params, bootstrap) -> Measurement:
-    values = np.asarray(
-        backend.divergences(params["prompts"], divergence=params["divergence"], variant=FINETUNED, chat=params["chat"]),
-        dtype=np.float64,
-    )
+def measure(backend, params, bootstrap, *, top_tokens: int = TOP_TOKENS) -> Measurement:
+    """The probe; ``top_tokens=0`` leaves out the token lists (what the benchmark compares)."""
+    prompts = params["prompts"]
+    if top_tokens:
+        values, tops = divergences_with_tokens(
+            backend, prompts, divergence=params["divergence"], top_tokens=top_tokens, variant=FINETUNED,
+            chat=params["chat"],
+        )  # fmt: skip
+    else:
+        values = backend.divergences(prompts, divergence=params["divergence"], variant=FINETUNED, chat=params["chat"])
+        tops = None
+    values = np.asarray(values, dtype=np.float64)
     order = np.argsort(-values, kind="stable")[:_TOP]
-    return Measurement(
-        values=values,
-        items=params["prompts"],
-        details={"most_moved": [{"prompt": params["prompts"][i], "value": float(values[i])} for i in order]},
-        support=SUPPORT[params["divergence"]],
-    )
+    details: dict = {"most_moved": [{"prompt": prompts[i], "value": float(values[i])} for i in order]}
+    if tops is not None:
+        details.update(token_details(prompts, tops, k=top_tokens))
+        details["evidence"] = evidence_lines(details, len(prompts))
+    return Measurement(values=values, items=prompts, details=details, support=SUPPORT[params["divergence"]])
 
 
 PROBE = Probe(
