@@ -119,6 +119,12 @@ class WordTokenizer:
     def decode(self, ids, skip_special_tokens=True):
         return " ".join(f"t{i}" for i in ids)
 
+    def batch_decode(self, sequences, **kwargs):
+        return [self.decode(ids) for ids in sequences]
+
+    def convert_ids_to_tokens(self, ids):
+        return [f"t{i}" for i in ids]
+
 
 #: Tokens in each response that response_divergence teacher-forces.
 RESPONSE_TOKENS = 32

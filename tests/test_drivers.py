@@ -98,7 +98,8 @@ def test_the_failure_message_lists_the_drivers_after_the_verdict():
     wrong = int((result.values < 0.05).sum())
     head = next(i for i, line in enumerate(rest) if line.startswith("Drivers:"))
     assert rest[head] == f"Drivers: {wrong} of 22 items lie below 0.05; the 5 lowest:"
-    lines = rest[head + 1 :]
+    lines = rest[head + 1 : head + 1 + len(expected)]
+    assert not rest[head + 1 + len(expected)].startswith("  ")  # then delta_kl's token lines, not more drivers
     assert [line.split(None, 1) for line in lines] == [
         [f"{result.values[i]:.4g}", show_item(prompts[i])] for i in expected
     ]
@@ -109,7 +110,9 @@ def test_the_failure_message_lists_the_drivers_after_the_verdict():
 def test_drivers_k_and_zero():
     prompts = [f"p{i}" for i in range(12)]
     two = run_probe("delta_kl", DummyBackend(), prompts=prompts, drivers=2)
-    assert len(_failure(two, "assert_below", 0.0001).splitlines()) == 2 + 1 + 2
+    lines = _failure(two, "assert_below", 0.0001).splitlines()
+    head = next(i for i, line in enumerate(lines) if line.startswith("Drivers:"))
+    assert head == 2 and [line.startswith("  ") for line in lines[head + 1 : head + 4]] == [True, True, False]
     off = run_probe("delta_kl", DummyBackend(), prompts=prompts, drivers=0)
     assert "Drivers" not in _failure(off, "assert_below", 0.0001)
     with pytest.raises(ValueError, match="drivers: expected a whole number >= 0"):
