@@ -109,3 +109,19 @@ def test_js_interval_is_clipped_to_its_range():
 def test_dummy_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=f"^{message}:"):
         DummyBackend(**kwargs)
+
+
+def test_a_backend_overriding_divergences_is_measured_with_its_own_values():
+    """delta_kl asks for divergences and token lists together; a subclass that scripts
+    ``divergences`` (as test suites do) must still be what is measured."""
+    import numpy as np
+
+    from pytest_sway import DummyBackend, run_probe
+
+    class Scripted(DummyBackend):
+        def divergences(self, prompts, **kwargs):
+            return np.array([0.01 * (i + 1) for i in range(len(prompts))])
+
+    result = run_probe("delta_kl", Scripted(), prompts=[f"p{i}" for i in range(6)])
+    assert result.values.tolist() == [0.01 * (i + 1) for i in range(6)]
+    assert result.details["promoted"] or result.details["suppressed"]  # the token lists still come

@@ -75,13 +75,17 @@ class DummyBackend:
         chat: bool = False,
     ) -> tuple[np.ndarray, list[TopTokens]]:
         """Divergences, and per prompt the tokens (named ``tok<id>``: the dummy's
-        vocabulary is synthetic) whose probability ``variant`` raised and lowered most."""
+        vocabulary is synthetic) whose probability ``variant`` raised and lowered most.
+
+        The values come from ``self.divergences``, so a subclass that overrides it (a
+        test's scripted backend) is measured with its own values."""
+        values = self.divergences(prompts, divergence=divergence, variant=variant, chat=chat)
         contexts = [self._format(p, chat) for p in prompts]
         base = np.stack([self._logprobs(c, BASE) for c in contexts])
         other = np.stack([self._logprobs(c, variant) for c in contexts])
         ids = np.arange(self.vocab_size)
         tops = [_top_tokens(ids, np.exp(b), np.exp(o), top_tokens, _token_name) for b, o in zip(base, other)]
-        return _divergence(base, other, divergence, np), tops
+        return values, tops
 
     def completion_logprobs(
         self, pairs: Sequence[tuple[str, str]], *, variant: Variant = FINETUNED, chat: bool = False
