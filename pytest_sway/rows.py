@@ -10,8 +10,8 @@ from __future__ import annotations
 
 import json
 import math
-from collections.abc import Iterable, Sequence
-from typing import Any
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any, TypedDict
 
 from .gate import Verdict
 from .outcome import Outcome
@@ -20,10 +20,61 @@ from .outputs import JSON_KIND
 SCHEMA = 1
 
 
-def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> dict[str, Any]:
+class SliceRow(TypedDict, total=False):
+    """One slice of a sliced result: ``ResultRow["slices"][name]``."""
+
+    n: int
+    n_groups: int
+    estimate: float
+    ci_low: float
+    ci_high: float
+    outcome: str
+    items_needed: int | None
+    seed: int
+
+
+class ResultRow(TypedDict, total=False):
+    """One probe run in one test: built where the test ran, carried to the controller on the
+    pytest report (plain builtins only: xdist serialises it), and written to the JSON as is.
+    An error row (a marked test whose probe could not run) has the identity, gate and outcome
+    keys only."""
+
+    nodeid: str
+    index: int  # the test's position in the collection: reports sort by it
+    order: int  # the result's position in its test (0: the error row of a marker)
+    source: str  # "marker" or "fixture"
+    kind: str
+    label: str
+    params: dict[str, Any]
+    n: int
+    n_groups: int
+    estimate: float
+    ci_low: float
+    ci_high: float
+    confidence: float
+    method: str
+    resamples: int
+    seed: int
+    above: float | None
+    below: float | None
+    outcome: str  # an Outcome's value
+    gates: int
+    items_needed: int | None
+    message: str
+    values: list[float]
+    items: list[str]
+    duration_s: float
+    details: dict[str, Any]
+    slices: dict[str, SliceRow]
+    drivers: list[dict[str, Any]]
+    drivers_scope: dict[str, Any]
+    baseline: dict[str, Any]
+
+
+def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> ResultRow:
     """The row for one ``ProbeResult``, judged by the gates checked on it."""
     above, below, gate, verdict = _judged(result.checks)
-    row = {
+    row: ResultRow = {
         "nodeid": nodeid,
         "index": index,
         "order": order,
@@ -50,8 +101,8 @@ def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> d
         "items": list(result.items),
         "duration_s": result.duration_s,
         "details": jsonable(result.details),
-        **_layout(result),
     }
+    _add_layout(row, result)
     if result.max_drivers > 0:
         # Only a failed or inconclusive gate has drivers: a passing one has no wrong side to name,
         # and its weakest items can be read from values and items.
@@ -67,9 +118,8 @@ def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> d
     return row
 
 
-def _layout(result) -> dict[str, Any]:
+def _add_layout(out: ResultRow, result) -> None:
     """``n_groups`` with groups, ``slices`` (name -> n, estimate, CI, outcome) with slices."""
-    out: dict[str, Any] = {}
     if result.n_groups is not None:
         out["n_groups"] = result.n_groups
     if result.slices:
@@ -77,9 +127,8 @@ def _layout(result) -> dict[str, Any]:
         for name, s in result.slices.items():
             verdicts = [dict(verdict.slices).get(name, Verdict(Outcome.REPORTED)) for _, verdict in result.checks]
             worst = min(verdicts or [Verdict(Outcome.REPORTED)], key=lambda v: _SEVERITY.index(v.outcome))
-            out["slices"][name] = {
+            part: SliceRow = {
                 "n": s.n,
-                **({"n_groups": s.n_groups} if s.n_groups is not None else {}),
                 "estimate": s.estimate,
                 "ci_low": s.ci.low,
                 "ci_high": s.ci.high,
@@ -87,7 +136,9 @@ def _layout(result) -> dict[str, Any]:
                 "items_needed": worst.items_needed,
                 "seed": s.seed,
             }
-    return out
+            if s.n_groups is not None:
+                part["n_groups"] = s.n_groups
+            out["slices"][name] = part
 
 
 _SEVERITY = (Outcome.FAILED, Outcome.INCONCLUSIVE, Outcome.PASSED, Outcome.REPORTED)
@@ -103,7 +154,7 @@ def _judged(checks):
 
 def rows_for_test(
     nodeid: str, *, results, request, index: int, error: str | None, comparisons: dict | None = None
-) -> list[dict[str, Any]]:
+) -> list[ResultRow]:
     """Rows for one test: one per probe run (with its baseline comparison, by
     position), and an error row first for a marked test whose probe could not
     run (``error`` says why)."""
@@ -141,7 +192,7 @@ _JUNIT_FIELDS = (
 )  # fmt: skip
 
 
-def junit_properties(rows: Sequence[dict]) -> list[tuple[str, str]]:
+def junit_properties(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]:
     """``(name, value)`` pairs for JUnit XML: ``sway.estimate`` etc. for a test's
     first probe, ``sway[2].estimate`` for its second.
 
