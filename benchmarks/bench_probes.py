@@ -25,7 +25,8 @@ a rerun with another adapter against the base-output cache.
 The ``tokens`` part (``--parts tokens``) times delta_kl at 512 prompts with its
 token lists (the probe as shipped) and without them (the same probe with
 ``top_tokens=0``), taking turns, a fresh session memo each time, and prints the
-ratio of the medians and the median of the paired ratios.
+ratio of the medians, the median of the paired ratios, and the ratio of the
+median CPU times of the process (steadier than wall time on a shared machine).
 
     python benchmarks/bench_probes.py --parts tokens --reps 5
 
@@ -354,13 +355,16 @@ def token_cost(models: dict, n: int, reps: int) -> list[dict]:
         with_lists, without = run("delta_kl"), run(plain.kind)  # also the warm-up
         assert np.array_equal(with_lists.values, without.values)
         times: list[list[float]] = [[], []]
+        cpu: list[list[float]] = [[], []]  # this process's CPU time: less swayed by other jobs on the machine
         for _ in range(3 * reps if name == "tiny" else reps):
-            for kind, spent in zip(("delta_kl", plain.kind), times):
-                start = time.perf_counter()
+            for kind, spent, used in zip(("delta_kl", plain.kind), times, cpu):
+                start, start_cpu = time.perf_counter(), time.process_time()
                 run(kind)
                 spent.append(time.perf_counter() - start)
+                used.append(time.process_time() - start_cpu)
         with_s, without_s = statistics.median(times[0]), statistics.median(times[1])
         paired = statistics.median(a / b for a, b in zip(*times))
+        cpu_ratio = statistics.median(cpu[0]) / statistics.median(cpu[1])
         rows.append(
             {
                 "model": name,
@@ -370,12 +374,13 @@ def token_cost(models: dict, n: int, reps: int) -> list[dict]:
                 "without_s": without_s,
                 "ratio": with_s / without_s,
                 "paired_ratio": paired,
+                "cpu_ratio": cpu_ratio,
                 "json_bytes": len(json.dumps(with_lists.details)),
             }
         )
         print(
             f"  {name:8} n={n}: with token lists {with_s:.3f}s, without {without_s:.3f}s "
-            f"({with_s / without_s:.3f}x; median of paired ratios {paired:.3f}x)",
+            f"({with_s / without_s:.3f}x; median of paired ratios {paired:.3f}x; CPU time {cpu_ratio:.3f}x)",
             flush=True,
         )
     return rows
@@ -664,13 +669,13 @@ def main(argv=None) -> None:
         print()
         print(
             "| model | prompts | repetitions | without token lists (s) | with token lists (s) | ratio of medians | "
-            "median of paired ratios | details in JSON (KB) |"
+            "median of paired ratios | CPU time, ratio of medians | details in JSON (KB) |"
         )
-        print("|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(
                 f"| {r['model']} | {r['n']} | {r['reps']} | {r['without_s']:.3f} | {r['with_s']:.3f} | "
-                f"{r['ratio']:.3f}x | {r['paired_ratio']:.3f}x | {r['json_bytes'] / 1000:.0f} |"
+                f"{r['ratio']:.3f}x | {r['paired_ratio']:.3f}x | {r['cpu_ratio']:.3f}x | {r['json_bytes'] / 1000:.0f} |"
             )
         print()
     if "suite" in parts:
