@@ -2,9 +2,12 @@
 the order, not on the xdist worker; and building the backend leaves torch's global
 random state where it was.
 
-On the CPU the hf backend batches prompts of one token length only, with at least
-four rows (pytest_sway/backends/hf.py, _MIN_ROWS): these tests are what holds that
-design to bit-identical answers on both tiny architectures.
+On the CPU the hf backend right-pads each batch to a canonical width (a multiple
+of 16 fixed by each row's own length) and hands the output layer the wanted
+positions of every row in a multiple of 16 rows (pytest_sway/backends/hf.py,
+_WIDTH_STEP, _ROW_QUANTUM); generation batches hold one length in a multiple of
+four rows: these tests are what holds that design to bit-identical answers on
+both tiny architectures.
 """
 
 import json
@@ -40,6 +43,34 @@ def test_values_are_bit_identical_alone_in_a_full_run_and_in_any_order(tiny, arc
         lp, _ = alone.completion_logprobs([PAIRS[i] for i in subset])
         np.testing.assert_array_equal(lp, lp_together[subset])
         assert alone.greedy(prompts, max_new_tokens=6) == [greedy_together[i] for i in subset]
+
+
+#: Seven prompts of one token length: a 7-row matrix product rounds its last rows with a
+#: narrower kernel than a 4- or 8-row one, so these catch a pass whose rows are not shaped.
+SAME_LENGTH = [f"Customer {i} asks about the refund window. The answer is" for i in range(20, 27)]
+
+
+def test_rows_of_one_length_in_any_number_and_responses_are_bit_identical_alone(tiny, arch):
+    prompts = SAME_LENGTH + PROMPTS
+    pairs = [(p, " Thirty days from delivery, with the receipt.") for p in SAME_LENGTH] + PAIRS[::2]
+    full = _fresh(tiny, arch)
+    assert len({len(s) for s in full.encode_prompts(SAME_LENGTH, chat=False)}) == 1
+    together = full.divergences(prompts, divergence="kl")
+    responses = full.response_divergences([p for p, _ in pairs], [r for _, r in pairs], divergence="js")
+    greedy = full.greedy(SAME_LENGTH, max_new_tokens=4)
+    for batch_size, subset in ((32, [6]), (5, [0, 3, 4, 9, 12]), (3, [11, 2, 5, 1, 20])):
+        alone = _fresh(tiny, arch, batch_size=batch_size)
+        np.testing.assert_array_equal(
+            alone.divergences([prompts[i] for i in subset], divergence="kl"), together[subset]
+        )
+        chosen = [pairs[i] for i in subset if i < len(pairs)]
+        got = alone.response_divergences([p for p, _ in chosen], [r for _, r in chosen], divergence="js")
+        for i, result in zip([i for i in subset if i < len(pairs)], got):
+            np.testing.assert_array_equal(result.values, responses[i].values)
+            np.testing.assert_array_equal(result.agree, responses[i].agree)
+        assert alone.greedy([SAME_LENGTH[i] for i in subset if i < 7], max_new_tokens=4) == [
+            greedy[i] for i in subset if i < 7
+        ]
 
 
 def test_texts_scored_in_windows_are_bit_identical_alone_and_together(tiny, arch):

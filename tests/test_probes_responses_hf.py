@@ -65,9 +65,10 @@ def test_response_divergence_equals_a_one_at_a_time_float64_reference(backend, r
             means.append(values.mean())
             peaks.append((values.max(), int(values.argmax()), tokenizer.decode([ids[first + int(values.argmax())]])))
             agreement.append(agree.mean())
-        np.testing.assert_allclose(result.values, means, rtol=0, atol=1e-6, err_msg=kind)
+        # A mean KL of 7 nats, like a peak of 12, carries the float32 logits' relative rounding (1e-7),
+        # which differs between the reference's unpadded single rows and the backend's padded batches.
+        np.testing.assert_allclose(result.values, means, rtol=1e-6, atol=1e-6, err_msg=kind)
         got = result.details["per_item"]
-        # A peak KL of 12 nats carries the float32 logits' relative rounding (1e-7) of batched padding.
         np.testing.assert_allclose([d["max"] for d in got], [p[0] for p in peaks], rtol=1e-6, atol=1e-6)
         assert [d["peak_position"] for d in got] == [p[1] for p in peaks]
         assert [d["peak_token"] for d in got] == [p[2] for p in peaks]

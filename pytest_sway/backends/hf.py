@@ -5,11 +5,16 @@ with the adapter attached, asked with the adapter disabled (peft's
 ``disable_adapter``) for the base's answers and enabled for the fine-tune's.
 A fully fine-tuned checkpoint (``finetuned=``) is a second model.
 
-Prompts are scored in batches sorted by length and left-padded, with
-``position_ids`` from the attention mask, so a prompt gets the same answer in
-any batch; only the last position's logits are computed for next-token
-questions. Divergences are computed on the model's device from the
-full-vocabulary log-softmax in float64 (float32 on MPS, which has no float64);
+Prompts are scored in batches sorted by length. On the CPU a batch is
+right-padded to a canonical width that depends on each row's own length (its
+length rounded up to a multiple of ``_WIDTH_STEP``) and holds rows of one such
+width only, and the output layer sees only the positions each row needs
+(gathered row by row, in a multiple of ``_ROW_QUANTUM`` rows): a prompt's
+numbers are then bit-identical alone, in any batch, in any order. Elsewhere
+batches are left-padded with ``position_ids`` from the attention mask (GPU
+kernels round by batch shape anyway). Only the needed positions' logits are
+computed: the last one for next-token questions. Divergences are computed on
+the model's device from the full-vocabulary log-softmax in float64 (float32 on MPS, which has no float64);
 only one number per prompt leaves the device.
 
 Answers are memoised per (question, variant, token ids) for the session: a
@@ -66,10 +71,23 @@ _TOKEN_BUDGET = 16384
 _LOGIT_BYTES = 1 << 29
 #: Rows per divergence computation (each holds a few float64 vocabulary rows).
 _DIVERGENCE_ROWS = 64
-#: Fewest rows of a CPU forward pass. Measured on the tiny test models and SmolLM2:
-#: matrix products over 1, 2 or 3 rows round differently from 4 or more, while any
-#: count from 4 up gives bit-identical rows (tests/test_determinism.py checks it).
+#: How CPU matrix products round a row depends on the number of rows M: measured on the
+#: tiny test models' and SmolLM2's shapes (torch 2.13, MKL), every row of an M-row product
+#: is the same as in any other when M is a multiple of 4, or 12 and more; with 1-3 rows
+#: all differ, with 5-7 or 9-11 the last M mod 4 do (a narrower kernel for the remainder).
+#: CPU passes are therefore shaped so that every product has a multiple of _ROW_QUANTUM
+#: rows: a generated batch has a multiple of 4 rows; a right-padded pass has a width that
+#: is a multiple of 16, and the output layer gets its gathered positions in a multiple of 16
+#: rows (tests/test_determinism.py holds the result to bit-identical values).
 _MIN_ROWS = 4
+#: Rows the output layer's input is padded to a multiple of in a right-padded pass.
+_ROW_QUANTUM = 16
+#: A CPU batch's padded width is its rows' length rounded up to a multiple of this (at least
+#: this, at most the context). Right pads after a row's last token cannot reach its real
+#: positions (causal attention), but the kernels' blocking depends on the width, and widths
+#: that are not a multiple of the vector length round differently (measured: 5-6, 10 and
+#: 16-64 gave three classes of results); one width per row makes that moot.
+_WIDTH_STEP = 16
 #: Most elements of one float64 array in a response-divergence chunk (32 MiB).
 _RESPONSE_CHUNK = 1 << 22
 #: Bytes of next-token logits (the base's, on the model's device) the session memo may keep.
@@ -180,16 +198,18 @@ class HFBackend:
                 placement=self._placement,
             )
             _check_same_vocabulary(base, self.finetuned_model, model, finetuned)
+        #: The positions the output layer computes logits for during a right-padded pass.
+        self._gather = _Gather()
         for m in (self.base_model, self.finetuned_model):
             if m is not None:
-                m.get_output_embeddings().register_forward_pre_hook(_contiguous_input)
+                m.get_output_embeddings().register_forward_pre_hook(self._gather.hook)
         self.input_device = self.base_model.get_input_embeddings().weight.device
         self.context_length = _context_length(base.config, self.tokenizer)
         self.pad_id = _pad_id(self.tokenizer)
         self.vocab_size = self.base_model.get_output_embeddings().weight.shape[0]
         self._accumulate = torch.float32 if self.input_device.type == "mps" else torch.float64
-        # On the CPU, batches hold sequences of one length only (no padding) and at least
-        # _MIN_ROWS rows, so that a prompt's numbers do not depend on its batch-mates.
+        # On the CPU, batches hold sequences of one canonical width only (right-padded to it),
+        # so that a prompt's numbers do not depend on its batch-mates.
         self._exact_shapes = self.input_device.type == "cpu"
         self._memo = _Memo(memo_bytes)
         self._texts: dict[int, str] = {}  # token id -> its text, for the token lists
@@ -495,7 +515,8 @@ class HFBackend:
     def _compute_greedy(self, variant: Variant, items: list, label_of: dict) -> dict:
         out = {}
         n = items[0][1]
-        batches = self._batches([seq for seq, _ in items], length=lambda seq: len(seq) + n)
+        # generate() needs left padding: on the CPU its batches hold one exact length.
+        batches = self._batches([seq for seq, _ in items], length=lambda seq: len(seq) + n, exact=True)
         for batch in self._tracked(batches, f"{variant}: greedy continuations"):
             for seq, new in zip(batch, self._generate(variant, batch, n)):
                 out[(seq, n)] = new
@@ -779,50 +800,61 @@ class HFBackend:
             if self.progress is not None:
                 self.progress(what, done, total)
 
-    def _batches(self, items: list, *, length=len, keep=lambda item: 1) -> list[list]:
+    def _batches(self, items: list, *, length=len, keep=lambda item: 1, exact: bool = False) -> list[list]:
         """Group length-sorted items into forward passes that respect the batch size,
-        the token budget (rows x ``length``) and the logit budget (rows x ``keep``
+        the token budget (rows x padded width) and the logit budget (rows x ``keep``
         positions x vocabulary).
 
-        On the CPU a batch holds items of one length and one ``keep`` only: with no
-        padding and a fixed shape per row, an item's logits are bit-identical alone,
-        in a full run, or on any xdist worker. Elsewhere batches are left-padded
+        On the CPU a batch holds items of one canonical width only
+        (``_canonical_width``; with ``exact``, of one length, for left-padded
+        generation): an item's logits are then bit-identical alone, in a full run, or
+        on any xdist worker. Elsewhere batches are left-padded to their longest item
         (GPU kernels round by batch shape anyway; benchmarks/bench_gpu.py measures
         what that costs in bf16).
         """
         row_bytes = self.vocab_size * _element_size(self._torch, self.dtype)  # one position's logits
         batches: list[list] = []
         if self._exact_shapes:
+            shape = length if exact else (lambda item: self._canonical_width(length(item)))
             groups: dict = {}
             for item in items:
-                groups.setdefault((length(item), keep(item)), []).append(item)
-            for (width, kept), group in sorted(groups.items()):
-                rows = max(1, min(self.batch_size, _TOKEN_BUDGET // width, _LOGIT_BYTES // (kept * row_bytes)))
-                batches.extend(group[i : i + rows] for i in range(0, len(group), rows))
+                groups.setdefault(shape(item), []).append(item)
+            for width, group in sorted(groups.items()):
+                batches.extend(self._split(group, width=lambda item, w=width: w, keep=keep, row_bytes=row_bytes))
             return batches
+        return self._split(items, width=length, keep=keep, row_bytes=row_bytes)
+
+    def _split(self, items: list, *, width, keep, row_bytes: int) -> list[list]:
+        """Consecutive runs of ``items`` within the batch size and the token and logit budgets."""
+        batches: list[list] = []
         current: list = []
-        width = kept = 0
+        wide = kept = 0
         for item in items:
-            w, k = max(width, length(item)), max(kept, keep(item))
+            w, k = max(wide, width(item)), max(kept, keep(item))
             rows = len(current) + 1
             if current and (rows > self.batch_size or rows * w > _TOKEN_BUDGET or rows * k * row_bytes > _LOGIT_BYTES):
                 batches.append(current)
-                current, w, k = [], length(item), keep(item)
+                current, w, k = [], width(item), keep(item)
             current.append(item)
-            width, kept = w, k
+            wide, kept = w, k
         if current:
             batches.append(current)
         return batches
 
-    def _padded(self, batch: list):
+    def _canonical_width(self, n: int) -> int:
+        """The padded width of a CPU batch holding sequences of ``n`` tokens."""
+        width = max(_WIDTH_STEP, -(-n // _WIDTH_STEP) * _WIDTH_STEP)
+        return width if self.context_length is None else max(n, min(width, self.context_length))
+
+    def _left_padded(self, batch: list):
         """Left-padded ids, attention mask and position ids for a batch of token sequences.
 
-        On the CPU a short batch is topped up to ``_MIN_ROWS`` rows with copies of its
-        first sequence; callers read the rows of ``batch`` only.
+        On the CPU a batch is topped up to a multiple of ``_MIN_ROWS`` rows with copies
+        of its first sequence; callers read the rows of ``batch`` only.
         """
         torch = self._torch
-        if self._exact_shapes and len(batch) < _MIN_ROWS:
-            batch = list(batch) + [batch[0]] * (_MIN_ROWS - len(batch))
+        if self._exact_shapes and len(batch) % _MIN_ROWS:
+            batch = list(batch) + [batch[0]] * (_MIN_ROWS - len(batch) % _MIN_ROWS)
         width = max(len(s) for s in batch)
         ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
         mask = np.zeros((len(batch), width), dtype=np.int64)
@@ -833,24 +865,62 @@ class HFBackend:
         positions = np.maximum(mask.cumsum(-1) - 1, 0)
         return tuple(torch.from_numpy(a).to(self.input_device) for a in (ids, mask, positions))
 
-    def _forward(self, variant: Variant, batch: list, *, keep: int):
-        """One left-padded forward pass; the logits of the last ``keep`` positions."""
+    def _right_padded(self, batch: list, keep: int):
+        """Ids right-padded to the batch's canonical width, an all-ones attention mask,
+        position ids, and which hidden states the output layer gets: per row its last
+        ``keep`` real positions (right-aligned as in a left-padded batch, the first
+        repeated for a shorter row), as indices into the [rows x width] positions,
+        topped up with copies of the first to a multiple of ``_ROW_QUANTUM``.
+
+        Pads come after every real token, so causal attention keeps them out of the
+        real positions; the mask is all ones so that every batch takes the same
+        (causal) attention path whether or not it has pads.
+        """
         torch = self._torch
-        ids, mask, positions = self._padded(batch)
+        width = self._canonical_width(max(len(s) for s in batch))
+        ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
+        lengths = np.empty((len(batch), 1), dtype=np.int64)
+        for row, seq in enumerate(batch):
+            ids[row, : len(seq)] = seq
+            lengths[row] = len(seq)
+        mask = np.ones_like(ids)
+        positions = np.broadcast_to(np.arange(width, dtype=np.int64), ids.shape).copy()
+        wanted = np.maximum(lengths - keep + np.arange(keep, dtype=np.int64), 0)
+        gather = (wanted + width * np.arange(len(batch), dtype=np.int64)[:, None]).ravel()
+        gather = np.concatenate([gather, np.full(-len(gather) % _ROW_QUANTUM, gather[0])])
+        return tuple(torch.from_numpy(a).to(self.input_device) for a in (ids, mask, positions, gather))
+
+    def _forward(self, variant: Variant, batch: list, *, keep: int):
+        """One forward pass; the logits of each row's last ``keep`` positions ([rows, keep, vocabulary])."""
+        torch = self._torch
         self.forwarded[("next" if keep == 1 else "score", str(variant))] += len(batch)
         self.forward_calls[str(variant)] += 1
+        if self._exact_shapes:
+            ids, mask, positions, gather = self._right_padded(batch, keep)
+        else:
+            (ids, mask, positions), gather = self._left_padded(batch), None
         with torch.inference_mode(), self._variant(variant) as model:
-            out = model(
-                input_ids=ids, attention_mask=mask, position_ids=positions, use_cache=False, logits_to_keep=keep
-            )
-        return out.logits[:, -keep:, :]
+            self._gather.index = gather
+            try:
+                out = model(
+                    input_ids=ids,
+                    attention_mask=mask,
+                    position_ids=positions,
+                    use_cache=False,
+                    logits_to_keep=0 if gather is not None else keep,  # 0: all; the hook picks per row
+                )
+            finally:
+                self._gather.index = None
+        if gather is None:
+            return out.logits[:, -keep:, :]
+        return out.logits[0, : len(batch) * keep].view(len(batch), keep, -1)
 
     def _generate(self, variant: Variant, batch: list, max_new_tokens: int) -> list[tuple[int, ...]]:
         """Greedy continuations of a left-padded batch (generate derives position ids from the mask)."""
         from transformers import GenerationConfig
 
         torch = self._torch
-        ids, mask, _ = self._padded(batch)
+        ids, mask, _ = self._left_padded(batch)
         eos = self.tokenizer.eos_token_id
         config = GenerationConfig(
             do_sample=False, max_new_tokens=max_new_tokens, pad_token_id=self.pad_id, eos_token_id=eos
@@ -1063,17 +1133,31 @@ def _element_size(torch, dtype) -> int:
     return torch.empty((), dtype=dtype).element_size() if isinstance(dtype, torch.dtype) else 4
 
 
-def _contiguous_input(module, args):
-    """Give the output layer a contiguous input.
+class _Gather:
+    """The output layer's forward pre-hook: give it a contiguous input, and during a
+    right-padded pass only the positions each row needs.
 
     With ``logits_to_keep=1`` transformers feeds the output layer a strided
     slice of the hidden states, and on CPU the matmul over such a slice can
     round differently depending on where the weights sit in memory: the same
-    base model loaded twice would differ in the last bits. A copy of one row
-    per prompt makes the answer depend on the values alone.
+    base model loaded twice would differ in the last bits. A contiguous copy of
+    the wanted rows makes the answer depend on the values alone. In a
+    right-padded batch the rows' last positions are at different places:
+    ``index`` (positions in the flattened [rows x width] hidden states, set
+    around the pass) picks them row by row, so the output layer computes no more
+    logits than over a left-padded batch; they reach it as one batch row of
+    ``len(index)`` positions.
     """
-    hidden, *rest = args
-    return (hidden.contiguous(), *rest)
+
+    def __init__(self):
+        self.index = None
+
+    def hook(self, module, args):
+        hidden, *rest = args
+        index = self.index
+        if index is not None:  # [rows, width, hidden] -> [1, len(index), hidden]
+            hidden = hidden.reshape(-1, hidden.shape[-1]).index_select(0, index).unsqueeze(0)
+        return (hidden.contiguous(), *rest)
 
 
 # -- loading ---------------------------------------------------------------------------------
