@@ -119,8 +119,8 @@ class WordTokenizer:
     def decode(self, ids, skip_special_tokens=True):
         return " ".join(f"t{i}" for i in ids)
 
-    def batch_decode(self, sequences, **kwargs):
-        return [self.decode(ids) for ids in sequences]
+    def batch_decode(self, seqs, **kwargs):  # delta_kl's token lists name each token
+        return [self.decode(ids) for ids in seqs]
 
     def convert_ids_to_tokens(self, ids):
         return [f"t{i}" for i in ids]
