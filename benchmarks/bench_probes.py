@@ -24,7 +24,8 @@ a rerun with another adapter against the base-output cache.
 
 The ``tokens`` part (``--parts tokens``) times delta_kl at 512 prompts with its
 token lists (the probe as shipped) and without them (the same probe with
-``top_tokens=0``), taking turns, a fresh session memo each time, and prints the
+``top_tokens=0``), taking turns (who goes first alternates), a fresh session
+memo each time, and prints the
 ratio of the medians, the median of the paired ratios, and the ratio of the
 median CPU times of the process (steadier than wall time on a shared machine).
 
@@ -356,8 +357,9 @@ def token_cost(models: dict, n: int, reps: int) -> list[dict]:
         assert np.array_equal(with_lists.values, without.values)
         times: list[list[float]] = [[], []]
         cpu: list[list[float]] = [[], []]  # this process's CPU time: less swayed by other jobs on the machine
-        for _ in range(3 * reps if name == "tiny" else reps):
-            for kind, spent, used in zip(("delta_kl", plain.kind), times, cpu):
+        for rep in range(3 * reps if name == "tiny" else reps):
+            turns = list(zip(("delta_kl", plain.kind), times, cpu))
+            for kind, spent, used in turns if rep % 2 == 0 else turns[::-1]:  # who goes first alternates
                 start, start_cpu = time.perf_counter(), time.process_time()
                 run(kind)
                 spent.append(time.perf_counter() - start)
@@ -365,6 +367,7 @@ def token_cost(models: dict, n: int, reps: int) -> list[dict]:
         with_s, without_s = statistics.median(times[0]), statistics.median(times[1])
         paired = statistics.median(a / b for a, b in zip(*times))
         cpu_ratio = statistics.median(cpu[0]) / statistics.median(cpu[1])
+        alone_s = lists_alone(backend, prompts, 3 * reps)
         rows.append(
             {
                 "model": name,
@@ -375,15 +378,53 @@ def token_cost(models: dict, n: int, reps: int) -> list[dict]:
                 "ratio": with_s / without_s,
                 "paired_ratio": paired,
                 "cpu_ratio": cpu_ratio,
+                "alone_s": alone_s,
                 "json_bytes": len(json.dumps(with_lists.details)),
             }
         )
         print(
             f"  {name:8} n={n}: with token lists {with_s:.3f}s, without {without_s:.3f}s "
-            f"({with_s / without_s:.3f}x; median of paired ratios {paired:.3f}x; CPU time {cpu_ratio:.3f}x)",
+            f"({with_s / without_s:.3f}x; median of paired ratios {paired:.3f}x; CPU time {cpu_ratio:.3f}x); "
+            f"the lists' own work timed alone {alone_s:.4f}s ({alone_s / without_s:.2%} of the probe without them)",
             flush=True,
         )
     return rows
+
+
+def lists_alone(backend, prompts: list[str], reps: int) -> float:
+    """The token lists' own work at ``len(prompts)`` prompts, timed apart from the forward
+    passes (steady where the whole probe's time is not): the device step on chunks of the
+    real vocabulary, and the host's (answers from a warm memo, with lists minus without,
+    plus building the details). Median seconds."""
+    import torch
+
+    from pytest_sway.backends.hf import _DIVERGENCE_ROWS, _token_candidates
+    from pytest_sway.token_changes import TOP_TOKENS, token_details
+
+    generator = torch.Generator().manual_seed(0)
+    chunk = [torch.randn(_DIVERGENCE_ROWS, backend.vocab_size, generator=generator, dtype=torch.float64) for _ in "ab"]
+    b, o = (x.log_softmax(-1) for x in chunk)
+    chunks = -(-len(prompts) // _DIVERGENCE_ROWS)
+    backend.divergences_and_tokens(prompts, divergence="js", top_tokens=TOP_TOKENS)  # warm memo
+
+    def host_with():
+        backend._texts.clear()
+        _, tops = backend.divergences_and_tokens(prompts, divergence="js", top_tokens=TOP_TOKENS)
+        token_details(prompts, tops, k=TOP_TOKENS)
+
+    spent = []
+    for _ in range(reps):
+        start = time.perf_counter()
+        for _ in range(chunks):
+            _token_candidates(torch, b, o, TOP_TOKENS)
+        device = time.perf_counter() - start
+        start = time.perf_counter()
+        host_with()
+        with_lists = time.perf_counter() - start
+        start = time.perf_counter()
+        backend.divergences(prompts, divergence="js")
+        spent.append(device + with_lists - (time.perf_counter() - start))
+    return statistics.median(spent)
 
 
 # -- whole runs, in subprocesses ------------------------------------------------------------------
@@ -669,13 +710,13 @@ def main(argv=None) -> None:
         print()
         print(
             "| model | prompts | repetitions | without token lists (s) | with token lists (s) | ratio of medians | "
-            "median of paired ratios | CPU time, ratio of medians | details in JSON (KB) |"
+            "median of paired ratios | CPU time, ratio of medians | the lists' own work alone (s) | details in JSON (KB) |"
         )
-        print("|---|---|---|---|---|---|---|---|---|")
+        print("|---|---|---|---|---|---|---|---|---|---|")
         for r in rows:
             print(
                 f"| {r['model']} | {r['n']} | {r['reps']} | {r['without_s']:.3f} | {r['with_s']:.3f} | "
-                f"{r['ratio']:.3f}x | {r['paired_ratio']:.3f}x | {r['cpu_ratio']:.3f}x | {r['json_bytes'] / 1000:.0f} |"
+                f"{r['ratio']:.3f}x | {r['paired_ratio']:.3f}x | {r['cpu_ratio']:.3f}x | {r['alone_s']:.4f} | {r['json_bytes'] / 1000:.0f} |"
             )
         print()
     if "suite" in parts:
