@@ -126,11 +126,11 @@ class ProbeResult:
             raise AssertionError(self.failure_message(gate, verdict))
         return self
 
-    def drivers(self, gate: Gate) -> list[dict]:
+    def drivers(self, gate: Gate, scope: DriverScope | None = None) -> list[dict]:
         """The items that drive ``gate``'s verdict on this result: up to ``max_drivers`` per failing
         side, furthest on the wrong side of the threshold first (see ``pytest_sway.drivers``).
-        Empty when the gate passes."""
-        scope = self.driver_scope(gate)
+        Empty when the gate passes. ``scope``: ``driver_scope(gate)``, when the caller has it."""
+        scope = scope if scope is not None else self.driver_scope(gate)
         return gate_drivers(
             scope.values,
             scope.items,
@@ -171,7 +171,7 @@ class ProbeResult:
         if self.max_drivers > 0:
             scope = self.driver_scope(gate)
             sections = gate_sections(
-                self.drivers(gate),
+                self.drivers(gate, scope),
                 scope.values,
                 above=gate.above,
                 below=gate.below,

@@ -106,8 +106,8 @@ def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> R
     if result.max_drivers > 0:
         # Only a failed or inconclusive gate has drivers: a passing one has no wrong side to name,
         # and its weakest items can be read from values and items.
-        row["drivers"] = result.drivers(gate) if gate is not None and not verdict.ok else []
         scope = result.driver_scope(gate) if gate is not None and not verdict.ok else None
+        row["drivers"] = result.drivers(gate, scope) if scope is not None else []
         if scope is not None and scope.slices:  # only slices failed: the drivers are theirs
             row["drivers_scope"] = {
                 "slices": list(scope.slices),
