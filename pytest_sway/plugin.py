@@ -214,8 +214,10 @@ def sway_backend(pytestconfig):
     settings = run.settings
     run.progress = _progress_line(pytestconfig)
     problem = None
+    # The dummy backend builds in no time: saying so would only be noise.
+    announce = run.progress is not None and settings.backend_name != "dummy"
     try:
-        if run.progress is not None and settings.backend_name != "dummy":
+        if announce:
             run.progress.say(f"loading {settings.loading()}")
         started = time.perf_counter()
         backend = pytestconfig.hook.pytest_sway_make_backend(settings=settings, config=pytestconfig)
@@ -223,7 +225,7 @@ def sway_backend(pytestconfig):
             raise SwayError("no pytest_sway_make_backend implementation returned a backend")
         describe = getattr(backend, "describe", None)
         run.backend_info = describe() if describe else {"name": type(backend).__name__}
-        if run.progress is not None and settings.backend_name != "dummy":
+        if announce:
             from .summary import describe_backend
 
             run.progress.say(f"ready in {time.perf_counter() - started:.1f} s: {describe_backend(run.backend_info)}")
