@@ -1,18 +1,27 @@
-"""The backend's own memory against the number of prompts, in seconds rather than hours.
+"""Peak memory against the number of prompts, in minutes rather than hours.
 
-    python benchmarks/bench_memory.py                       # 256, 1024, 4096 prompts
-    python benchmarks/bench_memory.py --code /path/to/older/checkout --sizes 256,1024
+    python benchmarks/bench_memory.py                          # the suite at 256, 1024, 4096 prompts
+    python benchmarks/bench_memory.py --suite divergences --repeat 3
+    python benchmarks/bench_memory.py --code /path/to/older/checkout --sizes 256,4096
 
-A random 2-layer Llama with SmolLM2's vocabulary (49,152; the memory in question
-is per vocabulary row, not per layer) and a random LoRA adapter, built by
-bench_gpu.py's helpers on the CPU; prompts of 12 tokens. Each size runs in a
-fresh process: warm up on other prompts, reset the peak (clear_refs), ask
-delta_kl's js and kl, and print the peak resident memory over the memory
-before the questions, and what is still resident after. No bootstrap: this
-isolates the backend (bench_probes.py --parts scale runs whole probes on SmolLM2).
-``--code`` runs another checkout's pytest_sway (e.g. one before the memo kept
-numbers rather than rows) for comparison; ``--env`` adds environment variables,
-e.g. MALLOC_MMAP_THRESHOLD_=65536 to take glibc's heap out of the picture.
+A random 2-layer Llama with SmolLM2's vocabulary (49,152: the memory in question
+is per vocabulary row, not per layer) and a random LoRA adapter, built on the CPU
+by bench_gpu.py's helpers; prompts of 12 tokens. Each size runs in a fresh
+process: warm up on other prompts, forget them, reset the peak (clear_refs), run
+the suite, and print the peak resident memory over the memory before the suite,
+what is still resident after, and the time per prompt.
+
+Suites (``--suite``):
+  full         the issue's suite through run_probe (bootstraps included): delta_kl
+               js and kl, null_contrast with 2 seeds, adapter_ablation at scales 0, 0.5, 1
+  divergences  the backend alone: delta_kl's js and kl, no bootstrap
+  bootstrap    bootstrap_ci alone (studentized and BCa) on as many values
+
+The backend batches as it does on this machine (on the CPU: right-padded canonical
+widths); ``--batching gpu`` uses the GPU's left-padded batches instead.
+``--code`` runs another checkout's pytest_sway for comparison; ``--env`` adds
+environment variables to the measured processes (e.g. MALLOC_MMAP_THRESHOLD_=65536).
+bench_probes.py --parts scale runs the suite on SmolLM2 itself.
 """
 
 from __future__ import annotations
@@ -27,37 +36,65 @@ from pathlib import Path
 HERE = Path(__file__).resolve().parent
 ONE = r"""
 import json, sys, time
-code, n = sys.argv[1], int(sys.argv[2])
+code, n, suite, batching = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
 sys.path.insert(0, code)
 import pytest_sway  # noqa: E402  (this checkout's, before bench_gpu puts its own first)
 sys.path.insert(1, {here!r})
-import torch, bench_gpu as g
-from pytest_sway import Variant
-g.SHAPES["wide"] = dict(g.SHAPES["tiny"], vocab_size=49152)
+import numpy as np, torch, bench_gpu as g
+from pytest_sway import run_probe
+from pytest_sway.stats import bootstrap_ci
+
+VOCAB = 49152
+g.SHAPES["wide"] = dict(g.SHAPES["tiny"], vocab_size=VOCAB)
 
 
 def mib(field):
     return int(next(line.split()[1] for line in open("/proc/self/status") if line.startswith(field + ":"))) / 1024
 
 
-backend = g.make_backend(g.build_model("wide", "cpu", torch.float32, 0.05), g.WordTokenizer())
-warm = g.make_prompts(16, 49152, seed=1)
-backend.divergences(warm, divergence="js")
-backend._memo.clear()
-prompts = [" ".join(p.split()[:12]) for p in g.make_prompts(n, 49152)]
+def suite_full(prompts):
+    run_probe("delta_kl", backend, prompts=prompts, divergence="js")
+    run_probe("delta_kl", backend, prompts=prompts, divergence="kl")
+    run_probe("null_contrast", backend, prompts=prompts, seeds=2)
+    run_probe("adapter_ablation", backend, prompts=prompts, scales=[0, 0.5, 1])
+
+
+def suite_divergences(prompts):
+    backend.divergences(prompts, divergence="js")
+    backend.divergences(prompts, divergence="kl")
+
+
+def suite_bootstrap(values):
+    for method in ("studentized", "bca"):
+        bootstrap_ci(values, method=method, seed=1)
+
+
+if suite == "bootstrap":
+    run = suite_bootstrap
+    suite_bootstrap(np.random.default_rng(1).gamma(2.0, size=64))
+    work = np.random.default_rng(0).gamma(2.0, size=n)
+else:
+    backend = g.make_backend(g.build_model("wide", "cpu", torch.float32, 0.05), g.WordTokenizer())
+    backend._exact_shapes = batching == "cpu"
+    run = suite_full if suite == "full" else suite_divergences
+    run(g.make_prompts(16, VOCAB, seed=1))  # every code path once, on other prompts
+    backend._memo.clear()
+    work = [" ".join(p.split()[:12]) for p in g.make_prompts(n, VOCAB)]
 before = mib("VmRSS")
-open("/proc/self/clear_refs", "w").write("5")
+open("/proc/self/clear_refs", "w").write("5")  # the peak (VmHWM) starts from what is resident now
 start = time.perf_counter()
-backend.divergences(prompts, divergence="js")
-backend.divergences(prompts, divergence="kl")
-print(json.dumps(dict(n=n, peak_mib=mib("VmHWM") - before, end_mib=mib("VmRSS") - before,
-                      seconds=time.perf_counter() - start)))
+run(work)
+seconds = time.perf_counter() - start
+print(json.dumps(dict(n=n, peak_mib=mib("VmHWM") - before, end_mib=mib("VmRSS") - before, seconds=seconds)))
 """
 
 
 def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--sizes", default="256,1024,4096")
+    parser.add_argument("--suite", choices=("full", "divergences", "bootstrap"), default="full")
+    parser.add_argument("--batching", choices=("cpu", "gpu"), default="cpu")
+    parser.add_argument("--repeat", type=int, default=1, help="fresh processes per size")
     parser.add_argument("--code", default=str(HERE.parent), help="checkout whose pytest_sway to measure")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the measured processes")
     args = parser.parse_args(argv)
@@ -68,20 +105,30 @@ def main(argv=None) -> None:
         **dict(item.split("=", 1) for item in args.env),
     }
     env.pop("PYTHONPATH", None)
-    print(f"pytest_sway from {args.code}" + (f", {' '.join(args.env)}" if args.env else ""))
-    print("| prompts | peak over start (MiB) | resident after (MiB) | seconds |")
+    print(
+        f"suite {args.suite}, {args.batching} batching, pytest_sway from {args.code}"
+        + (f", {' '.join(args.env)}" if args.env else "")
+    )
+    print("| prompts | peak over start (MiB) | resident after (MiB) | ms per prompt |")
     print("|---|---|---|---|", flush=True)
+    peaks: dict[int, list[float]] = {}
     for n in (int(x) for x in args.sizes.split(",")):
-        done = subprocess.run(
-            [sys.executable, "-c", ONE.format(here=str(HERE)), args.code, str(n)],
-            capture_output=True,
-            text=True,
-            env=env,
-        )
-        if done.returncode:
-            raise SystemExit(f"{n} prompts failed:\n{done.stderr[-3000:]}")
-        r = json.loads(done.stdout.strip().splitlines()[-1])
-        print(f"| {n} | {r['peak_mib']:.0f} | {r['end_mib']:.0f} | {r['seconds']:.1f} |", flush=True)
+        for _ in range(args.repeat):
+            done = subprocess.run(
+                [sys.executable, "-c", ONE.format(here=str(HERE)), args.code, str(n), args.suite, args.batching],
+                capture_output=True,
+                text=True,
+                env=env,
+            )
+            if done.returncode:
+                raise SystemExit(f"{n} prompts failed:\n{done.stderr[-3000:]}")
+            r = json.loads(done.stdout.strip().splitlines()[-1])
+            peaks.setdefault(n, []).append(r["peak_mib"])
+            print(f"| {n} | {r['peak_mib']:.0f} | {r['end_mib']:.0f} | {1000 * r['seconds'] / n:.2f} |", flush=True)
+    low, high = min(peaks), max(peaks)
+    if high != low:
+        growth = max(peaks[high]) - min(peaks[low])
+        print(f"peak growth from {low} to {high} prompts, worst case over the runs: {growth:.0f} MiB")
 
 
 if __name__ == "__main__":

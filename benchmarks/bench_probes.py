@@ -398,13 +398,14 @@ def lists_alone(backend, prompts: list[str], reps: int) -> float:
     plus building the details). Median seconds."""
     import torch
 
-    from pytest_sway.backends.hf import _DIVERGENCE_ROWS, _token_candidates
+    from pytest_sway.backends.hf import _token_candidates
     from pytest_sway.token_changes import TOP_TOKENS, token_details
 
+    rows = backend._divergence_rows
     generator = torch.Generator().manual_seed(0)
-    chunk = [torch.randn(_DIVERGENCE_ROWS, backend.vocab_size, generator=generator, dtype=torch.float64) for _ in "ab"]
+    chunk = [torch.randn(rows, backend.vocab_size, generator=generator, dtype=torch.float64) for _ in "ab"]
     b, o = (x.log_softmax(-1) for x in chunk)
-    chunks = -(-len(prompts) // _DIVERGENCE_ROWS)
+    chunks = -(-len(prompts) // rows)
     backend.divergences_and_tokens(prompts, divergence="js", top_tokens=TOP_TOKENS)  # warm memo
 
     def host_with():

@@ -114,9 +114,9 @@ def test_response_divergence_reuses_passes_and_respects_the_logit_budget(tiny, m
     shortest = min(len(ids) - start for ids, start in (backend.completion_tokens(p, r, chat=False) for p, r in PAIRS))
     monkeypatch.setattr(hf, "_LOGIT_BYTES", 2 * (shortest + 1) * backend.vocab_size * 4)  # float32 logits
     # And divergence chunks of 3 positions: rows split across chunks and chunks across rows.
-    monkeypatch.setattr(hf, "_DIVERGENCE_ROWS", 1)
-    monkeypatch.setattr(hf, "_RESPONSE_CHUNK", 3 * backend.vocab_size)
+    monkeypatch.setitem(hf._DIVERGENCE_ELEMENTS, "cpu", 3 * backend.vocab_size)
     small = hf.HFBackend(model, adapter=adapter)
+    assert small._divergence_rows == 3
     got = small.response_divergences([p for p, _ in PAIRS], [r for _, r in PAIRS], divergence="js")
     np.testing.assert_allclose([g.values.mean() for g in got], first.values, atol=1e-6)
     assert [len(g.values) for g in got] == [d["positions"] for d in first.details["per_item"]]

@@ -69,8 +69,6 @@ _TOKEN_BUDGET = 16384
 #: 2^27 float32 logits, twice as many in bfloat16 (a GPU batch of 32 teacher-forced responses
 #: of 32 tokens on a 128k vocabulary fits, as benchmarks/bench_gpu.py measured).
 _LOGIT_BYTES = 1 << 29
-#: Rows per divergence computation (each holds a few float64 vocabulary rows).
-_DIVERGENCE_ROWS = 64
 #: How CPU matrix products round a row depends on the number of rows M: measured on the
 #: tiny test models' and SmolLM2's shapes (torch 2.13, MKL), every row of an M-row product
 #: is the same as in any other when M is a multiple of 4, or 12 and more; with 1-3 rows
@@ -88,8 +86,13 @@ _ROW_QUANTUM = 16
 #: that are not a multiple of the vector length round differently (measured: 5-6, 10 and
 #: 16-64 gave three classes of results); one width per row makes that moot.
 _WIDTH_STEP = 16
-#: Most elements of one float64 array in a response-divergence chunk (32 MiB).
-_RESPONSE_CHUNK = 1 << 22
+#: Most float64 elements of one array in a divergence computation (rows x vocabulary; a
+#: chunk holds a few such arrays): 2 MiB on the CPU, where smaller arrays are reused by
+#: glibc's heap instead of growing it (benchmarks/bench_memory.py: the peak grew 150-230 MiB
+#: from 256 to 4,096 prompts with 64-row chunks, 20-40 MiB with 4-row ones) and stay in cache;
+#: 64 MiB elsewhere (on a 128k vocabulary, the 64 rows benchmarks/bench_gpu.py measured), fewer kernel launches (CUDA's caching allocator reuses blocks anyway).
+_DIVERGENCE_ELEMENTS = {"cpu": 1 << 18}
+_DIVERGENCE_ELEMENTS_ELSEWHERE = 1 << 23
 #: Bytes of next-token logits (the base's, on the model's device) the session memo may keep.
 DEFAULT_MEMO_BYTES = 64 << 20
 
@@ -208,6 +211,9 @@ class HFBackend:
         self.pad_id = _pad_id(self.tokenizer)
         self.vocab_size = self.base_model.get_output_embeddings().weight.shape[0]
         self._accumulate = torch.float32 if self.input_device.type == "mps" else torch.float64
+        # Rows (next-token) or positions (responses) per divergence computation.
+        elements = _DIVERGENCE_ELEMENTS.get(self.input_device.type, _DIVERGENCE_ELEMENTS_ELSEWHERE)
+        self._divergence_rows = max(1, elements // self.vocab_size)
         # On the CPU, batches hold sequences of one canonical width only (right-padded to it),
         # so that a prompt's numbers do not depend on its batch-mates.
         self._exact_shapes = self.input_device.type == "cpu"
@@ -406,20 +412,32 @@ class HFBackend:
         [p_base, p_variant])`` of the ``top_tokens`` largest rises and falls of
         probability, found on the device: a few numbers per prompt leave it."""
         torch = self._torch
-        out = {}
+        # The numbers kept go into arrays made before the first batch, not one small
+        # allocation per chunk: long-lived small blocks left between a chunk's freed
+        # float64 arrays would keep glibc from reusing that space (the heap would grow
+        # with the number of prompts; benchmarks/bench_memory.py).
+        table = np.empty((len(seqs), len(DIVERGENCES)))
+        if top_tokens:
+            k = min(top_tokens, self.vocab_size)
+            ids = np.empty((len(seqs), 2 * k), dtype=np.int64)
+            probs = np.empty((2, len(seqs), 2 * k))
+        order: list = []  # the sequences in the order their rows were filled
         with self._variant(variant), torch.inference_mode():
             for batch, logits in self._next_batches(variant, seqs, label_of):  # one batch's logits at a time
-                for start in range(0, len(batch), _DIVERGENCE_ROWS):
-                    rows = batch[start : start + _DIVERGENCE_ROWS]
+                for start in range(0, len(batch), self._divergence_rows):
+                    rows = batch[start : start + self._divergence_rows]
                     o = logits[start : start + len(rows)].to(self._accumulate).log_softmax(-1)
                     b = torch.stack([base[seq].to(device=o.device, dtype=self._accumulate) for seq in rows])
                     b = b.log_softmax(-1)
                     values = _all_divergences(b, o, torch)
-                    table = torch.stack([values[kind] for kind in DIVERGENCES], dim=-1).cpu().numpy()
-                    tokens = _token_candidates(torch, b, o, top_tokens) if top_tokens else None
-                    for r, (seq, row) in enumerate(zip(rows, table.astype(np.float64))):
-                        out[seq] = (row, None if tokens is None else (top_tokens, tokens[0][r], tokens[1][:, r]))
-        return out
+                    part = slice(len(order), len(order) + len(rows))
+                    table[part] = torch.stack([values[kind] for kind in DIVERGENCES], dim=-1).cpu().numpy()
+                    if top_tokens:
+                        ids[part], probs[:, part] = _token_candidates(torch, b, o, top_tokens)
+                    order.extend(rows)
+        return {
+            seq: (table[i], (top_tokens, ids[i], probs[:, i]) if top_tokens else None) for i, seq in enumerate(order)
+        }
 
     def _base_next(self, seqs: list, label_of: dict) -> dict:
         """The base's next-token logits for ``seqs`` (at most one memo budget of them):
@@ -561,15 +579,15 @@ class HFBackend:
         """Teacher-force one batch through the base and ``variant``; keep per-position results only.
 
         The response positions of all rows are processed together, in chunks of
-        at most ``_RESPONSE_CHUNK`` float64 elements per array, so a small
-        vocabulary does not pay per-row overhead and a long response does not
-        build one huge float64 block."""
+        ``_divergence_rows`` positions (``_DIVERGENCE_ELEMENTS`` float64 elements per
+        array), so a small vocabulary does not pay per-row overhead and a long
+        response does not build one huge float64 block."""
         torch = self._torch
         keep = max(len(ids) - start for ids, start in batch) + 1
         seqs = [ids for ids, _ in batch]
         base = self._forward(BASE, seqs, keep=keep)
         other = self._forward(variant, seqs, keep=keep)
-        chunk = max(_DIVERGENCE_ROWS, _RESPONSE_CHUNK // self.vocab_size)
+        chunk = self._divergence_rows
         values: list[Any] = []
         agree: list[Any] = []
         pending: list[tuple[int, int, int]] = []
