@@ -55,7 +55,11 @@ def test_a_small_budget_gives_the_values_of_an_unbounded_memo(tiny):
     # What the memo keeps per prompt and variant is four numbers, not a vocabulary row.
     answers = small._memo.answers
     assert len(answers) == 3 * len(PROMPTS)
-    assert all(isinstance(v, np.ndarray) and v.shape == (4,) for v in answers.values())
+    # Each is (its group's table, its row): the tables together hold four numbers per answer.
+    tables = {id(table): table for table, _ in answers.values()}.values()
+    assert all(isinstance(table, np.ndarray) and table.shape[1] == 4 for table in tables)
+    assert sum(table.nbytes for table in tables) == len(answers) * 4 * 8
+    assert sorted(i for table, i in answers.values() if table is next(iter(tables))) == [0, 1, 2, 3]
 
 
 def test_forward_passes_are_counted_truthfully_when_base_logits_are_evicted(tiny, tmp_path):

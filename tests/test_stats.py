@@ -145,6 +145,23 @@ def test_large_inputs_are_resampled_in_bounded_batches():
     assert ci.width < 0.05
 
 
+@pytest.mark.parametrize("method", ["studentized", "bca"])
+def test_the_bootstrap_peak_does_not_grow_with_the_number_of_values(method):
+    def peak(n):
+        values = np.random.default_rng(0).gamma(2.0, size=n)
+        tracemalloc.start()
+        try:
+            bootstrap_ci(values, method=method, seed=1)
+            return tracemalloc.get_traced_memory()[1]
+        finally:
+            tracemalloc.stop()
+
+    # The gathers are bounded by elements, not resamples: 16 times the values, not 16 times
+    # the memory (with gathers of 2**22 elements the peak grew by over 100 MB here).
+    small, large = peak(256), peak(4096)
+    assert large - small < 8e6, (small, large)
+
+
 def test_bootstrap_settings_validate_once_and_fill_in_defaults():
     b = Bootstrap()
     assert (b.confidence, b.resamples, b.method, b.seed) == (0.95, 9999, "studentized", 0)

@@ -316,9 +316,11 @@ class HFBackend:
         ]
         if variant.is_base:  # nothing changed
             return values, [TopTokens((), ()) for _ in seqs]
-        found = [self._memo[("top_tokens", variant, seq)] for seq in seqs]
-        text = self._token_texts({int(i) for _, ids, _ in found for i in ids})
-        return values, [_top_tokens(ids, probs[0], probs[1], top_tokens, text.__getitem__) for _, ids, probs in found]
+        found = [
+            (ids[i], probs[:, i]) for _, ids, probs, i in (self._memo[("top_tokens", variant, seq)] for seq in seqs)
+        ]
+        text = self._token_texts({int(i) for ids, _ in found for i in ids})
+        return values, [_top_tokens(ids, probs[0], probs[1], top_tokens, text.__getitem__) for ids, probs in found]
 
     def _token_texts(self, ids: set) -> dict:
         """Each id's text, decoded alone (one batched tokenizer call for the new ones),
@@ -377,18 +379,22 @@ class HFBackend:
             for variant, todo in pending.items():
                 part = [seq for seq in group if seq in todo]
                 if part:
-                    for seq, (values, tokens) in self._compare(variant, part, base, label_of, top_tokens).items():
-                        self._memo[("divergences", variant, seq)] = values
-                        if tokens is not None:
-                            self._memo[("top_tokens", variant, seq)] = tokens
+                    table, ids, probs, order = self._compare(variant, part, base, label_of, top_tokens)
+                    # Each answer is (the group's array, its row): no numpy view per answer, whose
+                    # small allocations, kept for the session, would pin glibc's freed space.
+                    for i, seq in enumerate(order):
+                        self._memo[("divergences", variant, seq)] = (table, i)
+                        if top_tokens:
+                            self._memo[("top_tokens", variant, seq)] = (top_tokens, ids, probs, i)
             del base
-            if self.input_device.type == "cpu":
-                _trim_heap()
         column = DIVERGENCES.index(divergence)
         return [
             np.zeros(len(seqs))
             if variant.is_base
-            else np.array([self._memo[("divergences", variant, seq)][column] for seq in seqs], dtype=np.float64)
+            else np.array(
+                [table[i, column] for table, i in (self._memo[("divergences", variant, seq)] for seq in seqs)],
+                dtype=np.float64,
+            )
             for variant in variants
         ]
 
@@ -405,22 +411,22 @@ class HFBackend:
             return False
         return not top_tokens or self._memo.answers.get(("top_tokens", variant, seq), (0,))[0] >= top_tokens
 
-    def _compare(self, variant: Variant, seqs: list, base: dict, label_of: dict, top_tokens: int = 0) -> dict:
-        """Per sequence ``(every divergence, token candidates or None)``: ``variant``'s
-        logits batch by batch, each batch compared with the base's rows as it arrives,
-        then dropped. With ``top_tokens``, the candidates are ``(top_tokens, ids,
-        [p_base, p_variant])`` of the ``top_tokens`` largest rises and falls of
-        probability, found on the device: a few numbers per prompt leave it."""
+    def _compare(self, variant: Variant, seqs: list, base: dict, label_of: dict, top_tokens: int = 0) -> tuple:
+        """``(table, ids, probs, order)``: ``variant``'s logits batch by batch, each batch
+        compared with the base's rows as it arrives, then dropped. Row ``i`` of ``table``
+        holds every divergence of ``order[i]``; with ``top_tokens``, ``ids[i]`` and
+        ``probs[:, i]`` (``[p_base, p_variant]``) are its ``top_tokens`` largest rises and
+        falls of probability, found on the device: a few numbers per prompt leave it
+        (without, ``ids`` and ``probs`` have no columns)."""
         torch = self._torch
         # The numbers kept go into arrays made before the first batch, not one small
         # allocation per chunk: long-lived small blocks left between a chunk's freed
         # float64 arrays would keep glibc from reusing that space (the heap would grow
         # with the number of prompts; benchmarks/bench_memory.py).
         table = np.empty((len(seqs), len(DIVERGENCES)))
-        if top_tokens:
-            k = min(top_tokens, self.vocab_size)
-            ids = np.empty((len(seqs), 2 * k), dtype=np.int64)
-            probs = np.empty((2, len(seqs), 2 * k))
+        k = min(top_tokens, self.vocab_size)  # 0: no token candidates
+        ids = np.empty((len(seqs), 2 * k), dtype=np.int64)
+        probs = np.empty((2, len(seqs), 2 * k))
         order: list = []  # the sequences in the order their rows were filled
         with self._variant(variant), torch.inference_mode():
             for batch, logits in self._next_batches(variant, seqs, label_of):  # one batch's logits at a time
@@ -435,9 +441,7 @@ class HFBackend:
                     if top_tokens:
                         ids[part], probs[:, part] = _token_candidates(torch, b, o, top_tokens)
                     order.extend(rows)
-        return {
-            seq: (table[i], (top_tokens, ids[i], probs[:, i]) if top_tokens else None) for i, seq in enumerate(order)
-        }
+        return table, ids, probs, order
 
     def _base_next(self, seqs: list, label_of: dict) -> dict:
         """The base's next-token logits for ``seqs`` (at most one memo budget of them):
@@ -814,6 +818,8 @@ class HFBackend:
             self.progress(what, 0, total)
         for batch in batches:
             yield batch
+            if self.input_device.type == "cpu":
+                _trim_heap()
             done += len(batch)
             if self.progress is not None:
                 self.progress(what, done, total)
@@ -1121,12 +1127,13 @@ def _malloc_trim():
 def _trim_heap() -> None:
     """Give the pages of freed memory back to the OS.
 
-    On CPU each group's transient tensors (batch logits, float64 rows, a few
-    MB each) come and go between long-lived small objects; glibc's heap keeps
-    the freed pages, and measured on a 49k vocabulary its resident size grew
-    with the number of prompts (232 MiB over the load after 4,096 prompts, 59
-    MiB after ``malloc_trim``), though nothing held them. Called once per
-    group: a few milliseconds against the group's forward passes.
+    On the CPU a forward pass's transient tensors come and go in glibc's heap,
+    which keeps the freed pages; successive passes land on different free
+    pages, so the resident size creeps up to the heap's whole extent (measured
+    on SmolLM2: a delta_kl run's peak grew 56 MiB from 256 to 2,048 prompts
+    when trimmed once per group of 320 prompts, 25 MiB when trimmed after every
+    batch). Called after each batch: well under a millisecond against a
+    forward pass.
     """
     trim = _malloc_trim()
     if trim is not None:
