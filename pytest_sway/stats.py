@@ -37,8 +37,8 @@ from .errors import is_number, is_whole, short_repr
 # Upper bound on the elements of one (datasets x resamples x items) gather:
 # 2**18 indices (0.5 MiB as uint16, 2 MiB as int64) and as many complex values (4 MiB).
 # Small enough that a bootstrap's memory does not grow with the number of items
-# (benchmarks/bench_memory.py: 27 MiB at 256 values, 32 at 4,096; with 2**22 it was
-# 53 and 163), large enough that numpy, not the loop, does the work.
+# (benchmarks/bench_memory.py --suite bootstrap: 8 MiB at 256 values, 6 at 4,096; with
+# 2**22 it was 44 and 136), large enough that numpy, not the loop, does the work.
 _MAX_BATCH_ELEMENTS = 1 << 18
 # Above this many drawn elements the work is split over threads.
 _PARALLEL_ELEMENTS = 1 << 20

@@ -218,3 +218,19 @@ def test_the_store_is_one_block_within_the_budget_reused_row_by_row(tiny):
     np.testing.assert_allclose(
         values, roomy.divergences(PROMPTS, divergence="js", variant=Variant(scale=0.5)), rtol=1e-5, atol=1e-7
     )
+
+
+def test_the_cpu_heap_is_trimmed_after_every_batch(tiny, monkeypatch):
+    from pytest_sway.backends import hf
+
+    model, adapter = tiny["llama"]
+    backend = HFBackend(model, adapter=adapter, batch_size=4)
+    trims = []
+    monkeypatch.setattr(hf, "_trim_heap", lambda: trims.append(sum(backend.forward_calls.values())))
+    backend.divergences(PROMPTS, divergence="js")
+    run_probe("response_divergence", backend, pairs=[(p, " yes") for p in PROMPTS[:6]])
+    calls = sum(backend.forward_calls.values())
+    # Forward passes made before each trim: every batch is followed by one (a batch of
+    # teacher-forced pairs is two passes, the base's and the fine-tune's), the last included.
+    steps = [b - a for a, b in zip([0, *trims], trims)]
+    assert calls > 6 and trims[-1] == calls and set(steps) == {1, 2}, steps

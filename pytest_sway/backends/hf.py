@@ -88,8 +88,9 @@ _ROW_QUANTUM = 16
 _WIDTH_STEP = 16
 #: Most float64 elements of one array in a divergence computation (rows x vocabulary; a
 #: chunk holds a few such arrays): 2 MiB on the CPU, where smaller arrays are reused by
-#: glibc's heap instead of growing it (benchmarks/bench_memory.py: the peak grew 150-230 MiB
-#: from 256 to 4,096 prompts with 64-row chunks, 20-40 MiB with 4-row ones) and stay in cache;
+#: glibc's heap instead of growing it (benchmarks/bench_memory.py --suite divergences: the
+#: peak grew 150-230 MiB from 256 to 4,096 prompts with 64-row chunks, 20-40 MiB with 4-row
+#: ones, on the session-2 code) and stay in cache;
 #: 64 MiB elsewhere (on a 128k vocabulary, the 64 rows benchmarks/bench_gpu.py measured), fewer kernel launches (CUDA's caching allocator reuses blocks anyway).
 _DIVERGENCE_ELEMENTS = {"cpu": 1 << 18}
 _DIVERGENCE_ELEMENTS_ELSEWHERE = 1 << 23
@@ -213,7 +214,7 @@ class HFBackend:
         self._accumulate = torch.float32 if self.input_device.type == "mps" else torch.float64
         # Rows (next-token) or positions (responses) per divergence computation.
         elements = _DIVERGENCE_ELEMENTS.get(self.input_device.type, _DIVERGENCE_ELEMENTS_ELSEWHERE)
-        self._divergence_rows = max(1, elements // self.vocab_size)
+        self._divergence_rows = max(2, elements // self.vocab_size)  # see _at_least_two_rows
         # On the CPU, batches hold sequences of one canonical width only (right-padded to it),
         # so that a prompt's numbers do not depend on its batch-mates.
         self._exact_shapes = self.input_device.type == "cpu"
@@ -432,14 +433,12 @@ class HFBackend:
             for batch, logits in self._next_batches(variant, seqs, label_of):  # one batch's logits at a time
                 for start in range(0, len(batch), self._divergence_rows):
                     rows = batch[start : start + self._divergence_rows]
-                    o = logits[start : start + len(rows)].to(self._accumulate).log_softmax(-1)
-                    b = torch.stack([base[seq].to(device=o.device, dtype=self._accumulate) for seq in rows])
-                    b = b.log_softmax(-1)
-                    values = _all_divergences(b, o, torch)
+                    o = logits[start : start + len(rows)]
+                    b = torch.stack([base[seq].to(o.device) for seq in rows])
                     part = slice(len(order), len(order) + len(rows))
-                    table[part] = torch.stack([values[kind] for kind in DIVERGENCES], dim=-1).cpu().numpy()
-                    if top_tokens:
-                        ids[part], probs[:, part] = _token_candidates(torch, b, o, top_tokens)
+                    table[part], ids[part], probs[:, part] = _chunk_divergences(
+                        torch, b, o, self._accumulate, top_tokens
+                    )
                     order.extend(rows)
         return table, ids, probs, order
 
@@ -610,8 +609,10 @@ class HFBackend:
                 raise BackendError(
                     f"the base or {variant} model returned NaN or infinite logits for {_short(label_of[batch[bad]])}"
                 )
-            values.append(_divergence(b.log_softmax(-1), o.log_softmax(-1), divergence, torch).cpu())
-            agree.append((b.argmax(-1) == o.argmax(-1)).cpu())
+            n = b.shape[0]
+            b, o = _at_least_two_rows(b), _at_least_two_rows(o)
+            values.append(_divergence(b.log_softmax(-1), o.log_softmax(-1), divergence, torch)[:n].cpu())
+            agree.append((b[:n].argmax(-1) == o[:n].argmax(-1)).cpu())
             pending.clear()
 
         with torch.inference_mode():
@@ -1138,6 +1139,30 @@ def _trim_heap() -> None:
     trim = _malloc_trim()
     if trim is not None:
         trim(0)
+
+
+def _chunk_divergences(torch, base_logits, other_logits, dtype, top_tokens: int):
+    """Every divergence per row (numpy, rows x DIVERGENCES) of two [rows, vocabulary]
+    logit blocks, computed in ``dtype``, and with ``top_tokens`` the token candidates
+    (``_token_candidates``; no columns without)."""
+    n = base_logits.shape[0]
+    b, o = _at_least_two_rows(base_logits.to(dtype)), _at_least_two_rows(other_logits.to(dtype))
+    b, o = b.log_softmax(-1), o.log_softmax(-1)
+    values = _all_divergences(b, o, torch)
+    table = torch.stack([values[kind] for kind in DIVERGENCES], dim=-1)[:n].cpu().numpy()
+    if not top_tokens:
+        return table, np.empty((n, 0), dtype=np.int64), np.empty((2, n, 0))
+    ids, probs = _token_candidates(torch, b, o, top_tokens)
+    return table, ids[:n], probs[:, :n]
+
+
+def _at_least_two_rows(x):
+    """``x`` with a lone row repeated. On the CPU, torch reduces a single row of a
+    large vocabulary by another path (split across threads) than a row among
+    others: measured at 49,152 and 128,256 tokens, a lone row's divergences differ
+    in the last bits from the same row's in any chunk of 2 to 40 rows, and a
+    prompt's values would depend on which others shared its chunk."""
+    return x.repeat(2, 1) if x.shape[0] == 1 else x
 
 
 def _token_candidates(torch, base_logp, other_logp, k: int):
