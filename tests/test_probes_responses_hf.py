@@ -114,7 +114,7 @@ def test_response_divergence_reuses_passes_and_respects_the_logit_budget(tiny, m
     shortest = min(len(ids) - start for ids, start in (backend.completion_tokens(p, r, chat=False) for p, r in PAIRS))
     monkeypatch.setattr(hf, "_LOGIT_BYTES", 2 * (shortest + 1) * backend.vocab_size * 4)  # float32 logits
     # And divergence chunks of 3 positions: rows split across chunks and chunks across rows.
-    monkeypatch.setitem(hf._DIVERGENCE_ELEMENTS, "cpu", 3 * backend.vocab_size)
+    monkeypatch.setattr(hf, "_DIVERGENCE_ELEMENTS_CPU", 3 * backend.vocab_size)
     small = hf.HFBackend(model, adapter=adapter)
     assert small._divergence_rows == 3
     got = small.response_divergences([p for p, _ in PAIRS], [r for _, r in PAIRS], divergence="js")

@@ -87,13 +87,14 @@ _ROW_QUANTUM = 16
 #: 16-64 gave three classes of results); one width per row makes that moot.
 _WIDTH_STEP = 16
 #: Most float64 elements of one array in a divergence computation (rows x vocabulary; a
-#: chunk holds a few such arrays): 2 MiB on the CPU, where smaller arrays are reused by
-#: glibc's heap instead of growing it (benchmarks/bench_memory.py --suite divergences: the
-#: peak grew 150-230 MiB from 256 to 4,096 prompts with 64-row chunks, 20-40 MiB with 4-row
-#: ones, on the session-2 code) and stay in cache;
-#: 64 MiB elsewhere (on a 128k vocabulary, the 64 rows benchmarks/bench_gpu.py measured), fewer kernel launches (CUDA's caching allocator reuses blocks anyway).
-_DIVERGENCE_ELEMENTS = {"cpu": 1 << 18}
-_DIVERGENCE_ELEMENTS_ELSEWHERE = 1 << 23
+#: chunk holds a few such arrays). On the CPU 2 MiB: small arrays stay in cache and are
+#: reused by glibc's heap instead of growing it (benchmarks/bench_memory.py --suite
+#: divergences, before the other memory fixes: the peak grew 150-230 MiB from 256 to 4,096
+#: prompts with 64-row chunks, 20-40 MiB with 4-row ones).
+_DIVERGENCE_ELEMENTS_CPU = 1 << 18
+#: Elsewhere 64 MiB: at a 128k vocabulary the 64 rows benchmarks/bench_gpu.py measured, in
+#: fewer kernel launches (CUDA's caching allocator reuses blocks of any size).
+_DIVERGENCE_ELEMENTS_DEVICE = 1 << 23
 #: Bytes of next-token logits (the base's, on the model's device) the session memo may keep.
 DEFAULT_MEMO_BYTES = 64 << 20
 
@@ -213,8 +214,8 @@ class HFBackend:
         self.vocab_size = self.base_model.get_output_embeddings().weight.shape[0]
         self._accumulate = torch.float32 if self.input_device.type == "mps" else torch.float64
         # Rows (next-token) or positions (responses) per divergence computation.
-        elements = _DIVERGENCE_ELEMENTS.get(self.input_device.type, _DIVERGENCE_ELEMENTS_ELSEWHERE)
-        self._divergence_rows = max(2, elements // self.vocab_size)  # see _at_least_two_rows
+        elements = _DIVERGENCE_ELEMENTS_CPU if self.input_device.type == "cpu" else _DIVERGENCE_ELEMENTS_DEVICE
+        self._divergence_rows = max(2, elements // self.vocab_size)  # see _log_softmaxes
         # On the CPU, batches hold sequences of one canonical width only (right-padded to it),
         # so that a prompt's numbers do not depend on its batch-mates.
         self._exact_shapes = self.input_device.type == "cpu"
@@ -582,7 +583,7 @@ class HFBackend:
         """Teacher-force one batch through the base and ``variant``; keep per-position results only.
 
         The response positions of all rows are processed together, in chunks of
-        ``_divergence_rows`` positions (``_DIVERGENCE_ELEMENTS`` float64 elements per
+        ``_divergence_rows`` positions (``_DIVERGENCE_ELEMENTS_*`` float64 elements per
         array), so a small vocabulary does not pay per-row overhead and a long
         response does not build one huge float64 block."""
         torch = self._torch
@@ -609,10 +610,9 @@ class HFBackend:
                 raise BackendError(
                     f"the base or {variant} model returned NaN or infinite logits for {_short(label_of[batch[bad]])}"
                 )
-            n = b.shape[0]
-            b, o = _at_least_two_rows(b), _at_least_two_rows(o)
-            values.append(_divergence(b.log_softmax(-1), o.log_softmax(-1), divergence, torch)[:n].cpu())
-            agree.append((b[:n].argmax(-1) == o[:n].argmax(-1)).cpu())
+            base_logp, other_logp = _log_softmaxes(b, o, self._accumulate)
+            values.append(_divergence(base_logp, other_logp, divergence, torch)[: b.shape[0]].cpu())
+            agree.append((b.argmax(-1) == o.argmax(-1)).cpu())
             pending.clear()
 
         with torch.inference_mode():
@@ -1146,8 +1146,7 @@ def _chunk_divergences(torch, base_logits, other_logits, dtype, top_tokens: int)
     logit blocks, computed in ``dtype``, and with ``top_tokens`` the token candidates
     (``_token_candidates``; no columns without)."""
     n = base_logits.shape[0]
-    b, o = _at_least_two_rows(base_logits.to(dtype)), _at_least_two_rows(other_logits.to(dtype))
-    b, o = b.log_softmax(-1), o.log_softmax(-1)
+    b, o = _log_softmaxes(base_logits, other_logits, dtype)
     values = _all_divergences(b, o, torch)
     table = torch.stack([values[kind] for kind in DIVERGENCES], dim=-1)[:n].cpu().numpy()
     if not top_tokens:
@@ -1156,13 +1155,19 @@ def _chunk_divergences(torch, base_logits, other_logits, dtype, top_tokens: int)
     return table, ids[:n], probs[:, :n]
 
 
-def _at_least_two_rows(x):
-    """``x`` with a lone row repeated. On the CPU, torch reduces a single row of a
-    large vocabulary by another path (split across threads) than a row among
-    others: measured at 49,152 and 128,256 tokens, a lone row's divergences differ
-    in the last bits from the same row's in any chunk of 2 to 40 rows, and a
-    prompt's values would depend on which others shared its chunk."""
-    return x.repeat(2, 1) if x.shape[0] == 1 else x
+def _log_softmaxes(base_logits, other_logits, dtype):
+    """Both [rows, vocabulary] blocks' log-softmax in ``dtype``, a lone row computed
+    beside a copy of itself (callers keep the first ``rows``). On the CPU, torch
+    reduces a single row of a large vocabulary by another path (split across
+    threads) than a row among others: measured at 49,152 and 128,256 tokens, a lone
+    row's divergences differ in the last bits from the same row's in any chunk of 2
+    to 40 rows, and a prompt's values would depend on which others shared its chunk."""
+
+    def log_softmax(x):
+        x = x.to(dtype)
+        return (x.repeat(2, 1) if x.shape[0] == 1 else x).log_softmax(-1)
+
+    return log_softmax(base_logits), log_softmax(other_logits)
 
 
 def _token_candidates(torch, base_logp, other_logp, k: int):
