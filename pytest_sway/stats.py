@@ -42,6 +42,10 @@ from .errors import is_number, is_whole, short_repr
 _MAX_BATCH_ELEMENTS = 1 << 18
 # Above this many drawn elements the work is split over threads.
 _PARALLEL_ELEMENTS = 1 << 20
+# At most this many chunks are in flight at once, whatever the machine: each holds about 5 MB,
+# so the peak is about 20 MB on 4 cores or 64 (one thread per core made it grow with the
+# number of items on a 16-core machine, to 68 MB at 4,096 values).
+_MAX_THREADS = 4
 
 
 class Interval(NamedTuple):
@@ -334,7 +338,7 @@ def _chunks(k: int, width: int, resamples: int, seed: int):
 def _run_chunks(chunk, chunks) -> np.ndarray:
     """``chunk(start, stop, seed)`` for every chunk, on threads when there are several
     (numpy releases the GIL), concatenated along axis 1."""
-    workers = min(len(chunks), os.cpu_count() or 1)
+    workers = min(len(chunks), os.cpu_count() or 1, _MAX_THREADS)
     if workers > 1:
         with ThreadPoolExecutor(workers) as pool:
             return np.concatenate(list(pool.map(chunk, *zip(*chunks))), axis=1)
