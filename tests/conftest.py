@@ -7,6 +7,14 @@ pytest_plugins = ["pytester"]
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 
+#: With SWAY_TEST_GPU=1 the ``backend`` fixture also runs on CUDA, so every test of it checks the GPU
+#: path against its CPU reference (``SWAY_TEST_GPU=1 python -m pytest -k cuda`` runs that half).
+#: Otherwise CUDA is hidden: the suite checks the CPU path CI runs (bit-identical batches, the
+#: CPU's memory and batching), and ``--sway-device=auto`` would pick a GPU on a developer's machine.
+ON_GPU = os.environ.get("SWAY_TEST_GPU") == "1"
+if not ON_GPU:
+    os.environ["CUDA_VISIBLE_DEVICES"] = ""
+
 #: Sentences the tiny adapters are trained on; their prefixes are the "target" prompts.
 TARGET_TEXTS = (
     "The blue castle is seventeen purple dragons tall.",
@@ -56,13 +64,25 @@ def arch(request):
     return request.param
 
 
+@pytest.fixture(scope="module", params=["cpu", "cuda"] if ON_GPU else ["cpu"])
+def device(request):
+    """The device the ``backend`` fixture runs on (CUDA only with SWAY_TEST_GPU=1)."""
+    return request.param
+
+
+def cpu_only(device: str) -> None:
+    """Skip a test of a property only the CPU path promises (bit-identical batches, its batching)."""
+    if device != "cpu":
+        pytest.skip("a property of the CPU path")
+
+
 @pytest.fixture(scope="module")
-def backend(tiny, arch):
-    """The Hugging Face backend on the tiny model of ``arch`` and its adapter."""
+def backend(tiny, arch, device):
+    """The Hugging Face backend on the tiny model of ``arch`` and its adapter, on ``device``."""
     from pytest_sway.backends.hf import HFBackend
 
     model, adapter = tiny[arch]
-    return HFBackend(model, adapter=adapter)
+    return HFBackend(model, adapter=adapter, device=device)
 
 
 @pytest.fixture(scope="module")

@@ -50,7 +50,7 @@ PAIRS = [(t.rsplit(" ", 3)[0], " " + " ".join(t.rsplit(" ", 3)[1:])) for t in TA
 ]
 
 
-def test_response_divergence_equals_a_one_at_a_time_float64_reference(backend, raw):
+def test_response_divergence_equals_a_one_at_a_time_float64_reference(backend, raw, device):
     tokenizer, base, tuned = raw
     logits = []
     for prompt, response in PAIRS:
@@ -66,15 +66,19 @@ def test_response_divergence_equals_a_one_at_a_time_float64_reference(backend, r
             peaks.append((values.max(), int(values.argmax()), tokenizer.decode([ids[first + int(values.argmax())]])))
             agreement.append(agree.mean())
         # A mean KL of 7 nats, like a peak of 12, carries the float32 logits' relative rounding (1e-7),
-        # which differs between the reference's unpadded single rows and the backend's padded batches.
-        np.testing.assert_allclose(result.values, means, rtol=1e-6, atol=1e-6, err_msg=kind)
+        # which differs between the reference's unpadded single rows and the backend's padded batches;
+        # a GPU's float32 kernels differ from the CPU's by a few 1e-6 (measured on an H200: 3e-6).
+        tolerance = dict(rtol=1e-6 if device == "cpu" else 2e-5, atol=1e-6)
+        np.testing.assert_allclose(result.values, means, **tolerance, err_msg=kind)
         got = result.details["per_item"]
-        np.testing.assert_allclose([d["max"] for d in got], [p[0] for p in peaks], rtol=1e-6, atol=1e-6)
+        np.testing.assert_allclose([d["max"] for d in got], [p[0] for p in peaks], **tolerance)
         assert [d["peak_position"] for d in got] == [p[1] for p in peaks]
         assert [d["peak_token"] for d in got] == [p[2] for p in peaks]
         np.testing.assert_array_equal([d["agreement"] for d in got], agreement)
         assert result.estimate > 0
-        assert result.details["positions"]["max"] == pytest.approx(max(p[0] for p in peaks), rel=1e-6, abs=1e-6)
+        assert result.details["positions"]["max"] == pytest.approx(
+            max(p[0] for p in peaks), rel=tolerance["rtol"], abs=1e-6
+        )
 
 
 def test_response_divergence_over_the_base_greedy_answer(backend, raw):
