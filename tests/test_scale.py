@@ -53,13 +53,18 @@ def test_a_small_budget_gives_the_values_of_an_unbounded_memo(tiny):
     assert 0 < most[0] <= 5 * row and len(small._memo.logits) == 5
     assert roomy._memo.logits.bytes == len(PROMPTS) * row  # everything fits: all kept
     # What the memo keeps per prompt and variant is four numbers, not a vocabulary row.
-    answers = small._memo.answers
+    answers = [answer for per_variant in small._memo.answers.values() for answer in per_variant.values()]
     assert len(answers) == 3 * len(PROMPTS)
     # Each is (its group's table, its row): the tables together hold four numbers per answer.
-    tables = {id(table): table for table, _ in answers.values()}.values()
+    tables = {id(table): table for table, _ in answers}.values()
     assert all(isinstance(table, np.ndarray) and table.shape[1] == 4 for table in tables)
     assert sum(table.nbytes for table in tables) == len(answers) * 4 * 8
-    assert sorted(i for table, i in answers.values() if table is next(iter(tables))) == [0, 1, 2, 3]
+    assert sorted(i for table, i in answers if table is next(iter(tables))) == [0, 1, 2, 3]
+    # Keyed by each prompt's token ids packed as int32, held once for all three variants.
+    keys = [key for per_variant in small._memo.answers.values() for key in per_variant]
+    assert all(isinstance(key, bytes) for key in keys) and len({id(key) for key in keys}) == len(PROMPTS)
+    seqs = small.encode_prompts(PROMPTS, chat=False)
+    assert {tuple(np.frombuffer(key, dtype=np.int32).tolist()) for key in keys} == set(seqs)
 
 
 def test_forward_passes_are_counted_truthfully_when_base_logits_are_evicted(tiny, tmp_path):

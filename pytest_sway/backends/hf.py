@@ -35,6 +35,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+from array import array
 from collections import Counter
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
@@ -411,7 +412,7 @@ class HFBackend:
     def _memoised(self, variant: Variant, seq, top_tokens: int) -> bool:
         if ("divergences", variant, seq) not in self._memo:
             return False
-        return not top_tokens or self._memo.answers.get(("top_tokens", variant, seq), (0,))[0] >= top_tokens
+        return not top_tokens or self._memo.get(("top_tokens", variant, seq), (0,))[0] >= top_tokens
 
     def _compare(self, variant: Variant, seqs: list, base: dict, label_of: dict, top_tokens: int = 0) -> tuple:
         """``(table, ids, probs, order)``: ``variant``'s logits batch by batch, each batch
@@ -1093,24 +1094,51 @@ class _LogitStore:
 
 class _Memo:
     """The session memo: finished answers per (question, variant, item) — numbers,
-    per-token arrays, token ids — and a bounded store of the base's logits."""
+    per-token arrays, token ids — and a bounded store of the base's logits.
+
+    An item's token ids are kept packed, 4 bytes a token, and once for every question
+    and variant that answered it: as tuples of Python ints, a 12-token prompt's keys
+    cost about 500 bytes per answer, and each probe's own encoding of the same
+    prompts stayed alive in the keys it added."""
 
     def __init__(self, logit_bytes: int):
-        self.answers: dict = {}
+        self.answers: dict[tuple, dict] = {}  # (question, variant) -> {packed item: answer}
+        self._items: dict = {}  # each packed item once
         self.logits = _LogitStore(logit_bytes)
 
     def __contains__(self, key) -> bool:
-        return key in self.answers
+        op, variant, item = key
+        return _packed(item) in self.answers.get((op, variant), ())
 
     def __getitem__(self, key):
-        return self.answers[key]
+        op, variant, item = key
+        return self.answers[(op, variant)][_packed(item)]
 
     def __setitem__(self, key, value) -> None:
-        self.answers[key] = value
+        op, variant, item = key
+        packed = _packed(item)
+        self.answers.setdefault((op, variant), {})[self._items.setdefault(packed, packed)] = value
+
+    def get(self, key, default=None):
+        op, variant, item = key
+        return self.answers.get((op, variant), {}).get(_packed(item), default)
 
     def clear(self) -> None:
         self.answers.clear()
+        self._items.clear()
         self.logits.clear()
+
+
+def _packed(item):
+    """A tuple of ints as their int32 bytes; a tuple holding one (``(ids, start)``) with it packed."""
+    if not isinstance(item, tuple):
+        return item
+    if all(type(x) is int for x in item):
+        try:
+            return array("i", item).tobytes()
+        except OverflowError:  # not token ids: kept as they are
+            return item
+    return tuple(_packed(x) for x in item)
 
 
 @functools.lru_cache(maxsize=1)
