@@ -28,7 +28,7 @@ from collections.abc import Sequence
 from .drivers import regression_heading, row_sections, show_item
 from .outcome import Outcome
 from .outputs import MARKDOWN_MARK
-from .summary import _ci_header, _gate, _n, _num, _outcome, _versus, short_ids
+from .summary import ci_header, gate_text, n_text, number_text, outcome_text, short_ids, versus_text
 
 _ESCAPED = re.compile(r"([\\`*_\[\]<>~&!#])")  # not |: only a table cell needs it escaped (``_cell``)
 
@@ -118,7 +118,7 @@ def _counts(rows: list[dict]) -> str:
 
 def _table(rows: list[dict]) -> list[str]:
     with_baseline = any("baseline" in r for r in rows)
-    header = ["outcome", "test", "probe", "n", "estimate", _ci_header(rows), "gate"]
+    header = ["outcome", "test", "probe", "n", "estimate", ci_header(rows), "gate"]
     align = ["---", "---", "---", "--:", "--:", "---", "---"]
     if with_baseline:
         header.append("baseline Δ")
@@ -126,20 +126,20 @@ def _table(rows: list[dict]) -> list[str]:
     lines = [_row(header), _row(align)]
     for row, name in zip(rows, short_ids([r["nodeid"] for r in rows], width=_ID_CHARS)):
         outcome = row["outcome"]
-        words = "ERROR" if outcome == Outcome.ERROR else _outcome(row)
+        words = "ERROR" if outcome == Outcome.ERROR else outcome_text(row)
         cells = [_ICONS.get(outcome, "") + md(words), code(name), md(row["label"])]
         if outcome == Outcome.ERROR:
-            cells += ["-", "-", "-", _gate(row)]
+            cells += ["-", "-", "-", gate_text(row)]
         else:
-            cells += [_n(row), _num(row.get("estimate")), f"[{_num(row.get('ci_low'))}, {_num(row.get('ci_high'))}]",
-                      _gate(row)]  # fmt: skip
+            cells += [n_text(row), number_text(row.get("estimate")), f"[{number_text(row.get('ci_low'))}, {number_text(row.get('ci_high'))}]",
+                      gate_text(row)]  # fmt: skip
         if with_baseline:
-            cells.append(md(_versus(row.get("baseline"))))
+            cells.append(md(versus_text(row.get("baseline"))))
         lines.append(_row(cells))
         for slice_name, part in (row.get("slices") or {}).items():  # one row per slice, under its test
-            cells = [_ICONS.get(part.get("outcome"), "") + md(_outcome(part)), "↳ slice " + code(slice_name), "",
-                     _n(part), _num(part.get("estimate")), f"[{_num(part.get('ci_low'))}, {_num(part.get('ci_high'))}]",
-                     _gate(row)]  # fmt: skip
+            cells = [_ICONS.get(part.get("outcome"), "") + md(outcome_text(part)), "↳ slice " + code(slice_name), "",
+                     n_text(part), number_text(part.get("estimate")), f"[{number_text(part.get('ci_low'))}, {number_text(part.get('ci_high'))}]",
+                     gate_text(row)]  # fmt: skip
             lines.append(_row(cells + ([""] if with_baseline else [])))
     return lines
 
@@ -179,8 +179,8 @@ def _drivers_table(drivers: list[dict], *, baseline: bool = False) -> list[str]:
         for d in drivers:
             change = f"{d['value'] - d['baseline_value']:+.4g}"
             item = code(show_item(d["item"], _ITEM_CHARS))
-            lines.append(_row([_num(d["value"]), _num(d["baseline_value"]), change, item]))
+            lines.append(_row([number_text(d["value"]), number_text(d["baseline_value"]), change, item]))
         return lines
     lines = [_row(["value", "item"]), _row(["--:", "---"])]
-    lines += [_row([_num(d["value"]), code(show_item(d["item"], _ITEM_CHARS))]) for d in drivers]
+    lines += [_row([number_text(d["value"]), code(show_item(d["item"], _ITEM_CHARS))]) for d in drivers]
     return lines

@@ -18,36 +18,38 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
     rows = sort_rows(rows)
     names = short_ids([r["nodeid"] for r in rows])
     with_baseline = any("baseline" in r for r in rows)
-    table: list[tuple[str, ...]] = [("test", "probe", "n", "estimate", _ci_header(rows), "gate", "outcome")]
+    table: list[tuple[str, ...]] = [("test", "probe", "n", "estimate", ci_header(rows), "gate", "outcome")]
     if with_baseline:
         table[0] += ("vs baseline",)
     for name, row in zip(names, rows):
         if row["outcome"] == Outcome.ERROR:
-            table.append((name, row["label"], "-", "-", "-", _gate(row), "ERROR") + (("-",) if with_baseline else ()))
+            table.append(
+                (name, row["label"], "-", "-", "-", gate_text(row), "ERROR") + (("-",) if with_baseline else ())
+            )
             continue
         curve = (row.get("details") or {}).get("curve")
         table.append(
             (
                 name,
                 row["label"] + (" " + sparkline([point["mean"] for point in curve]) if curve else ""),
-                _n(row),
-                _num(row["estimate"]),
-                f"[{_num(row['ci_low'])}, {_num(row['ci_high'])}]",
-                _gate(row),
-                _outcome(row),
+                n_text(row),
+                number_text(row["estimate"]),
+                f"[{number_text(row['ci_low'])}, {number_text(row['ci_high'])}]",
+                gate_text(row),
+                outcome_text(row),
             )
-            + ((_versus(row.get("baseline")),) if with_baseline else ())
+            + ((versus_text(row.get("baseline")),) if with_baseline else ())
         )
         for slice_name, part in (row.get("slices") or {}).items():
             table.append(
                 (
                     f"  slice {slice_name}",
                     "",
-                    _n(part),
-                    _num(part["estimate"]),
-                    f"[{_num(part['ci_low'])}, {_num(part['ci_high'])}]",
-                    _gate(row),
-                    _outcome(part),
+                    n_text(part),
+                    number_text(part["estimate"]),
+                    f"[{number_text(part['ci_low'])}, {number_text(part['ci_high'])}]",
+                    gate_text(row),
+                    outcome_text(part),
                 )
                 + (("",) if with_baseline else ())
             )
@@ -94,7 +96,8 @@ def describe_backend(info: dict) -> str:
     return text + (f" ({', '.join(extras)})" if extras else "")
 
 
-def _ci_header(rows) -> str:
+def ci_header(rows) -> str:
+    """The interval column's heading: ``95% CI`` when every row has that level, else ``CI``."""
     levels = {r.get("confidence") for r in rows if r["outcome"] != Outcome.ERROR}
     if len(levels) == 1:
         (level,) = levels
@@ -102,18 +105,20 @@ def _ci_header(rows) -> str:
     return "CI"
 
 
-def _n(row) -> str:
+def n_text(row) -> str:
     """Items, and the groups the bootstrap resampled: ``24 (6 groups)``."""
     return f"{row['n']} ({row['n_groups']} groups)" if row.get("n_groups") is not None else str(row["n"])
 
 
-def _num(x) -> str:
+def number_text(x) -> str:
+    """A number in four significant digits; ``inf``, ``-inf``, ``-`` for none."""
     if x is None or (isinstance(x, float) and not math.isfinite(x)):
         return "inf" if x is not None and x > 0 else ("-inf" if x is not None else "-")
     return f"{x:.4g}"
 
 
-def _gate(row) -> str:
+def gate_text(row) -> str:
+    """A row's thresholds: ``>= 0.05``, ``<= 0.1``, both, or ``-``."""
     parts = []
     if row.get("above") is not None:
         parts.append(f">= {row['above']:g}")
@@ -122,7 +127,8 @@ def _gate(row) -> str:
     return ", ".join(parts) if parts else "-"
 
 
-def _outcome(row) -> str:
+def outcome_text(row) -> str:
+    """A row's outcome in words, with the items an inconclusive gate would need."""
     outcome = row["outcome"]
     if outcome == Outcome.FAILED:
         return "FAILED"
@@ -132,14 +138,15 @@ def _outcome(row) -> str:
     return outcome
 
 
-def _versus(comparison: dict | None) -> str:
+def versus_text(comparison: dict | None) -> str:
+    """A comparison with the baseline: the change and its interval, and whether it regressed."""
     if not comparison:
         return "-"
     if comparison["status"] != "compared":
         return comparison["status"]
     delta = comparison.get("delta")
     sign = "+" if delta is not None and delta >= 0 else ""
-    text = f"Δ {sign}{_num(delta)} [{_num(comparison.get('ci_low'))}, {_num(comparison.get('ci_high'))}]"
+    text = f"Δ {sign}{number_text(delta)} [{number_text(comparison.get('ci_low'))}, {number_text(comparison.get('ci_high'))}]"
     if comparison["outcome"] in (Outcome.FAILED, Outcome.INCONCLUSIVE):
         text += " REGRESSED" if comparison["outcome"] == Outcome.FAILED else " REGRESSED? (inconclusive)"
     return text
