@@ -164,6 +164,22 @@ def test_a_model_split_over_cpu_and_disk_gives_the_single_device_values(tiny, me
         np.testing.assert_allclose(got, want, rtol=1e-5, atol=1e-6)
 
 
+def test_an_adapter_on_a_base_offloaded_to_disk_is_a_clear_error(tiny, tmp_path, monkeypatch):
+    from pytest_sway.errors import BackendError
+
+    monkeypatch.chdir(tmp_path)
+    model, adapter = tiny["llama"]
+    layers = {"model.embed_tokens": "cpu", "model.rotary_emb": "cpu", "model.layers.0": "cpu"}
+    layers.update({"model.layers.1": "disk", "model.norm": "cpu", "lm_head": "cpu"})
+    # peft itself fails with "Cannot copy out of meta tensor", read as a wrong base model.
+    with pytest.raises(BackendError, match=r"offloaded to disk \(model\.layers\.1\).*--sway-finetuned"):
+        HFBackend(model, adapter=adapter, device_map=layers, offload_folder=str(tmp_path / "offload"))
+    # Without a layer on disk the same split takes the adapter.
+    layers["model.layers.1"] = "cpu"
+    split = HFBackend(model, adapter=adapter, device_map=layers)
+    assert split.divergences(PROMPTS[:2], divergence="js").min() > 0
+
+
 def test_max_memory_without_a_device_map_is_a_clear_error(tiny):
     from pytest_sway.errors import BackendError
 

@@ -101,6 +101,16 @@ def _attach_adapter(base, adapter: str, model_name: str):
                 "the save was interrupted or the weights were not copied; save the adapter again"
             )
         check_safetensors(local, what=f"adapter {adapter!r}")
+    on_disk = [name for name, where in (getattr(base, "hf_device_map", None) or {}).items() if where == "disk"]
+    if on_disk:
+        # peft would fail with "Cannot copy out of meta tensor", which reads like a wrong base model.
+        raise BackendError(
+            f"adapter {adapter!r} on base model {model_name!r} with layers offloaded to disk "
+            f"({', '.join(on_disk[:3])}{', ...' if len(on_disk) > 3 else ''}): peft cannot attach an adapter to "
+            "disk-offloaded layers; give the GPUs and CPU enough max_memory that no layer goes to disk, or merge "
+            "the adapter into the base (PeftModel.merge_and_unload, then save_pretrained) and give the merged "
+            "folder as --sway-finetuned"
+        )
     try:
         with warnings.catch_warnings():
             # peft reads a transformers attribute deprecated in transformers 5 (a FutureWarning),
