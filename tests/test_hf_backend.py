@@ -93,6 +93,18 @@ def test_the_adapter_moves_its_targets_far_more_than_controls(backend):
     control.assert_below(0.1)
 
 
+def test_prompts_are_encoded_a_bounded_number_per_tokenizer_call(backend, monkeypatch):
+    from pytest_sway.backends import hf
+
+    monkeypatch.setattr(hf, "_ENCODE_PROMPTS", 3)
+    calls = []
+    tokenizer = backend.tokenizer
+    monkeypatch.setattr(backend, "tokenizer", lambda texts, **kw: calls.append(len(texts)) or tokenizer(texts, **kw))
+    seqs = backend.encode_prompts(MIXED_LENGTHS, chat=False)
+    assert calls == [3, 3, 3]  # what a tokenizer call holds does not grow with the number of prompts
+    assert seqs == [tuple(tokenizer(p)["input_ids"]) for p in MIXED_LENGTHS]
+
+
 def test_memo_answers_repeated_prompts_without_new_forward_passes(tiny):
     model, adapter = tiny["llama"]
     backend = HFBackend(model, adapter=adapter)
