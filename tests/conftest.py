@@ -11,7 +11,12 @@ os.environ.setdefault("TRANSFORMERS_NO_ADVISORY_WARNINGS", "1")
 #: path against its CPU reference (``SWAY_TEST_GPU=1 python -m pytest -k cuda`` runs that half).
 #: Otherwise CUDA is hidden: the suite checks the CPU path CI runs (bit-identical batches, the
 #: CPU's memory and batching), and ``--sway-device=auto`` would pick a GPU on a developer's machine.
-ON_GPU = os.environ.get("SWAY_TEST_GPU") == "1"
+_GPU_SETTING = os.environ.get("SWAY_TEST_GPU", "0")
+if _GPU_SETTING not in ("0", "1", ""):
+    raise pytest.UsageError(
+        f"SWAY_TEST_GPU={_GPU_SETTING!r}: expected 1 (also test the backend on CUDA) or 0 (CPU only)"
+    )
+ON_GPU = _GPU_SETTING == "1"
 if not ON_GPU:
     os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
