@@ -17,6 +17,10 @@ Suites (``--suite``):
   divergences  the backend alone: delta_kl's js and kl, no bootstrap
   bootstrap    bootstrap_ci alone (studentized and BCa) on as many values
 
+``--tokenizer smollm2`` uses SmolLM2's own tokenizer on bench_probes.py's prompts (the
+tokenizer's share of the memory); ``--python-heap`` also prints what Python objects and numpy
+arrays hold after the suite (tracemalloc: the memo's size; the peaks then include tracemalloc's own).
+
 The backend batches as it does on this machine (on the CPU: right-padded canonical
 widths); ``--batching gpu`` uses the GPU's left-padded batches instead.
 ``--code`` runs another checkout's pytest_sway for comparison; ``--env`` adds
@@ -35,8 +39,8 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ONE = r"""
-import json, sys, time
-code, n, suite, batching = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4]
+import gc, json, os, sys, time, tracemalloc
+code, n, suite, batching, tokenizer = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 sys.path.insert(0, code)
 import pytest_sway  # noqa: E402  (this checkout's, before bench_gpu puts its own first)
 sys.path.insert(1, {here!r})
@@ -74,18 +78,37 @@ if suite == "bootstrap":
     suite_bootstrap(np.random.default_rng(1).gamma(2.0, size=64))
     work = np.random.default_rng(0).gamma(2.0, size=n)
 else:
-    backend = g.make_backend(g.build_model("wide", "cpu", torch.float32, 0.05), g.WordTokenizer())
+    if tokenizer == "smollm2":  # SmolLM2's own tokenizer, on bench_probes.py's prompts (about 12 tokens)
+        from transformers import AutoTokenizer
+        from bench_probes import make_prompts
+        from pytest_sway.backends.builtin_models import ensure_smollm2
+
+        words = AutoTokenizer.from_pretrained(ensure_smollm2())
+        warm = ["Warm-up prompt number %d says" % i for i in range(16)]
+        work = [p.replace(" and I already tried the help page", "") for p in make_prompts(n)]
+    else:
+        words = g.WordTokenizer()
+        warm = g.make_prompts(16, VOCAB, seed=1)
+        work = [" ".join(p.split()[:12]) for p in g.make_prompts(n, VOCAB)]
+    backend = g.make_backend(g.build_model("wide", "cpu", torch.float32, 0.05), words)
     backend._exact_shapes = batching == "cpu"
     run = suite_full if suite == "full" else suite_divergences
-    run(g.make_prompts(16, VOCAB, seed=1))  # every code path once, on other prompts
+    run(warm)  # every code path once, on other prompts
     backend._memo.clear()
-    work = [" ".join(p.split()[:12]) for p in g.make_prompts(n, VOCAB)]
+python_heap = os.environ.get("SWAY_BENCH_TRACEMALLOC") == "1"
+if python_heap:
+    gc.collect()
+    tracemalloc.start()
 before = mib("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")  # the peak (VmHWM) starts from what is resident now
 start = time.perf_counter()
 run(work)
 seconds = time.perf_counter() - start
-print(json.dumps(dict(n=n, peak_mib=mib("VmHWM") - before, end_mib=mib("VmRSS") - before, seconds=seconds)))
+result = dict(n=n, peak_mib=mib("VmHWM") - before, end_mib=mib("VmRSS") - before, seconds=seconds)
+if python_heap:
+    gc.collect()
+    result["python_heap_mib"] = tracemalloc.get_traced_memory()[0] / 2**20
+print(json.dumps(result))
 """
 
 
@@ -97,25 +120,39 @@ def main(argv=None) -> None:
     parser.add_argument("--repeat", type=int, default=1, help="fresh processes per size")
     parser.add_argument("--code", default=str(HERE.parent), help="checkout whose pytest_sway to measure")
     parser.add_argument("--env", action="append", default=[], help="NAME=VALUE for the measured processes")
+    parser.add_argument(
+        "--tokenizer",
+        choices=("words", "smollm2"),
+        default="words",
+        help="words: t123 is token 123, 12 random ids per prompt; smollm2: SmolLM2's tokenizer on bench_probes.py's prompts",
+    )
+    parser.add_argument(
+        "--python-heap",
+        action="store_true",
+        help="also report what Python objects and numpy arrays hold after the suite (tracemalloc; slower)",
+    )
     args = parser.parse_args(argv)
     env = {
         **os.environ,
         "HF_HUB_OFFLINE": "1",
         "TRANSFORMERS_VERBOSITY": "error",
         **dict(item.split("=", 1) for item in args.env),
+        "SWAY_BENCH_TRACEMALLOC": "1" if args.python_heap else "0",
     }
     env.pop("PYTHONPATH", None)
     print(
         f"suite {args.suite}, {args.batching} batching, pytest_sway from {args.code}"
         + (f", {' '.join(args.env)}" if args.env else "")
     )
-    print("| prompts | peak over start (MiB) | resident after (MiB) | ms per prompt |")
-    print("|---|---|---|---|", flush=True)
+    heap = " Python heap after (MiB) |" if args.python_heap else ""
+    print(f"| prompts | peak over start (MiB) | resident after (MiB) | ms per prompt |{heap}")
+    print("|---|---|---|---|" + ("---|" if heap else ""), flush=True)
     peaks: dict[int, list[float]] = {}
     for n in (int(x) for x in args.sizes.split(",")):
         for _ in range(args.repeat):
             done = subprocess.run(
-                [sys.executable, "-c", ONE.format(here=str(HERE)), args.code, str(n), args.suite, args.batching],
+                [sys.executable, "-c", ONE.format(here=str(HERE)), args.code, str(n), args.suite, args.batching]
+                + [args.tokenizer],
                 capture_output=True,
                 text=True,
                 env=env,
@@ -124,7 +161,10 @@ def main(argv=None) -> None:
                 raise SystemExit(f"{n} prompts failed:\n{done.stderr[-3000:]}")
             r = json.loads(done.stdout.strip().splitlines()[-1])
             peaks.setdefault(n, []).append(r["peak_mib"])
-            print(f"| {n} | {r['peak_mib']:.0f} | {r['end_mib']:.0f} | {1000 * r['seconds'] / n:.2f} |", flush=True)
+            row = f"| {n} | {r['peak_mib']:.0f} | {r['end_mib']:.0f} | {1000 * r['seconds'] / n:.2f} |"
+            if "python_heap_mib" in r:
+                row += f" {r['python_heap_mib']:.1f} |"
+            print(row, flush=True)
     low, high = min(peaks), max(peaks)
     if high != low:
         growth = max(peaks[high]) - min(peaks[low])
