@@ -455,6 +455,7 @@ def pytest_runtest_makereport(item, call):
         error=_error_text(call.excinfo) if unmeasured else None,
         comparisons=state.comparisons,
     )
+    state.reported()
     if rows:
         report.sway = {
             "backend": run.backend_info,

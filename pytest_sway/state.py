@@ -52,3 +52,12 @@ class ItemState:
     comparisons: dict[int, dict[str, Any]] = field(default_factory=dict)
     #: Whether the test uses the ``sway`` fixture (its body may judge gates).
     uses_sway: bool = False
+
+    def reported(self) -> None:
+        """Forget this run of the test once its rows are built: the rows carry what the
+        reports need, and results (a value and token lists per prompt) kept on every
+        item would grow with the session. A rerun of the test starts from nothing."""
+        self.results = []
+        self.comparisons = {}
+        self.marker_result = None
+        self.measure_error = None

@@ -504,6 +504,34 @@ def test_json_report(pytester):
     assert (first["ci_low"], first["ci_high"]) == tuple(direct.ci)
 
 
+def test_a_tests_results_are_let_go_once_its_report_is_built(pytester):
+    """A session keeps each test's rows for the reports, not its ProbeResults: those hold
+    every prompt's value and token lists, and with them kept memory grew with every test."""
+    pytester.makepyfile(
+        """
+        import gc, weakref
+        import pytest
+
+        KEPT = []
+
+        @pytest.mark.sway_probe("delta_kl", prompts=["a", "b", "c", "d"], above=0.0)
+        def test_marker(sway_result):
+            KEPT.append(weakref.ref(sway_result))
+
+        def test_body(sway):
+            KEPT.append(weakref.ref(sway.delta_kl(["a", "b", "c"])))
+
+        def test_afterwards():
+            gc.collect()
+            assert len(KEPT) == 2 and [ref() for ref in KEPT] == [None, None]
+        """
+    )
+    result, doc = run_json(pytester, "-p", "no:randomly")
+    result.assert_outcomes(passed=3)
+    assert [len(r["details"]["token_changes"]) for r in doc["results"]] == [4, 3]
+    assert doc["results"][0]["details"]["token_changes"][3]["prompt"] == "d"
+
+
 def test_json_left_intact_when_the_run_is_interrupted(pytester):
     out = pytester.path / "out.json"
     previous = '{"kind": "pytest-sway report", "schema": 1, "backend": {}, "results": []}\n'
