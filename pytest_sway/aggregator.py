@@ -7,6 +7,8 @@ the xdist controller, never a worker.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+
 import pytest
 
 from .outcome import Outcome
@@ -101,12 +103,12 @@ class SwayReporter:
         if session.exitstatus == pytest.ExitCode.OK:
             session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
-    def _render(self, output: str, doc: dict) -> str:
-        """The text of output ``output`` (a setting name from ``OUTPUTS``)."""
-        from .rows import dump_json
+    def _render(self, output: str, doc: dict) -> str | Iterator[str]:
+        """The text of output ``output`` (a setting name from ``OUTPUTS``), whole or in pieces."""
+        from .rows import json_pieces
 
         if output == "json":
-            return dump_json(doc)
+            return json_pieces(doc)
         if output == "html":
             from .html_report import render_html
 
@@ -123,7 +125,7 @@ class SwayReporter:
             raise _Incomplete(
                 f"{len(errors)} sway test(s) measured nothing ({shown}); a baseline without them would be partial"
             )
-        return dump_json(
+        return json_pieces(
             baseline_document(
                 self.rows, provenance=self.provenance or self.backend_info(), settings=self.settings.as_json()
             )

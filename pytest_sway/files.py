@@ -6,11 +6,18 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Iterable
 from pathlib import Path
+from typing import BinaryIO
 
 
-def write_atomic(path: str | os.PathLike, data: str | bytes, *, durable: bool = True, mode: int | None = None) -> None:
+def write_atomic(
+    path: str | os.PathLike, data: str | bytes | Iterable[str], *, durable: bool = True, mode: int | None = None
+) -> None:
     """Write ``data`` to a temporary file beside ``path``, then rename it over ``path``.
+
+    ``data`` may be text in pieces (an iterable of str), written as they come: a
+    large report never exists whole in memory.
 
     ``durable`` also flushes the file to disk before the rename (reports); a
     cache entry skips that, since a damaged entry is detected and recomputed.
@@ -23,7 +30,7 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *, durable: bool = 
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
     try:
         with os.fdopen(fd, "wb") as fh:
-            fh.write(data.encode("utf-8") if isinstance(data, str) else data)
+            write_pieces(fh, data)
             if durable:
                 fh.flush()
                 os.fsync(fh.fileno())
@@ -39,6 +46,17 @@ def write_atomic(path: str | os.PathLike, data: str | bytes, *, durable: bool = 
         except FileNotFoundError:
             pass
         raise
+
+
+def write_pieces(fh: BinaryIO, data: str | bytes | Iterable[str]) -> None:
+    """Write text (utf-8), bytes, or text in pieces to a binary file."""
+    if isinstance(data, bytes):
+        fh.write(data)
+    elif isinstance(data, str):
+        fh.write(data.encode("utf-8"))
+    else:
+        for piece in data:
+            fh.write(piece.encode("utf-8"))
 
 
 def file_sha256(path: str | os.PathLike) -> bytes:

@@ -30,6 +30,7 @@ from .drivers import regression_heading, row_sections
 from .errors import is_number
 from .outcome import Outcome
 from .summary import describe_backend, short_ids
+from .token_changes import TokenChanges
 
 OUTCOMES = tuple(o.value for o in Outcome)
 #: By outcome value: rows hold plain strings.
@@ -280,7 +281,7 @@ def _result(i: int, r: dict) -> str:
         out.append(_baseline(r["baseline"], r.get("n")))
     if isinstance(_details(r).get("examples"), list) and _details(r)["examples"]:
         out.append(_examples(_details(r)["examples"]))
-    if isinstance(_details(r).get("token_changes"), list):
+    if isinstance(_details(r).get("token_changes"), (list, TokenChanges)):
         out.append(_token_changes(_details(r), r.get("values")))
     out.append("</div>")
     return "\n".join(out)
@@ -467,7 +468,7 @@ def _token_changes(details: dict, values: Any) -> str:
     the prompts, then (collapsed) each prompt's most raised and lowered tokens."""
     k = details.get("tokens_per_prompt", "?")
     ranked = details.get("tokens_ranked_by", "p_ft - p_base")
-    per_prompt = [e for e in details["token_changes"] if isinstance(e, dict)]
+    per_prompt = details["token_changes"]  # a list read from a JSON report, or a session's TokenChanges
     n = len(per_prompt)
     tables = []
     for key, title in (("promoted", "most often promoted"), ("suppressed", "most often suppressed")):
@@ -487,10 +488,12 @@ def _token_changes(details: dict, values: Any) -> str:
     sort_by = [-math.inf if v is None else v for v in value_of]
     order = sorted(range(n), key=lambda i: (-sort_by[i], i))
     shown = order[:_TOKEN_PROMPTS]
+    listed = [(i, per_prompt[i]) for i in shown]
     rows = "".join(
-        f'<tr><td class="prompt">{_e(per_prompt[i].get("prompt", ""))}</td><td>{_num(value_of[i])}</td>'
-        f"<td>{_token_list(per_prompt[i].get('raised'))}</td><td>{_token_list(per_prompt[i].get('lowered'))}</td></tr>"
-        for i in shown
+        f'<tr><td class="prompt">{_e(e.get("prompt", ""))}</td><td>{_num(value_of[i])}</td>'
+        f"<td>{_token_list(e.get('raised'))}</td><td>{_token_list(e.get('lowered'))}</td></tr>"
+        for i, e in listed
+        if isinstance(e, dict)
     )
     more = f"; the {len(shown)} most moved here, all {n} in the JSON report" if n > len(shown) else ", most moved first"
     return (

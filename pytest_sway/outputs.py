@@ -11,10 +11,11 @@ from __future__ import annotations
 import json
 import os
 import stat
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import write_atomic
+from .files import write_atomic, write_pieces
 
 #: Output options, in the order they are written: (setting, what it is).
 OUTPUTS = (
@@ -115,8 +116,8 @@ def _is_report(doc: dict) -> bool:
     return doc.get("kind") == JSON_KIND or (doc.get("kind") is None and "results" in doc and "backend" in doc)
 
 
-def write_output(path: str | os.PathLike, text: str) -> None:
-    """Write ``text`` to ``path`` without losing what is there if anything fails.
+def write_output(path: str | os.PathLike, text: str | Iterable[str]) -> None:
+    """Write ``text`` (or text in pieces) to ``path`` without losing what is there if anything fails.
 
     A regular file is replaced atomically and keeps its permissions; a symlink
     is followed and its target replaced (the link stays a link); anything else
@@ -132,12 +133,12 @@ def write_output(path: str | os.PathLike, text: str) -> None:
     if stat.S_ISREG(info.st_mode):
         write_atomic(target, text, mode=stat.S_IMODE(info.st_mode))
         return
-    with open(target, "w", encoding="utf-8") as fh:
-        fh.write(text)
+    with open(target, "wb") as fh:
+        write_pieces(fh, text)
 
 
-def append_output(path: str | os.PathLike, text: str) -> None:
-    """Append ``text`` to ``path`` without ever leaving a half-written file.
+def append_output(path: str | os.PathLike, text: str | Iterable[str]) -> None:
+    """Append ``text`` (or text in pieces) to ``path`` without ever leaving a half-written file.
 
     A regular file is read, and its content plus ``text`` (after a blank line)
     written to a temporary file renamed over it, keeping its permissions: a
@@ -145,6 +146,7 @@ def append_output(path: str | os.PathLike, text: str) -> None:
     a file that does not exist is created; anything else (``/dev/null``, a FIFO)
     is appended to.
     """
+    text = text if isinstance(text, str) else "".join(text)
     target = Path(resolved(path))
     try:
         info = os.stat(target)

@@ -8,14 +8,16 @@ terminal table, ``html_report`` for the page).
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypedDict
 
 from .gate import Verdict
 from .outcome import Outcome
 from .outputs import JSON_KIND
+from .token_changes import TokenChanges, is_packed
 
 SCHEMA = 1
 
@@ -232,10 +234,20 @@ def summarize_params(params: dict[str, Any]) -> dict[str, Any]:
 
 
 def jsonable(value):
-    """numpy scalars and arrays, tuples and non-finite floats made JSON-safe."""
+    """numpy scalars and arrays, tuples and non-finite floats made JSON-safe, and
+    delta_kl's ``TokenChanges`` packed (``json_document`` unpacks them).
+
+    What is JSON-safe already is returned as is, not copied: a row shares its
+    details with its ``ProbeResult``."""
+    if isinstance(value, TokenChanges):
+        return value.packed()
+    if is_packed(value):  # a row's, already plain: bytes and all
+        return value
     if isinstance(value, dict):
-        return {str(k): jsonable(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
+        return _jsonable_dict(value)
+    if isinstance(value, list):
+        return _jsonable_list(value)
+    if isinstance(value, tuple):
         return [jsonable(v) for v in value]
     if hasattr(value, "tolist"):  # numpy scalar or array
         return jsonable(value.tolist())
@@ -244,6 +256,29 @@ def jsonable(value):
     if isinstance(value, str) and type(value) is not str:  # a Conversation: plain text travels to xdist's controller
         return str(value)
     return value
+
+
+def _jsonable_dict(value: dict) -> dict:
+    out: dict | None = None if type(value) is dict else {}  # a subclass is always copied into a plain dict
+    for i, (key, item) in enumerate(value.items()):
+        new_key = key if type(key) is str else str(key)
+        new_item = jsonable(item)
+        if out is None and (new_key is not key or new_item is not item):
+            out = dict(itertools.islice(value.items(), i))  # the entries before, unchanged
+        if out is not None:
+            out[new_key] = new_item
+    return value if out is None else out
+
+
+def _jsonable_list(value: list) -> list:
+    out: list | None = None if type(value) is list else []
+    for i, item in enumerate(value):
+        new_item = jsonable(item)
+        if out is None and new_item is not item:
+            out = value[:i]
+        if out is not None:
+            out.append(new_item)
+    return value if out is None else out
 
 
 def sort_rows(rows: Iterable[dict]) -> list[dict]:
@@ -277,7 +312,10 @@ def json_document(
         "schema": SCHEMA,
         "backend": jsonable(backend),
         "settings": jsonable(settings),
-        "results": [{k: jsonable(row[k]) for k in _JSON_FIELDS if k in row} for row in sort_rows(rows)],
+        "results": [
+            {k: _unpacked(row[k]) if k == "details" else jsonable(row[k]) for k in _JSON_FIELDS if k in row}
+            for row in sort_rows(rows)
+        ],
     }
     if provenance:
         doc["provenance"] = jsonable(provenance)
@@ -286,5 +324,25 @@ def json_document(
     return doc
 
 
-def dump_json(doc: dict) -> str:
-    return json.dumps(doc, indent=2, allow_nan=False) + "\n"
+def _unpacked(details) -> Any:
+    """A row's details as the reports read them: packed token lists made a ``TokenChanges``."""
+    details = jsonable(details)
+    if isinstance(details, dict) and any(is_packed(v) for v in details.values()):
+        return {k: TokenChanges.unpack(v) if is_packed(v) else v for k, v in details.items()}
+    return details
+
+
+class _Encoder(json.JSONEncoder):
+    """JSON with ``TokenChanges`` written out as their lists of dicts, one table at a time."""
+
+    def default(self, o):
+        if isinstance(o, TokenChanges):
+            return list(o)
+        return super().default(o)
+
+
+def json_pieces(doc: dict) -> Iterator[str]:
+    """The report's JSON text in pieces, as ``write_output`` takes it: the token lists of
+    10,000 prompts are tens of MB of text, which need never be in memory at once."""
+    yield from _Encoder(indent=2, allow_nan=False).iterencode(doc)
+    yield "\n"

@@ -11,13 +11,16 @@ that moves nothing a user would see).
 A backend computes these on the device from the logits the divergences
 already use and returns only the candidates (a few ids and their two
 probabilities per prompt); :func:`top_tokens` picks and orders them,
-:func:`most_often` counts over a test's prompts, and :func:`token_details`
-builds the JSON-able ``details`` entries of ``delta_kl``.
+:func:`most_often` counts over a test's prompts, :func:`token_details`
+builds the ``details`` entries of ``delta_kl``, and :class:`TokenChanges` holds
+every prompt's lists compactly.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Sequence
+import sys
+from array import array
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from typing import NamedTuple
 
 #: Tokens per prompt, raised and lowered each.
@@ -72,7 +75,7 @@ def top_tokens(ids: Iterable, p_base: Iterable, p_ft: Iterable, k: int, text: Ca
     return TopTokens(tuple(raised), tuple(lowered))
 
 
-def most_often(tops: Sequence[TopTokens], side: str, limit: int = TOP_OVERALL) -> list[dict]:
+def most_often(tops: Iterable[TopTokens], side: str, limit: int = TOP_OVERALL) -> list[dict]:
     """Over prompts: the tokens found most often in their ``side`` ("raised" or
     "lowered") lists, with how many prompts' lists hold each and the mean change
     there. Equal counts: the larger total change first, then the lower id."""
@@ -91,23 +94,138 @@ def most_often(tops: Sequence[TopTokens], side: str, limit: int = TOP_OVERALL) -
     ]
 
 
-def token_details(prompts: Sequence[str], tops: Sequence[TopTokens], *, k: int) -> dict:
-    """``delta_kl``'s token entries: the tokens most often promoted and suppressed
-    over the prompts, and per prompt (in the order given) its raised and lowered lists."""
+def token_details(prompts: Sequence[str], tops: Iterable[TopTokens], *, k: int) -> dict:
+    """``delta_kl``'s token entries: per prompt (in the order given) its raised and
+    lowered lists, as a :class:`TokenChanges`, and over the prompts the tokens most
+    often promoted and suppressed. ``tops`` is read once, as it comes."""
+    table = TokenChanges(k)
+    for prompt, top in zip(prompts, tops):
+        table.append(prompt, top)
     return {
         "tokens_per_prompt": k,
         "tokens_ranked_by": RANKED_BY,
-        "promoted": most_often(tops, "raised"),
-        "suppressed": most_often(tops, "lowered"),
-        "token_changes": [
-            {
-                "prompt": str(prompt),
-                "raised": [c.as_dict() for c in top.raised],
-                "lowered": [c.as_dict() for c in top.lowered],
-            }
-            for prompt, top in zip(prompts, tops)
-        ],
+        "promoted": most_often(table.tops(), "raised"),
+        "suppressed": most_often(table.tops(), "lowered"),
+        "token_changes": table,
     }
+
+
+#: What marks a :class:`TokenChanges` packed into builtins (``TokenChanges.packed``).
+PACKED = "pytest-sway token changes, packed, 1"
+
+
+class TokenChanges(Sequence):
+    """Every prompt's raised and lowered lists, in the order given, held compactly.
+
+    It reads as the JSON report's ``token_changes``: a sequence of
+    ``{"prompt", "raised", "lowered"}``, each list of ``{"token", "id", "p_base",
+    "p_ft"}`` (``list(changes)`` gives them as plain lists and dicts). It stores 16
+    bytes of probabilities and 4 of id per listed token and each token's text once:
+    as Python dicts the lists took about 3 KB per prompt, which a session kept for
+    every delta_kl test until its reports were written (12 MiB per 4,096 prompts).
+    """
+
+    def __init__(self, k: int):
+        if k < 0:
+            raise ValueError(f"k must be >= 0, got {k!r}")
+        self.k = k
+        self._prompts: list[str] = []
+        # 2k slots per prompt (raised, then lowered), id -1 after a list's end.
+        self._ids = array("i")
+        self._p_base = array("d")
+        self._p_ft = array("d")
+        self._texts: dict[int, str] = {}
+
+    def append(self, prompt: str, top: TopTokens) -> None:
+        """Add the next prompt's lists (at most ``k`` tokens each)."""
+        for side in (top.raised, top.lowered):
+            if len(side) > self.k:
+                raise ValueError(f"{len(side)} tokens in a list of at most {self.k}")
+            for c in side:
+                self._ids.append(c.id)
+                self._p_base.append(c.p_base)
+                self._p_ft.append(c.p_ft)
+                self._texts.setdefault(c.id, c.token)
+            missing = self.k - len(side)
+            self._ids.extend([-1] * missing)
+            self._p_base.extend([0.0] * missing)
+            self._p_ft.extend([0.0] * missing)
+        self._prompts.append(str(prompt))
+
+    def __len__(self) -> int:
+        return len(self._prompts)
+
+    def _side(self, i: int, side: int) -> tuple[TokenChange, ...]:
+        out = []
+        start = (2 * i + side) * self.k
+        for j in range(start, start + self.k):
+            token_id = self._ids[j]
+            if token_id < 0:
+                break
+            out.append(TokenChange(self._texts[token_id], token_id, self._p_base[j], self._p_ft[j]))
+        return tuple(out)
+
+    def top(self, i: int) -> TopTokens:
+        """Prompt ``i``'s lists."""
+        return TopTokens(self._side(i, 0), self._side(i, 1))
+
+    def tops(self) -> Iterator[TopTokens]:
+        return (self.top(i) for i in range(len(self)))
+
+    def __getitem__(self, i):
+        if isinstance(i, slice):
+            return [self[j] for j in range(*i.indices(len(self)))]
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"prompt {i} of {n}")
+        i = i % n
+        top = self.top(i)
+        return {
+            "prompt": self._prompts[i],
+            "raised": [c.as_dict() for c in top.raised],
+            "lowered": [c.as_dict() for c in top.lowered],
+        }
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, Sequence) and not isinstance(other, (str, bytes)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented
+
+    __hash__ = None  # type: ignore[assignment]  # mutable (``append``), compared by content
+
+    def __repr__(self) -> str:
+        return f"<TokenChanges: {len(self)} prompts, up to {self.k} tokens raised and lowered each>"
+
+    def packed(self) -> dict:
+        """Plain builtins (bytes for the numbers) that ``unpack`` reads back: how a result
+        row carries the lists to xdist's controller and keeps them until the reports."""
+        return {
+            "format": PACKED,
+            "k": self.k,
+            "byteorder": sys.byteorder,
+            "prompts": self._prompts,
+            "ids": self._ids.tobytes(),
+            "p_base": self._p_base.tobytes(),
+            "p_ft": self._p_ft.tobytes(),
+            "texts": self._texts,
+        }
+
+    @classmethod
+    def unpack(cls, packed: dict) -> TokenChanges:
+        table = cls(packed["k"])
+        table._prompts = packed["prompts"]
+        table._texts = packed["texts"]
+        for name in ("_ids", "_p_base", "_p_ft"):
+            column = getattr(table, name)
+            column.frombytes(packed[name[1:]])
+            if packed["byteorder"] != sys.byteorder:
+                column.byteswap()
+        return table
+
+
+def is_packed(value) -> bool:
+    """Whether ``value`` is a ``TokenChanges.packed()``."""
+    return isinstance(value, dict) and value.get("format") == PACKED
 
 
 def evidence_lines(details: dict, n: int, shown: int = 3) -> list[str]:

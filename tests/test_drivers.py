@@ -11,7 +11,7 @@ from pytest_sway import DummyBackend, Gate, run_probe
 from pytest_sway.baseline import compare
 from pytest_sway.drivers import gate_drivers, regression_drivers, show_item
 from pytest_sway.html_report import render_html
-from pytest_sway.rows import json_document, junit_properties, rows_for_test
+from pytest_sway.rows import json_document, json_pieces, junit_properties, rows_for_test
 from pytest_sway.stats import Bootstrap, Interval
 
 
@@ -158,7 +158,7 @@ def test_rows_carry_the_drivers_of_the_worst_check_only():
     row = _row(failed)
     expected = _expected_gate(failed.values, "below", 0.01, 5)
     assert row["drivers"] == [{"item": prompts[i], "value": float(failed.values[i]), "side": "below"} for i in expected]
-    doc = json.loads(json.dumps(json_document([row], backend={"name": "dummy"}, settings={})))
+    doc = json.loads("".join(json_pieces(json_document([row], backend={"name": "dummy"}, settings={}))))
     assert doc["results"][0]["drivers"] == row["drivers"]
     props = dict(junit_properties([row]))
     assert json.loads(props["sway.drivers"]) == [[d["item"], d["value"]] for d in row["drivers"]]

@@ -8,7 +8,7 @@ import pytest
 
 from pytest_sway import DummyBackend, Gate, run_probe
 from pytest_sway.files import write_atomic
-from pytest_sway.rows import dump_json, json_document, jsonable, junit_properties, rows_for_test
+from pytest_sway.rows import json_document, json_pieces, jsonable, junit_properties, rows_for_test
 from pytest_sway.summary import describe_backend, summary_lines
 
 
@@ -34,10 +34,42 @@ def test_a_failed_write_leaves_the_previous_file_and_no_debris(tmp_path, monkeyp
     assert os.listdir(tmp_path) == ["report.json"]
 
 
+def test_text_in_pieces_is_written_as_it_comes_and_a_failure_midway_keeps_the_old_file(tmp_path):
+    path = tmp_path / "report.json"
+    path.write_text("old")
+    write_atomic(path, (piece for piece in ["{", '"\u00e9t\u00e9"', "}"]))
+    assert path.read_text(encoding="utf-8") == '{"\u00e9t\u00e9"}'
+
+    def broken():
+        yield "{partial"
+        raise OSError("disk full (simulated)")
+
+    path.write_text("old")
+    with pytest.raises(OSError, match="disk full"):
+        write_atomic(path, broken())
+    assert path.read_text() == "old"
+    assert os.listdir(tmp_path) == ["report.json"]
+
+
 def test_jsonable_handles_numpy_tuples_and_non_finite_numbers():
     value = {"a": np.float64(1.5), "b": (1, np.int64(2)), "c": np.array([0.5, np.inf]), 3: float("nan")}
     assert jsonable(value) == {"a": 1.5, "b": [1, 2], "c": [0.5, None], "3": None}
-    json.loads(dump_json(jsonable(value)))
+    json.loads("".join(json_pieces(jsonable(value))))
+
+
+def test_jsonable_shares_what_is_json_safe_already():
+    plain = {"most_moved": [{"prompt": "p", "value": 0.5}], "n": 3, "tags": ["a", "b"]}
+    assert jsonable(plain) is plain
+    mixed = {"keep": plain, "fix": [1, np.float64(2.0)], "also": [3.0, 4.0]}
+    out = jsonable(mixed)
+    assert out == {"keep": plain, "fix": [1, 2.0], "also": [3.0, 4.0]} and out is not mixed
+    assert out["keep"] is plain and out["also"] is mixed["also"]  # only the path to what changed is copied
+    assert type(out["fix"][1]) is float and mixed["fix"][1].__class__ is np.float64  # the input is not modified
+
+
+def test_the_json_text_is_the_documents_in_one_piece_or_many():
+    doc = {"kind": "x", "results": [{"a": [1.5, None], "b": {"c": "\u00e9"}}], "empty": []}
+    assert "".join(json_pieces(doc)) == json.dumps(doc, indent=2) + "\n"
 
 
 def _rows():

@@ -10,7 +10,15 @@ import pytest
 import pytest_sway.rows  # noqa: F401  (imported before pytester's inner runs)
 from pytest_sway import BASE, DummyBackend, Variant, run_probe
 from pytest_sway.backends.base import divergences_with_tokens
-from pytest_sway.token_changes import TokenChange, TopTokens, evidence_lines, most_often, token_details, top_tokens
+from pytest_sway.token_changes import (
+    TokenChange,
+    TokenChanges,
+    TopTokens,
+    evidence_lines,
+    most_often,
+    token_details,
+    top_tokens,
+)
 
 PROMPTS = [f"Question {i}: what changed in release {i * 7}?" for i in range(12)]
 
@@ -90,7 +98,83 @@ def test_token_details_and_the_evidence_lines():
         "tokens most often promoted (in a prompt's top 5): 't1' (2/2 prompts, +0.2)",
         "tokens most often suppressed (in a prompt's top 5): 't2' (1/2 prompts, -0.1)",
     ]
-    assert json.loads(json.dumps(details)) == details
+    packed = details["token_changes"].packed()
+    assert TokenChanges.unpack(packed) == details["token_changes"]
+
+
+def _random_tops(n, k, seed=0, vocab=128_000, full=False):
+    """``n`` prompts' lists of 0 to k tokens each (``full``: k each), ids from a vocabulary of ``vocab``."""
+    rng = np.random.default_rng(seed)
+    tops = []
+    for _ in range(n):
+        sides = []
+        for sign in (1, -1):
+            size = k if full else int(rng.integers(0, k + 1))
+            ids = rng.choice(vocab, size=size, replace=False)
+            sides.append(
+                tuple(
+                    TokenChange(f" w{i}", int(i), float(b), float(b + sign * d))
+                    for i, b, d in zip(ids, rng.random(size), rng.random(size))
+                )
+            )
+        tops.append(TopTokens(*sides))
+    return tops
+
+
+def test_token_changes_read_back_as_the_lists_they_were_given():
+    tops = _random_tops(50, 5)
+    prompts = [f"prompt {i}" for i in range(50)]
+    table = token_details(prompts, iter(tops), k=5)["token_changes"]  # any iterable, read once
+    want = [
+        {"prompt": p, "raised": [c.as_dict() for c in t.raised], "lowered": [c.as_dict() for c in t.lowered]}
+        for p, t in zip(prompts, tops)
+    ]
+    assert len(table) == 50 and list(table) == want and table == want
+    assert table[-1] == want[-1] and table[7:3:-2] == want[7:3:-2]
+    assert [table.top(i) for i in range(50)] == tops
+    with pytest.raises(IndexError):
+        table[50]
+    assert table != want[:-1] and table != want[:-1] + [want[0]] and table != "not a list"
+    with pytest.raises(ValueError, match="at most 5"):
+        table.append("p", _random_tops(1, 6, seed=3)[0]._replace(raised=tops[0].raised * 2 + (tops[1].raised[0],)))
+
+
+def test_packed_token_changes_are_plain_bytes_and_read_back_on_either_byte_order():
+    tops = _random_tops(40, 5, seed=1)
+    table = token_details([f"p{i}" for i in range(40)], tops, k=5)["token_changes"]
+    packed = table.packed()
+    assert {type(packed[key]) for key in ("ids", "p_base", "p_ft")} == {bytes}
+    assert len(packed["ids"]) + len(packed["p_base"]) + len(packed["p_ft"]) == 40 * 10 * (4 + 8 + 8)
+    assert TokenChanges.unpack(packed) == table
+    # Written by a machine of the other byte order (an xdist worker over ssh).
+    from array import array
+
+    swapped = dict(packed, byteorder="big" if packed["byteorder"] == "little" else "little")
+    for key, code in (("ids", "i"), ("p_base", "d"), ("p_ft", "d")):
+        column = array(code, packed[key])
+        column.byteswap()
+        swapped[key] = column.tobytes()
+    assert TokenChanges.unpack(swapped) == table
+
+
+def test_token_changes_hold_a_few_hundred_bytes_per_prompt():
+    """What a session keeps per prompt of every delta_kl test until its reports are written:
+    20 bytes per listed token, against about 300 as a dict of Python objects."""
+    import tracemalloc
+
+    tops = _random_tops(2000, 5, seed=2, vocab=500, full=True)
+    text = {i: f" w{i}" for i in range(500)}  # a backend's texts exist once per token id
+    tops = [TopTokens(*(tuple(c._replace(token=text[c.id]) for c in side) for side in t)) for t in tops]
+    prompts = [f"p{i}" for i in range(2000)]
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        table = token_details(prompts, tops, k=5)["token_changes"]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(table) == 2000 and table[0]["raised"][0]["token"] == text[tops[0].raised[0].id]
+    assert held < 2000 * 500, held  # 10 listed tokens per prompt: 200 bytes, plus the arrays' spare room; dicts: 2,900
 
 
 # -- the dummy backend ------------------------------------------------------------------
@@ -200,21 +284,32 @@ def test_details_on_the_fixture_result_and_in_the_json_report(pytester):
 # -- the HTML report --------------------------------------------------------------------------
 
 
+def _renamed(result, prompt: int, text: str):
+    """``result`` with the first raised token of prompt ``prompt`` given the text ``text``
+    (what a real tokenizer can give; the dummy's tokens are named tok<id>)."""
+    changes = result.details["token_changes"]
+    renamed = TokenChanges(changes.k)
+    for i, top in enumerate(changes.tops()):
+        if i == prompt:
+            top = top._replace(raised=(top.raised[0]._replace(token=text),) + top.raised[1:])
+        renamed.append(changes[i]["prompt"], top)
+    result.details["token_changes"] = renamed
+    return result
+
+
 def _page(result, **row):
     from pytest_sway.html_report import render_html
-    from pytest_sway.rows import dump_json, json_document, rows_for_test
+    from pytest_sway.rows import json_document, json_pieces, rows_for_test
 
     rows = rows_for_test("t.py::test_tokens", results=[result], request=None, index=0, error=None)
     rows[0].update(row)
-    return render_html(json.loads(dump_json(json_document(rows, backend={"name": "dummy"}, settings={}))))
+    return render_html(json.loads("".join(json_pieces(json_document(rows, backend={"name": "dummy"}, settings={})))))
 
 
 def test_html_shows_the_counts_and_each_prompts_lists_escaped():
     prompts = [f"prompt {i} <&>" for i in range(8)]
     result = run_probe("delta_kl", DummyBackend(), prompts=prompts)
-    first = result.details["token_changes"][3]["raised"][0]
-    first["token"] = " <b>&\n"  # what a real tokenizer can give: a space, markup characters, a newline
-    page = _page(result)
+    page = _page(_renamed(result, 3, " <b>&\n"))  # a space, markup characters, a newline
     assert "What changed, token by token" in page
     assert '<code class="tok" title="&quot; &lt;b&gt;&amp;\\n&quot; (id' in page  # exact text in the tooltip
     assert ">\u2423&lt;b&gt;&amp;\u21b5</code>" in page  # drawn with its space and newline visible
@@ -252,9 +347,8 @@ def test_html_with_token_lists_renders_in_chromium(tmp_path):
     from test_html_report import _open_in_chromium
 
     result = run_probe("delta_kl", DummyBackend(), prompts=[f"prompt {i} <&>" for i in range(8)])
-    result.details["token_changes"][0]["raised"][0]["token"] = "</td></tr></table><b>"
     path = tmp_path / "page.html"
-    path.write_text(_page(result), encoding="utf-8")
+    path.write_text(_page(_renamed(result, 0, "</td></tr></table><b>")), encoding="utf-8")
     dom, console = _open_in_chromium(path, tmp_path / "page.png", tmp_path)
     assert console == []
     assert dom.count('class="tokprompts"') == 1 and dom.count("<details>") == 1

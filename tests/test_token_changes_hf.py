@@ -72,6 +72,7 @@ def test_divergences_memoised_without_lists_cost_one_more_finetuned_pass(tiny):
     backend = HFBackend(model, adapter=adapter)
     values = backend.divergences(PROMPTS, divergence="js")
     both, tops = backend.divergences_and_tokens(PROMPTS, divergence="js", top_tokens=5)
+    tops = list(tops)  # made as they are read, once
     np.testing.assert_array_equal(both, values)
     assert backend.forwarded == {("next", "base"): len(PROMPTS), ("next", "fine-tuned"): 2 * len(PROMPTS)}
     # Fewer tokens than were kept: no pass; more: the variant again.
@@ -98,7 +99,8 @@ def test_the_base_variant_and_scaled_variants(tiny):
     model, adapter = tiny["llama"]
     backend = HFBackend(model, adapter=adapter)
     values, tops = backend.divergences_and_tokens(PROMPTS[:4], divergence="js", top_tokens=5, variant=Variant(0.0))
-    assert np.all(values == 0) and all(t.raised == t.lowered == () for t in tops)
+    tops = list(tops)
+    assert len(tops) == 4 and np.all(values == 0) and all(t.raised == t.lowered == () for t in tops)
     _, half = backend.divergences_and_tokens(PROMPTS[:4], divergence="js", top_tokens=5, variant=Variant(0.5))
     _, full = backend.divergences_and_tokens(PROMPTS[:4], divergence="js", top_tokens=5)
     # Half the adapter moves the top token less far than the whole adapter does.

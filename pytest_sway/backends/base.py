@@ -13,7 +13,7 @@ norms but random directions (``null_seed``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
@@ -81,7 +81,8 @@ class Backend(Protocol):
         variant: Variant = FINETUNED,
         chat: bool = False,
     ):
-        """``(divergences(...), [TopTokens per prompt])``: with each prompt's divergence,
+        """``(divergences(...), TopTokens per prompt)`` (a list, or any iterable in the
+        prompts' order: it is read once, as it comes): with each prompt's divergence,
         the ``top_tokens`` tokens whose next-token probability ``variant`` raised most
         and the ``top_tokens`` it lowered most, ranked by ``p_variant - p_base`` (see
         ``pytest_sway.token_changes``). Optional: ``delta_kl`` reports no token lists
@@ -140,14 +141,13 @@ def divergences_by_variant(backend, prompts, *, divergence: str, variants, chat:
 
 def divergences_with_tokens(
     backend, prompts, *, divergence: str, top_tokens: int, variant: Variant = FINETUNED, chat: bool = False
-) -> tuple[Any, list[TopTokens] | None]:
+) -> tuple[Any, Iterable[TopTokens] | None]:
     """``backend.divergences_and_tokens`` where the backend offers it, else its
     ``divergences`` and ``None`` (a backend written before token lists existed)."""
     both = getattr(backend, "divergences_and_tokens", None)
     if both is None:
         return backend.divergences(prompts, divergence=divergence, variant=variant, chat=chat), None
-    values, tops = both(prompts, divergence=divergence, top_tokens=top_tokens, variant=variant, chat=chat)
-    return values, list(tops)
+    return both(prompts, divergence=divergence, top_tokens=top_tokens, variant=variant, chat=chat)
 
 
 def scoring_windows(n_tokens: int, window: int, stride: int | None = None) -> list[tuple[int, int, int]]:

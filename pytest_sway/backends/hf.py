@@ -307,10 +307,11 @@ class HFBackend:
         top_tokens: int,
         variant: Variant = FINETUNED,
         chat: bool = False,
-    ) -> tuple[np.ndarray, list[TopTokens]]:
+    ) -> tuple[np.ndarray, Iterator[TopTokens]]:
         """``divergences``, and per prompt the ``top_tokens`` tokens whose probability
         ``variant`` raised most and lowered most (``pytest_sway.token_changes``),
-        found on the device from the same logits in the same pass."""
+        found on the device from the same logits in the same pass; the lists are
+        made one prompt at a time as they are read."""
         if not is_whole(top_tokens) or top_tokens < 1:
             raise ValueError(f"top_tokens: expected an integer >= 1, got {top_tokens!r}")
         seqs = self.encode_prompts(prompts, chat=chat)
@@ -318,12 +319,12 @@ class HFBackend:
             0
         ]
         if variant.is_base:  # nothing changed
-            return values, [TopTokens((), ()) for _ in seqs]
+            return values, (TopTokens((), ()) for _ in seqs)
         found = [
             (ids[i], probs[:, i]) for _, ids, probs, i in (self._memo[("top_tokens", variant, seq)] for seq in seqs)
         ]
         text = self._token_texts({int(i) for ids, _ in found for i in ids})
-        return values, [_top_tokens(ids, probs[0], probs[1], top_tokens, text.__getitem__) for ids, probs in found]
+        return values, (_top_tokens(ids, probs[0], probs[1], top_tokens, text.__getitem__) for ids, probs in found)
 
     def _token_texts(self, ids: set) -> dict:
         """Each id's text, decoded alone (one batched tokenizer call for the new ones),
