@@ -14,9 +14,9 @@ what is still resident after, and the time per prompt.
 Suites (``--suite``):
   full         the issue's suite through run_probe (bootstraps included): delta_kl
                js and kl, null_contrast with 2 seeds, adapter_ablation at scales 0, 0.5, 1
-  pytest       the same four probes as marked tests run by pytest (pytest.main in the
-               measured process) with the JSON, HTML, Markdown and JUnit reports: what a
-               session keeps per test until its reports are written counts here
+  pytest       the same four probes as marked tests run by pytest (pytest_suite.py: pytest.main
+               in the measured process) with the JSON, HTML, Markdown and JUnit reports: what
+               a session keeps per test until its reports are written counts here
   divergences  the backend alone: delta_kl's js and kl, no bootstrap
   bootstrap    bootstrap_ci alone (studentized and BCa) on as many values
 
@@ -42,7 +42,7 @@ from pathlib import Path
 
 HERE = Path(__file__).resolve().parent
 ONE = r"""
-import contextlib, gc, json, os, sys, time, tracemalloc
+import gc, json, os, sys, time, tracemalloc
 code, n, suite, batching, tokenizer = sys.argv[1], int(sys.argv[2]), sys.argv[3], sys.argv[4], sys.argv[5]
 sys.path.insert(0, code)
 import pytest_sway  # noqa: E402  (this checkout's, before bench_gpu puts its own first)
@@ -66,49 +66,10 @@ def suite_full(prompts):
     run_probe("adapter_ablation", backend, prompts=prompts, scales=[0, 0.5, 1])
 
 
-PYTEST_SUITE = '''
-import json, os, pytest
-
-PROMPTS = json.load(open(os.environ["SWAY_BENCH_PROMPTS"]))
-
-@pytest.mark.sway_probe("delta_kl", prompts=PROMPTS, divergence="js", above=0.0)
-def test_js(): pass
-
-@pytest.mark.sway_probe("delta_kl", prompts=PROMPTS, divergence="kl", above=0.0)
-def test_kl(): pass
-
-@pytest.mark.sway_probe("null_contrast", prompts=PROMPTS, seeds=2)
-def test_null(): pass
-
-@pytest.mark.sway_probe("adapter_ablation", prompts=PROMPTS, scales=[0, 0.5, 1])
-def test_ablation(): pass
-'''
-
-
-class ThisBackend:  # a pytest plugin: the session's backend is the one built above
-    @staticmethod
-    def pytest_sway_make_backend(settings, config):
-        return backend
-
-
 def suite_pytest(prompts):
-    import tempfile
+    import pytest_suite
 
-    import pytest
-
-    with tempfile.TemporaryDirectory() as folder:
-        with open(os.path.join(folder, "prompts.json"), "w") as fh:
-            json.dump(prompts, fh)
-        os.environ["SWAY_BENCH_PROMPTS"] = os.path.join(folder, "prompts.json")
-        with open(os.path.join(folder, "test_suite.py"), "w") as fh:
-            fh.write(PYTEST_SUITE)
-        reports = [f"--sway-{{kind}}={{os.path.join(folder, 'out.' + kind)}}" for kind in ("json", "html", "markdown")]
-        args = [folder, "-q", "-p", "no:cacheprovider", "-p", "no:randomly", "--rootdir", folder, *reports]
-        args.append("--junitxml=" + os.path.join(folder, "junit.xml"))
-        with open(os.devnull, "w") as quiet, contextlib.redirect_stdout(quiet):
-            code = pytest.main(args, plugins=[ThisBackend()])
-        if code != 0:
-            raise SystemExit(f"the pytest suite failed: exit code {{code}}")
+    pytest_suite.run(backend, prompts)
 
 
 def suite_divergences(prompts):

@@ -33,7 +33,8 @@ median CPU times of the process (steadier than wall time on a shared machine).
 
 The ``scale`` part (``--parts scale``; not in the default set, it takes long)
 runs a suite of delta_kl (two divergences), null_contrast and adapter_ablation
-(``--scale-suite delta_kl``: delta_kl only) on SmolLM2 at 256, 1024 and 4096
+(``--scale-suite delta_kl``: delta_kl only; ``--scale-suite pytest``: the four
+as marked tests that pytest runs, writing every report) on SmolLM2 at 256, 1024 and 4096
 prompts of about 12 tokens (``--scale-sizes``), each size in a
 fresh process, and prints the peak resident memory while the suite runs, over
 the memory after the model load, with the time per prompt and the forward
@@ -571,11 +572,16 @@ prompts = [p.replace(" and I already tried the help page", "") for p in make_pro
 loaded = mib("VmRSS")
 open("/proc/self/clear_refs", "w").write("5")  # reset the peak (VmHWM) to what is resident now
 start = time.perf_counter()
-run_probe("delta_kl", backend, prompts=prompts, divergence="js")
-run_probe("delta_kl", backend, prompts=prompts, divergence="kl")
-if suite == "full":
-    run_probe("null_contrast", backend, prompts=prompts, seeds=2)
-    run_probe("adapter_ablation", backend, prompts=prompts, scales=[0, 0.5, 1])
+if suite == "pytest":
+    import pytest_suite
+
+    pytest_suite.run(backend, prompts)
+else:
+    run_probe("delta_kl", backend, prompts=prompts, divergence="js")
+    run_probe("delta_kl", backend, prompts=prompts, divergence="kl")
+    if suite == "full":
+        run_probe("null_contrast", backend, prompts=prompts, seeds=2)
+        run_probe("adapter_ablation", backend, prompts=prompts, scales=[0, 0.5, 1])
 seconds = time.perf_counter() - start
 print(json.dumps(dict(n=n, cached=cached, loaded_mib=loaded, peak_mib=mib("VmHWM"), end_mib=mib("VmRSS"),
                       seconds=seconds, forwarded={{"|".join(k): v for k, v in backend.forwarded.items()}},
@@ -641,9 +647,10 @@ def main(argv=None) -> None:
     )
     parser.add_argument(
         "--scale-suite",
-        choices=("full", "delta_kl"),
+        choices=("full", "pytest", "delta_kl"),
         default="full",
-        help="scale part: the four-probe suite, or delta_kl's two divergences only (faster)",
+        help="scale part: the four-probe suite through run_probe, the same suite as marked tests run by pytest "
+        "with all its reports (pytest_suite.py), or delta_kl's two divergences only (faster)",
     )
     parser.add_argument(
         "--scale-cache",
@@ -753,11 +760,12 @@ def main(argv=None) -> None:
             flush=True,
         )
     if "scale" in parts:
-        what = (
-            "delta_kl js and kl, null_contrast seeds=2, adapter_ablation scales 0, 0.5, 1"
-            if args.scale_suite == "full"
-            else "delta_kl js and kl"
-        )
+        what = {
+            "full": "delta_kl js and kl, null_contrast seeds=2, adapter_ablation scales 0, 0.5, 1",
+            "pytest": "the same four probes as marked tests run by pytest, with the JSON, HTML, Markdown and "
+            "JUnit reports",
+            "delta_kl": "delta_kl js and kl",
+        }[args.scale_suite]
         print(f"scale suite on {names[-1]} ({what}), prompts of about 12 tokens, a fresh process per row:", flush=True)
         print(
             "| prompts | disk cache | RSS after load (MiB) | peak while running (MiB) | peak - load (MiB) | "
