@@ -233,22 +233,24 @@ def summarize_params(params: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def jsonable(value):
+def jsonable(value, *, packed: bool = True):
     """numpy scalars and arrays, tuples and non-finite floats made JSON-safe, and
-    delta_kl's ``TokenChanges`` packed (``json_document`` unpacks them).
+    delta_kl's ``TokenChanges`` packed into plain builtins, as a row carries them
+    (``packed=False``: packed ones made ``TokenChanges`` again, as a report document
+    holds them for ``json_pieces`` and the HTML page).
 
     What is JSON-safe already is returned as is, not copied: a row shares its
     details with its ``ProbeResult``."""
     if isinstance(value, TokenChanges):
-        return value.packed()
-    if is_packed(value):  # a row's, already plain: bytes and all
-        return value
+        return value.packed() if packed else value
+    if is_packed(value):
+        return value if packed else TokenChanges.unpack(value)
     if isinstance(value, dict):
-        return _jsonable_dict(value)
+        return _jsonable_dict(value, packed)
     if isinstance(value, list):
-        return _jsonable_list(value)
+        return _jsonable_list(value, packed)
     if isinstance(value, tuple):
-        return [jsonable(v) for v in value]
+        return [jsonable(v, packed=packed) for v in value]
     if hasattr(value, "tolist"):  # numpy scalar or array
         return jsonable(value.tolist())
     if isinstance(value, float) and not math.isfinite(value):
@@ -258,11 +260,11 @@ def jsonable(value):
     return value
 
 
-def _jsonable_dict(value: dict) -> dict:
+def _jsonable_dict(value: dict, packed: bool) -> dict:
     out: dict | None = None if type(value) is dict else {}  # a subclass is always copied into a plain dict
     for i, (key, item) in enumerate(value.items()):
         new_key = key if type(key) is str else str(key)
-        new_item = jsonable(item)
+        new_item = jsonable(item, packed=packed)
         if out is None and (new_key is not key or new_item is not item):
             out = dict(itertools.islice(value.items(), i))  # the entries before, unchanged
         if out is not None:
@@ -270,10 +272,10 @@ def _jsonable_dict(value: dict) -> dict:
     return value if out is None else out
 
 
-def _jsonable_list(value: list) -> list:
+def _jsonable_list(value: list, packed: bool) -> list:
     out: list | None = None if type(value) is list else []
     for i, item in enumerate(value):
-        new_item = jsonable(item)
+        new_item = jsonable(item, packed=packed)
         if out is None and new_item is not item:
             out = value[:i]
         if out is not None:
@@ -307,29 +309,20 @@ def json_document(
     provenance: dict | None = None,
     correction: dict | None = None,
 ) -> dict[str, Any]:
+    """The JSON report's document: what ``json_pieces`` writes and the HTML and Markdown
+    pages read. Token lists in it are ``TokenChanges`` (sequences of the JSON's entries)."""
     doc = {
         "kind": JSON_KIND,
         "schema": SCHEMA,
         "backend": jsonable(backend),
         "settings": jsonable(settings),
-        "results": [
-            {k: _unpacked(row[k]) if k == "details" else jsonable(row[k]) for k in _JSON_FIELDS if k in row}
-            for row in sort_rows(rows)
-        ],
+        "results": [{k: jsonable(row[k], packed=False) for k in _JSON_FIELDS if k in row} for row in sort_rows(rows)],
     }
     if provenance:
         doc["provenance"] = jsonable(provenance)
     if correction and correction.get("method") not in (None, "none"):
         doc["correction"] = jsonable(correction)
     return doc
-
-
-def _unpacked(details) -> Any:
-    """A row's details as the reports read them: packed token lists made a ``TokenChanges``."""
-    details = jsonable(details)
-    if isinstance(details, dict) and any(is_packed(v) for v in details.values()):
-        return {k: TokenChanges.unpack(v) if is_packed(v) else v for k, v in details.items()}
-    return details
 
 
 class _Encoder(json.JSONEncoder):

@@ -67,6 +67,32 @@ def test_jsonable_shares_what_is_json_safe_already():
     assert type(out["fix"][1]) is float and mixed["fix"][1].__class__ is np.float64  # the input is not modified
 
 
+def test_token_lists_anywhere_in_the_details_travel_packed_and_reach_the_json_written_out():
+    from pytest_sway.token_changes import TokenChange, TokenChanges, TopTokens
+
+    table = TokenChanges(2)
+    table.append("p0", TopTokens((TokenChange(" a", 7, 0.25, 0.5),), (TokenChange("b", 9, 0.5, 0.25),)))
+    table.append("p1", TopTokens((), ()))
+    details = {"by_slice": {"x": [table]}, "n": 2}
+    row_details = jsonable(details)  # a row's: plain builtins, as xdist carries them
+    packed = row_details["by_slice"]["x"][0]
+    assert isinstance(packed, dict) and isinstance(packed["ids"], bytes)
+    assert jsonable(row_details) is row_details  # a row's details are left as they are
+    written = json.loads("".join(json_pieces({"details": jsonable(row_details, packed=False)})))
+    assert (
+        written["details"]["by_slice"]["x"][0]
+        == list(table)
+        == [
+            {
+                "prompt": "p0",
+                "raised": [{"token": " a", "id": 7, "p_base": 0.25, "p_ft": 0.5}],
+                "lowered": [{"token": "b", "id": 9, "p_base": 0.5, "p_ft": 0.25}],
+            },
+            {"prompt": "p1", "raised": [], "lowered": []},
+        ]
+    )
+
+
 def test_the_json_text_is_the_documents_in_one_piece_or_many():
     doc = {"kind": "x", "results": [{"a": [1.5, None], "b": {"c": "\u00e9"}}], "empty": []}
     assert "".join(json_pieces(doc)) == json.dumps(doc, indent=2) + "\n"
