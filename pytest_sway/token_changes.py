@@ -165,8 +165,15 @@ class TokenChanges(Sequence):
             out.append(TokenChange(self._texts[token_id], token_id, self._p_base[j], self._p_ft[j]))
         return tuple(out)
 
+    def _index(self, i: int) -> int:
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"prompt {i} of {n}")
+        return i % n
+
     def top(self, i: int) -> TopTokens:
         """Prompt ``i``'s lists."""
+        i = self._index(i)
         return TopTokens(self._side(i, 0), self._side(i, 1))
 
     def tops(self) -> Iterator[TopTokens]:
@@ -175,10 +182,7 @@ class TokenChanges(Sequence):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        n = len(self)
-        if not -n <= i < n:
-            raise IndexError(f"prompt {i} of {n}")
-        i = i % n
+        i = self._index(i)
         top = self.top(i)
         return {
             "prompt": self._prompts[i],

@@ -131,9 +131,12 @@ def test_token_changes_read_back_as_the_lists_they_were_given():
     ]
     assert len(table) == 50 and list(table) == want and table == want
     assert table[-1] == want[-1] and table[7:3:-2] == want[7:3:-2]
-    assert [table.top(i) for i in range(50)] == tops
-    with pytest.raises(IndexError):
-        table[50]
+    assert [table.top(i) for i in range(50)] == tops and table.top(-50) == tops[0]
+    for outside in (50, -51):
+        with pytest.raises(IndexError):
+            table[outside]
+        with pytest.raises(IndexError):
+            table.top(outside)
     assert table != want[:-1] and table != want[:-1] + [want[0]] and table != "not a list"
     with pytest.raises(ValueError, match="at most 5"):
         table.append("p", _random_tops(1, 6, seed=3)[0]._replace(raised=tops[0].raised * 2 + (tops[1].raised[0],)))
@@ -286,13 +289,13 @@ def test_details_on_the_fixture_result_and_in_the_json_report(pytester):
 
 def _renamed(result, prompt: int, text: str):
     """``result`` with the first raised token of prompt ``prompt`` given the text ``text``
-    (what a real tokenizer can give; the dummy's tokens are named tok<id>)."""
+    wherever it is listed (what a real tokenizer can give; the dummy's tokens are named tok<id>)."""
     changes = result.details["token_changes"]
+    token_id = changes.top(prompt).raised[0].id
     renamed = TokenChanges(changes.k)
     for i, top in enumerate(changes.tops()):
-        if i == prompt:
-            top = top._replace(raised=(top.raised[0]._replace(token=text),) + top.raised[1:])
-        renamed.append(changes[i]["prompt"], top)
+        sides = (tuple(c._replace(token=text) if c.id == token_id else c for c in side) for side in top)
+        renamed.append(changes[i]["prompt"], TopTokens(*sides))
     result.details["token_changes"] = renamed
     return result
 
