@@ -309,6 +309,19 @@ def _page(result, **row):
     return render_html(json.loads("".join(json_pieces(json_document(rows, backend={"name": "dummy"}, settings={})))))
 
 
+def test_the_page_is_the_same_from_the_sessions_document_and_from_its_json_file():
+    from pytest_sway.html_report import render_html
+    from pytest_sway.rows import json_document, json_pieces, rows_for_test
+
+    result = run_probe("delta_kl", DummyBackend(), prompts=PROMPTS)
+    rows = rows_for_test("t.py::test_tokens", results=[result], request=None, index=0, error=None)
+    doc = json_document(rows, backend={"name": "dummy"}, settings={})  # what the session renders
+    assert isinstance(doc["results"][0]["details"]["token_changes"], TokenChanges)
+    page = render_html(doc)
+    assert "What changed, token by token" in page and page.count('<td class="prompt">') == len(PROMPTS)
+    assert page == render_html(json.loads("".join(json_pieces(doc))))
+
+
 def test_html_shows_the_counts_and_each_prompts_lists_escaped():
     prompts = [f"prompt {i} <&>" for i in range(8)]
     result = run_probe("delta_kl", DummyBackend(), prompts=prompts)
