@@ -182,8 +182,7 @@ class TokenChanges(Sequence):
     def __getitem__(self, i):
         if isinstance(i, slice):
             return [self[j] for j in range(*i.indices(len(self)))]
-        i = self._index(i)
-        top = self.top(i)
+        top = self.top(i)  # checks i; a negative one reads the prompt list from the end too
         return {
             "prompt": self._prompts[i],
             "raised": [c.as_dict() for c in top.raised],
