@@ -49,7 +49,7 @@ import pytest_sway  # noqa: E402  (this checkout's, before bench_gpu puts its ow
 sys.path.insert(1, {here!r})
 import numpy as np, torch, bench_gpu as g
 from pytest_sway import run_probe
-from pytest_sway.stats import bootstrap_ci
+from pytest_sway.stats.bootstrap import bootstrap_ci
 
 VOCAB = 49152
 g.SHAPES["wide"] = dict(g.SHAPES["tiny"], vocab_size=VOCAB)

@@ -400,7 +400,7 @@ def lists_alone(backend, prompts: list[str], reps: int) -> float:
     import torch
 
     from pytest_sway.backends.hf import _token_candidates
-    from pytest_sway.token_changes import TOP_TOKENS, token_details
+    from pytest_sway.backends.token_changes import TOP_TOKENS, token_details
 
     rows = backend._divergence_rows
     generator = torch.Generator().manual_seed(0)

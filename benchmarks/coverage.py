@@ -22,7 +22,7 @@ import time
 
 import numpy as np
 
-from pytest_sway.stats import DEFAULT_METHOD, METHODS, batch_intervals
+from pytest_sway.stats.bootstrap import DEFAULT_METHOD, METHODS, batch_intervals
 
 # name -> (sampler(rng, shape), true mean)
 DISTRIBUTIONS = {
@@ -67,7 +67,7 @@ PAIRED_SIZES = (20, 50, 100)
 def paired_coverage_table(*, datasets: int, resamples: int, confidence: float, seed: int):
     """Rows of (scenario, n, {method: coverage}, {method: median width}) for the change in accuracy:
     Tango's score interval (what choice_accuracy uses) against bootstraps of the {-1, 0, 1} values."""
-    from pytest_sway.paired import tango_interval_counts
+    from pytest_sway.stats.paired import tango_interval_counts
 
     rows = []
     for s_index, (name, cells) in enumerate(PAIRED.items()):

@@ -11,12 +11,12 @@ import importlib
 __version__ = "0.2.0"
 
 _PUBLIC = {
-    "run_probe": "pytest_sway.measure",
+    "run_probe": "pytest_sway.measure.run",
     "Sway": "pytest_sway.sway",
-    "ProbeResult": "pytest_sway.probe_result",
-    "Gate": "pytest_sway.gate",
-    "Interval": "pytest_sway.stats",
-    "bootstrap_ci": "pytest_sway.stats",
+    "ProbeResult": "pytest_sway.measure.result",
+    "Gate": "pytest_sway.stats.gate",
+    "Interval": "pytest_sway.stats.bootstrap",
+    "bootstrap_ci": "pytest_sway.stats.bootstrap",
     "DummyBackend": "pytest_sway.backends.dummy",
     "HFBackend": "pytest_sway.backends.hf",
     "Variant": "pytest_sway.backends.base",
@@ -25,7 +25,7 @@ _PUBLIC = {
     "Probe": "pytest_sway.probes.base",
     "Param": "pytest_sway.probes.base",
     "Measurement": "pytest_sway.probes.base",
-    "ProbeRegistry": "pytest_sway.probes.base",
+    "ProbeRegistry": "pytest_sway.probes.registry",
     "SwayError": "pytest_sway.errors",
 }
 

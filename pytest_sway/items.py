@@ -27,7 +27,7 @@ SHAPES = {
     "question": ("question", "choices", "answer"),
     "text": ("text",),
 }
-#: Optional fields any line may carry: the item's group and slice (see ``pytest_sway.slices``).
+#: Optional fields any line may carry: the item's group and slice (see ``pytest_sway.stats.slices``).
 OPTIONAL = ("group", "slice")
 
 

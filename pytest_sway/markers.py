@@ -72,7 +72,7 @@ def gates_of(request, body: int, *, baseline: bool, max_regression: float | None
     (:func:`body_allowance`)."""
     gates = 0
     if request is not None:
-        from .slices import slice_count
+        from .stats.slices import slice_count
 
         gates += request.gate.active * (1 + slice_count(request.params))
         regression = request.max_regression if request.max_regression is not None else max_regression

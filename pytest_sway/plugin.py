@@ -14,10 +14,10 @@ import time
 import pytest
 
 from .errors import SwayError
-from .outcome import Outcome
 from .progress import DEFAULT_DELAY
 from .settings import OPTIONS, Settings, SettingsError
 from .state import ItemState, RunState
+from .stats.outcome import Outcome
 
 MARKER_LINE = (
     "sway_probe(kind, *, above=None, below=None, confidence=None, resamples=None, method=None, "
@@ -70,7 +70,7 @@ def pytest_configure(config):
         raise pytest.UsageError(f"pytest-sway: {exc}") from None
     run = RunState(settings)
     if settings.baseline is not None:
-        from .baseline import load_baseline
+        from .reports.baseline import load_baseline
 
         try:
             run.baseline = load_baseline(settings.baseline)
@@ -78,7 +78,7 @@ def pytest_configure(config):
             raise pytest.UsageError(f"pytest-sway: {settings.option_name('baseline')}: {exc}") from None
     config.stash[RUN] = run
     if not hasattr(config, "workerinput"):  # the controller (or a plain run) reports
-        from .aggregator import SwayReporter
+        from .reporter import SwayReporter
 
         config.pluginmanager.register(SwayReporter(config, settings), _REPORTER)
 
@@ -120,7 +120,7 @@ def _registry(node):
     key = tuple(id(impl.plugin) for impl in hook.get_hookimpls())
     cache = node.config.stash[RUN].registries
     if key not in cache:
-        from .probes.base import ProbeRegistry
+        from .probes.registry import ProbeRegistry
 
         registry = ProbeRegistry()
         try:
@@ -154,7 +154,7 @@ def _parse_markers(item) -> None:
     state = ItemState(uses_sway="sway" in getattr(item, "fixturenames", ()))
     marker = sway_marker(item.iter_markers())
     if marker is not None:
-        from .probe_request import parse_marker
+        from .measure.request import parse_marker
 
         try:
             state.request = parse_marker(marker.args, marker.kwargs, _registry(item), base_dir=item.path.parent)
@@ -193,7 +193,7 @@ def pytest_collection_finish(session):
     # Every xdist worker collects the same items, so every worker gets the same m.
     run.family = family
     if settings.correction == "bonferroni" and settings.resamples is not None:
-        from .ci_methods import bonferroni, check_resamples
+        from .stats.methods import bonferroni, check_resamples
 
         try:
             check_resamples(settings.resamples, bonferroni(settings.confidence, family))
@@ -226,7 +226,7 @@ def sway_backend(pytestconfig):
         describe = getattr(backend, "describe", None)
         run.backend_info = describe() if describe else {"name": type(backend).__name__}
         if announce:
-            from .summary import describe_backend
+            from .reports.summary import describe_backend
 
             run.progress.say(f"ready in {time.perf_counter() - started:.1f} s: {describe_backend(run.backend_info)}")
         if run.progress is not None and hasattr(backend, "progress"):
@@ -272,7 +272,7 @@ def _progress_line(config):
 
 
 def _confidence(config, confidence: float) -> float:
-    from .ci_methods import bonferroni
+    from .stats.methods import bonferroni
 
     run = config.stash[RUN]
     return bonferroni(confidence, run.family) if run.settings.correction == "bonferroni" else confidence
@@ -292,7 +292,7 @@ def sway(request, sway_backend):
     Bound to the session backend and to this test's seed; every result shows
     in the sway summary and reports.
     """
-    from .measure import derive_seed
+    from .measure.run import derive_seed
     from .sway import Sway
 
     run = request.config.stash[RUN]
@@ -380,7 +380,7 @@ def pytest_runtest_call(item):
                 max_regression=regression if regression is not None else run.settings.max_regression,
             )
             if not Outcome(comparison["outcome"]).ok:
-                from .baseline import comparison_failure
+                from .reports.baseline import comparison_failure
 
                 pytest.fail(comparison_failure(comparison, result.n), pytrace=False)
     problem = None
@@ -414,7 +414,7 @@ def _check_declared_gates(item, state: ItemState) -> None:
 
 def _compare(item, state: ItemState, result, order: int, *, gate=None, max_regression=None) -> dict:
     """Compare one result with its saved values; remembered for the test's row."""
-    from .baseline import compare_with_baseline
+    from .reports.baseline import compare_with_baseline
 
     run = item.config.stash[RUN]
     state.comparisons[order] = compare_with_baseline(
@@ -439,7 +439,7 @@ def pytest_runtest_makereport(item, call):
     state = item.stash.get(ITEM, None)
     if state is None or not (state.results or state.request is not None):
         return report  # not a sway test
-    from .rows import junit_properties, rows_for_test
+    from .reports.rows import junit_properties, rows_for_test
 
     run = item.config.stash[RUN]
     if run.baseline is not None:  # results the body ran: compared and reported, not gated

@@ -18,11 +18,11 @@ from pathlib import Path
 from typing import Any
 
 from .backends.base import DEFAULT_BATCH_SIZE
-from .ci_methods import DEFAULT_CONFIDENCE, DEFAULT_METHOD, DEFAULT_RESAMPLES, MAX_RESAMPLES, check_resamples
-from .ci_methods import METHODS as CI_METHODS
-from .drivers import DEFAULT_DRIVERS
 from .errors import HF_INSTALL_HINT
-from .outputs import StepSummary
+from .reports.outputs import StepSummary
+from .stats.drivers import DEFAULT_DRIVERS
+from .stats.methods import DEFAULT_CONFIDENCE, DEFAULT_METHOD, DEFAULT_RESAMPLES, MAX_RESAMPLES, check_resamples
+from .stats.methods import METHODS as CI_METHODS
 
 
 class SettingsError(ValueError):
@@ -134,7 +134,7 @@ def _adapter_base_name(path: Path) -> str:
 
 
 def _same_path(a: str, b: str) -> bool:
-    from .outputs import resolved  # the one notion of "the same file" (symlinks followed)
+    from .reports.outputs import resolved  # the one notion of "the same file" (symlinks followed)
 
     return a == b or resolved(a) == resolved(b)
 
@@ -457,7 +457,7 @@ class Settings:
                 check_resamples(self.resamples, self.confidence)
             except ValueError as exc:
                 raise SettingsError(f"{self._name('resamples')}={self.resamples}: {exc}") from None
-        from .outputs import check_output_paths
+        from .reports.outputs import check_output_paths
 
         try:
             check_output_paths(self)

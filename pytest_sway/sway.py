@@ -7,13 +7,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from .ci_methods import DEFAULT_CONFIDENCE
-from .drivers import DEFAULT_DRIVERS
-from .measure import run_probe
-from .probe_result import ProbeResult
+from .measure.result import ProbeResult
+from .measure.run import run_probe
 from .probes import ProbeRegistry, default_registry
 from .probes.adapter_ablation import DEFAULT_SCALES
-from .stats import Bootstrap
+from .stats.bootstrap import Bootstrap
+from .stats.drivers import DEFAULT_DRIVERS
+from .stats.methods import DEFAULT_CONFIDENCE
 
 
 class Sway:

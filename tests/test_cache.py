@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from conftest import CONTROL_PROMPTS, TARGET_PROMPTS
 
-from pytest_sway.cache import ResultCache
+from pytest_sway.backends.cache import ResultCache
 
 IDENTITY = {"model_sha256": "abc", "dtype": "torch.float32", "device": "cpu"}
 
@@ -57,7 +57,7 @@ def test_a_read_only_cache_costs_time_not_the_run(tmp_path, monkeypatch):
     def full_disk(*args, **kwargs):
         raise OSError("No space left on device")
 
-    monkeypatch.setattr("pytest_sway.cache.write_atomic", full_disk)
+    monkeypatch.setattr("pytest_sway.backends.cache.write_atomic", full_disk)
     cache.put(("next", (1,)), np.ones(3))
     assert cache.get(("next", (1,))) is None
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy.special import rel_entr
 
-from pytest_sway.divergence import DIVERGENCES, divergence
+from pytest_sway.backends.divergence import DIVERGENCES, divergence
 
 
 def _random_logprobs(rng, rows, vocab, *, sharp):
@@ -97,7 +97,7 @@ def test_torch_gives_the_numpy_answer(pair, kind):
 
 def test_all_divergences_at_once_are_bit_identical_to_each_alone(pair):
     torch = pytest.importorskip("torch")
-    from pytest_sway.divergence import all_divergences
+    from pytest_sway.backends.divergence import all_divergences
 
     base, ft = pair
     for xp, a, b in ((np, base, ft), (torch, torch.from_numpy(base), torch.from_numpy(ft))):

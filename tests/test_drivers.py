@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 from pytest_sway import DummyBackend, Gate, run_probe
-from pytest_sway.baseline import compare
-from pytest_sway.drivers import gate_drivers, regression_drivers, show_item
-from pytest_sway.html_report import render_html
-from pytest_sway.rows import json_document, json_pieces, junit_properties, rows_for_test
-from pytest_sway.stats import Bootstrap, Interval
+from pytest_sway.reports.baseline import compare
+from pytest_sway.reports.html import render_html
+from pytest_sway.reports.rows import json_document, json_pieces, junit_properties, rows_for_test
+from pytest_sway.stats.bootstrap import Bootstrap, Interval
+from pytest_sway.stats.drivers import gate_drivers, regression_drivers, show_item
 
 
 def _expected_gate(values, side, threshold, k):
@@ -218,7 +218,7 @@ def test_a_regression_names_the_items_that_fell_most():
 
 
 def test_the_regression_drivers_show_in_html_and_markdown():
-    from pytest_sway.markdown import render_markdown
+    from pytest_sway.reports.markdown import render_markdown
 
     prompts = [f"p{i}" for i in range(16)]
     now = run_probe("delta_kl", DummyBackend(effect=0.2), prompts=prompts, seed=1)
@@ -296,7 +296,7 @@ def test_a_failed_regression_gate_names_its_drivers(pytester, monkeypatch):
 
 
 def test_a_regression_with_no_item_worse_says_so():
-    from pytest_sway.drivers import regression_text
+    from pytest_sway.stats.drivers import regression_text
 
     drivers, regressed = regression_drivers(["a", "b"], [1.0, 2.0], [1.0, 1.5], direction="higher")
     assert (drivers, regressed) == ([], 0)

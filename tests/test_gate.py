@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from pytest_sway import Gate
-from pytest_sway.gate import IntervalEstimate
-from pytest_sway.outcome import Outcome
-from pytest_sway.probe_result import ProbeResult
-from pytest_sway.stats import Interval
+from pytest_sway.measure.result import ProbeResult
+from pytest_sway.stats.bootstrap import Interval
+from pytest_sway.stats.gate import IntervalEstimate
+from pytest_sway.stats.outcome import Outcome
 
 PASSED, FAILED, INCONCLUSIVE, REPORTED = Outcome.PASSED, Outcome.FAILED, Outcome.INCONCLUSIVE, Outcome.REPORTED
 

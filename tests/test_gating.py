@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from pytest_sway.ci_methods import bonferroni
+from pytest_sway.stats.methods import bonferroni
 
 PROMPTS = [f"Support question {i}: where is my parcel?" for i in range(16)]
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from pytest_sway import DummyBackend, Gate, run_probe
-from pytest_sway.html_report import render_html
-from pytest_sway.rows import json_document, json_pieces, rows_for_test
+from pytest_sway.reports.html import render_html
+from pytest_sway.reports.rows import json_document, json_pieces, rows_for_test
 
 TRICKY_ID = "t.py::test[<b>&]"
 
@@ -70,7 +70,7 @@ def sample_document() -> dict:
                                   "correction": "bonferroni"})  # fmt: skip
     doc["provenance"] = {"model_sha256": "3f9a0c…e41b", "pytest_sway": "0.1.0", "numpy": "2.1.3", "device": "cpu"}
     doc["correction"] = {"method": "bonferroni", "m": 5, "confidence": 0.99}
-    # Baseline comparisons as pytest_sway.baseline.compare writes them.
+    # Baseline comparisons as pytest_sway.reports.baseline.compare writes them.
     doc["results"][0]["baseline"] = {"status": "compared", "delta": -0.004, "ci_low": -0.011, "ci_high": 0.002,
                                      "baseline_estimate": 0.0375, "max_regression": 0.01, "direction": "higher",
                                      "outcome": "passed", "message": ""}  # fmt: skip

@@ -10,14 +10,14 @@ import pytest
 
 from pytest_sway import DummyBackend, Sway, bootstrap_ci, run_probe
 from pytest_sway.items import Conversation, ItemList
-from pytest_sway.paired import tango_interval, tango_interval_counts, tango_score
+from pytest_sway.stats.paired import tango_interval, tango_interval_counts, tango_score
 
 # -- Tango's score interval ------------------------------------------------------------
 
 
 def _constrained_mle(fixed, broken, n, d0):
     """p(broken) maximising the multinomial likelihood under p(fixed) - p(broken) = d0, numerically
-    (independent of the closed form in pytest_sway.paired)."""
+    (independent of the closed form in pytest_sway.stats.paired)."""
     from scipy.optimize import minimize_scalar
 
     concordant = n - fixed - broken

@@ -10,9 +10,9 @@ import pytest
 
 import pytest_sway.sway  # noqa: F401  (imported here once: pytester's in-process runs would import new copies)
 from pytest_sway import DummyBackend, Gate, run_probe
-from pytest_sway.drivers import show_item
-from pytest_sway.markdown import code, md, render_markdown
-from pytest_sway.rows import json_document, rows_for_test
+from pytest_sway.reports.markdown import code, md, render_markdown
+from pytest_sway.reports.rows import json_document, rows_for_test
+from pytest_sway.stats.drivers import show_item
 
 NASTY = ["a | pipe", "back`tick`s ``and`` more", "two\nlines", "*star* _under_ [link](x) <b>", "\\|", "`"]
 PROMPTS = [f"prompt {i}" for i in range(14)] + NASTY

@@ -5,7 +5,7 @@ import xml.etree.ElementTree as ET
 
 import pytest
 
-from pytest_sway.measure import derive_seed
+from pytest_sway.measure.run import derive_seed
 
 PROMPTS = [f"Customer question {i}: how do I reset my password?" for i in range(16)]
 

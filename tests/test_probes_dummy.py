@@ -6,11 +6,11 @@ import numpy as np
 import pytest
 
 from pytest_sway import DummyBackend, Sway, run_probe
-from pytest_sway.paired import tango_interval
 from pytest_sway.probes import builtin_probes
 from pytest_sway.probes.adapter_ablation import spearman
 from pytest_sway.probes.greedy_change import edit_distance
-from pytest_sway.stats import wilson_interval
+from pytest_sway.stats.bootstrap import wilson_interval
+from pytest_sway.stats.paired import tango_interval
 
 PROMPTS = [f"Ticket {i}: my order arrived broken" for i in range(12)]
 PARAMS = {

@@ -19,7 +19,7 @@ def _log_softmax(model, ids):
 
 
 def _divergence(lb, lt, kind):
-    """Written out here, independently of pytest_sway.divergence (rows: positions)."""
+    """Written out here, independently of pytest_sway.backends.divergence (rows: positions)."""
     p, q = lt.exp(), lb.exp()  # p: fine-tuned, q: base
     if kind == "kl":
         return (p * (lt - lb)).sum(-1)

@@ -6,15 +6,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from pytest_sway.baseline import compare, load_baseline, paired_differences
 from pytest_sway.errors import ProbeParamError
-from pytest_sway.gate import Gate
-from pytest_sway.measure import run_probe
-from pytest_sway.outputs import foreign_document, write_output
-from pytest_sway.probe_request import parse_marker
+from pytest_sway.measure.request import parse_marker
+from pytest_sway.measure.run import run_probe
 from pytest_sway.probes import default_registry
+from pytest_sway.reports.baseline import compare, load_baseline, paired_differences
+from pytest_sway.reports.outputs import foreign_document, write_output
 from pytest_sway.settings import OPTIONS, Settings, SettingsError
-from pytest_sway.stats import Bootstrap
+from pytest_sway.stats.bootstrap import Bootstrap
+from pytest_sway.stats.gate import Gate
 
 
 def settings(cli=None, ini=None, tmp_path=Path(".")):

@@ -8,8 +8,8 @@ import pytest
 
 from pytest_sway import DummyBackend, Gate, run_probe
 from pytest_sway.files import write_atomic
-from pytest_sway.rows import json_document, json_pieces, jsonable, junit_properties, rows_for_test
-from pytest_sway.summary import describe_backend, summary_lines
+from pytest_sway.reports.rows import json_document, json_pieces, jsonable, junit_properties, rows_for_test
+from pytest_sway.reports.summary import describe_backend, summary_lines
 
 
 def test_write_atomic_replaces_the_file(tmp_path):
@@ -68,7 +68,7 @@ def test_jsonable_shares_what_is_json_safe_already():
 
 
 def test_token_lists_anywhere_in_the_details_travel_packed_and_reach_the_json_written_out():
-    from pytest_sway.token_changes import TokenChange, TokenChanges, TopTokens
+    from pytest_sway.backends.token_changes import TokenChange, TokenChanges, TopTokens
 
     table = TokenChanges(2)
     table.append("p0", TopTokens((TokenChange(" a", 7, 0.25, 0.5),), (TokenChange("b", 9, 0.5, 0.25),)))

@@ -7,13 +7,13 @@ import numpy as np
 import pytest
 
 from pytest_sway import DummyBackend, Sway, bootstrap_ci, run_probe
-from pytest_sway.baseline import compare
 from pytest_sway.errors import ProbeParamError
-from pytest_sway.gate import Gate
-from pytest_sway.outcome import Outcome
-from pytest_sway.rows import result_row
-from pytest_sway.slices import slice_seed
-from pytest_sway.stats import Bootstrap, batch_intervals, check_groups
+from pytest_sway.reports.baseline import compare
+from pytest_sway.reports.rows import result_row
+from pytest_sway.stats.bootstrap import Bootstrap, batch_intervals, check_groups
+from pytest_sway.stats.gate import Gate
+from pytest_sway.stats.outcome import Outcome
+from pytest_sway.stats.slices import slice_seed
 
 BILLING = [f"Why was I billed twice for invoice {i}?" for i in range(6)]
 REFUNDS = [f"How do I get a refund for order {i}?" for i in range(5)]

@@ -9,7 +9,7 @@ import pytest
 import scipy.stats
 
 from pytest_sway import bootstrap_ci
-from pytest_sway.stats import METHODS, Bootstrap, batch_intervals
+from pytest_sway.stats.bootstrap import METHODS, Bootstrap, batch_intervals
 
 
 @pytest.fixture
@@ -191,7 +191,7 @@ def test_too_few_resamples_for_the_level_raise_saying_how_many(confidence, resam
 
 
 def test_default_resamples_rise_with_the_level():
-    from pytest_sway.ci_methods import auto_resamples, bonferroni
+    from pytest_sway.stats.methods import auto_resamples, bonferroni
 
     assert auto_resamples(0.95) == 9999
     assert auto_resamples(bonferroni(0.95, 100)) == 39999  # 10 resamples beyond each bound
@@ -204,7 +204,7 @@ def test_bounds_are_order_statistics_rounded_outwards():
     # B = 99 at 95%: ranks (B + 1) * 0.025 = 2.5 and 97.5, taken as the 2nd and the 98th.
     values = np.random.default_rng(0).lognormal(size=12)
     b = Bootstrap(confidence=0.95, resamples=99, method="percentile", seed=4)
-    from pytest_sway.stats import _resampled_moments
+    from pytest_sway.stats.bootstrap import _resampled_moments
 
     means, _ = _resampled_moments(values[None, :], 99, 4, need_sd=False)
     ordered = np.sort(means[0])

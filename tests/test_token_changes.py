@@ -7,10 +7,10 @@ import re
 import numpy as np
 import pytest
 
-import pytest_sway.rows  # noqa: F401  (imported before pytester's inner runs)
+import pytest_sway.reports.rows  # noqa: F401  (imported before pytester's inner runs)
 from pytest_sway import BASE, DummyBackend, Variant, run_probe
 from pytest_sway.backends.base import divergences_with_tokens
-from pytest_sway.token_changes import (
+from pytest_sway.backends.token_changes import (
     TokenChange,
     TokenChanges,
     TopTokens,
@@ -301,8 +301,8 @@ def _renamed(result, prompt: int, text: str):
 
 
 def _page(result, **row):
-    from pytest_sway.html_report import render_html
-    from pytest_sway.rows import json_document, json_pieces, rows_for_test
+    from pytest_sway.reports.html import render_html
+    from pytest_sway.reports.rows import json_document, json_pieces, rows_for_test
 
     rows = rows_for_test("t.py::test_tokens", results=[result], request=None, index=0, error=None)
     rows[0].update(row)
@@ -310,8 +310,8 @@ def _page(result, **row):
 
 
 def test_the_page_is_the_same_from_the_sessions_document_and_from_its_json_file():
-    from pytest_sway.html_report import render_html
-    from pytest_sway.rows import json_document, json_pieces, rows_for_test
+    from pytest_sway.reports.html import render_html
+    from pytest_sway.reports.rows import json_document, json_pieces, rows_for_test
 
     result = run_probe("delta_kl", DummyBackend(), prompts=PROMPTS)
     rows = rows_for_test("t.py::test_tokens", results=[result], request=None, index=0, error=None)

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 from typing import Any, NamedTuple, Protocol, runtime_checkable
 
 from ..errors import BackendError
-from ..token_changes import TokenChange, TopTokens
+from .token_changes import TokenChange, TopTokens
 
 __all__ = ["TokenChange", "TopTokens"]  # re-exported: what divergences_and_tokens returns per prompt
 
@@ -69,7 +69,7 @@ class Backend(Protocol):
         """JSON-able identity for reports: ``{"name": ..., ...}``."""
 
     def divergences(self, prompts: Sequence[str], *, divergence: str, variant: Variant = FINETUNED, chat: bool = False):
-        """Per prompt: divergence (see ``pytest_sway.divergence``) between the
+        """Per prompt: divergence (see ``pytest_sway.backends.divergence``) between the
         base's and ``variant``'s next-token distributions after the prompt."""
 
     def divergences_and_tokens(
@@ -85,7 +85,7 @@ class Backend(Protocol):
         prompts' order: it is read once, as it comes): with each prompt's divergence,
         the ``top_tokens`` tokens whose next-token probability ``variant`` raised most
         and the ``top_tokens`` it lowered most, ranked by ``p_variant - p_base`` (see
-        ``pytest_sway.token_changes``). Optional: ``delta_kl`` reports no token lists
+        ``pytest_sway.backends.token_changes``). Optional: ``delta_kl`` reports no token lists
         for a backend without it (see :func:`divergences_with_tokens`)."""
 
     def completion_logprobs(

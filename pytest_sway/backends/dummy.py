@@ -19,11 +19,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from ..divergence import divergence as _divergence
 from ..errors import BackendError, is_number, is_whole
-from ..token_changes import TopTokens
-from ..token_changes import top_tokens as _top_tokens
 from .base import BASE, FINETUNED, ResponseDivergence, Variant, scoring_windows
+from .divergence import divergence as _divergence
+from .token_changes import TopTokens
+from .token_changes import top_tokens as _top_tokens
 
 # Spread of base logits, and of the per-context size of the fine-tune's shift.
 _BASE_SCALE = 2.0
@@ -48,7 +48,7 @@ class DummyBackend:
         return {"name": "dummy", "effect": self.effect, "vocab_size": self.vocab_size, "seed": self.seed}
 
     def provenance(self) -> dict:
-        from ..provenance import package_versions
+        from .provenance import package_versions
 
         return {**self.describe(), "versions": package_versions()}
 

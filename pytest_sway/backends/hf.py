@@ -20,7 +20,7 @@ only one number per prompt leaves the device.
 Answers are memoised per (question, variant, token ids) for the session: a
 prompt asked by ten tests costs one forward pass per variant. What the memo
 keeps per prompt is small: for next-token questions, every divergence of
-``pytest_sway.divergence.DIVERGENCES`` (computed batch by batch while both
+``pytest_sway.backends.divergence.DIVERGENCES`` (computed batch by batch while both
 sides' logits are on the device, four numbers per prompt and variant), not
 vocabulary rows. The base's logits, which every later variant is compared
 with, are kept in a least-recently-used store of at most ``memo_bytes``
@@ -43,13 +43,11 @@ from typing import Any
 
 import numpy as np
 
-from ..divergence import DIVERGENCES
-from ..divergence import all_divergences as _all_divergences
-from ..divergence import divergence as _divergence
 from ..errors import BackendError, is_whole
-from ..token_changes import TopTokens
-from ..token_changes import top_tokens as _top_tokens
 from .base import BASE, DEFAULT_BATCH_SIZE, FINETUNED, ResponseDivergence, Variant, scoring_windows
+from .divergence import DIVERGENCES
+from .divergence import all_divergences as _all_divergences
+from .divergence import divergence as _divergence
 from .loading import (
     _attach_adapter,
     _check_model_folder,
@@ -63,6 +61,8 @@ from .loading import (
     _pick_dtype,
     quiet_progress_bars,
 )
+from .token_changes import TopTokens
+from .token_changes import top_tokens as _top_tokens
 
 #: Most tokens (batch rows x padded length) in one forward pass.
 _TOKEN_BUDGET = 16384
@@ -256,7 +256,7 @@ class HFBackend:
         """The disk cache for this base model, dtype, device kind and library versions."""
         import transformers
 
-        from ..cache import ResultCache
+        from .cache import ResultCache
 
         identity = {
             "model_sha256": self.provenance()["model_sha256"],
@@ -270,7 +270,7 @@ class HFBackend:
     def provenance(self) -> dict:
         """describe() plus content hashes of the model, adapter or checkpoint, and package versions."""
         if self._provenance is None:
-            from ..provenance import folder_sha256, package_versions, platform_summary
+            from .provenance import folder_sha256, package_versions, platform_summary
 
             info = self.describe()
             for role, path in self._paths.items():
@@ -309,7 +309,7 @@ class HFBackend:
         chat: bool = False,
     ) -> tuple[np.ndarray, Iterator[TopTokens]]:
         """``divergences``, and per prompt the ``top_tokens`` tokens whose probability
-        ``variant`` raised most and lowered most (``pytest_sway.token_changes``),
+        ``variant`` raised most and lowered most (``pytest_sway.backends.token_changes``),
         found on the device from the same logits in the same pass; the lists are
         made one prompt at a time as they are read."""
         if not is_whole(top_tokens) or top_tokens < 1:
@@ -1210,7 +1210,7 @@ def _token_candidates(torch, base_logp, other_logp, k: int):
     """Per row, the ids of the ``k`` largest rises and ``k`` largest falls of
     probability (``p_other - p_base``) and both probabilities of each: numpy
     ``ids`` (rows, 2k) and ``probs`` (2, rows, 2k). Picking and ordering them is
-    ``pytest_sway.token_changes.top_tokens``'s."""
+    ``pytest_sway.backends.token_changes.top_tokens``'s."""
     p_base, p_other = base_logp.exp(), other_logp.exp()
     change = p_other - p_base
     k = min(k, change.shape[-1])

@@ -13,7 +13,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import Variant, divergences_by_variant
-from ..divergence import SUPPORT
+from ..backends.divergence import SUPPORT
 from .base import (
     CHAT,
     Measurement,

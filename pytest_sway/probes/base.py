@@ -78,7 +78,7 @@ class Probe:
     clusters: bool = True
 
     def __post_init__(self):
-        from ..slices import GROUPS
+        from ..stats.slices import GROUPS
 
         if any(p.name == GROUPS for p in self.params):
             raise ValueError(
@@ -92,8 +92,8 @@ class Probe:
         An items parameter given as a string is a JSONL file, relative to
         ``base_dir`` (the test file's folder; else the current folder); given
         as a mapping, its values are named slices of the items. ``groups``
-        labels each item's group (see :mod:`pytest_sway.slices`)."""
-        from ..slices import GROUPS, apply_layout, check_items
+        labels each item's group (see :mod:`pytest_sway.stats.slices`)."""
+        from ..stats.slices import GROUPS, apply_layout, check_items
 
         params = dict(params)
         groups = params.pop(GROUPS, None)
@@ -141,48 +141,6 @@ class Probe:
         if any(p.items is not None for p in self.params):
             parts.append("groups=None")
         return f"{self.kind}({', '.join(parts)})"
-
-
-def _builtin_kinds() -> set[str]:
-    from . import builtin_probes
-
-    return {p.kind for p in builtin_probes()}
-
-
-class ProbeRegistry:
-    """Probe kinds by name. Each pytest session builds its own."""
-
-    def __init__(self, probes=()):
-        self._probes: dict[str, Probe] = {}
-        for probe in probes:
-            self.add(probe)
-
-    def add(self, probe: Probe) -> None:
-        if not isinstance(probe, Probe):
-            raise TypeError(f"expected a pytest_sway.Probe, got {probe!r}")
-        if probe.kind in self._probes and self._probes[probe.kind] is not probe:
-            raise ValueError(
-                f"a probe named {probe.kind!r} is already registered"
-                + (" (a built-in probe)" if probe.kind in _builtin_kinds() else "")
-                + "; register yours under another name"
-            )
-        self._probes[probe.kind] = probe
-
-    def get(self, kind: str) -> Probe:
-        if not isinstance(kind, str):
-            raise ProbeParamError(f"probe kind must be a string such as 'delta_kl', got {kind!r}")
-        try:
-            return self._probes[kind]
-        except KeyError:
-            raise ProbeParamError(
-                f"unknown probe kind {kind!r}; known kinds: {', '.join(sorted(self._probes))}"
-            ) from None
-
-    def kinds(self) -> list[str]:
-        return sorted(self._probes)
-
-    def __contains__(self, kind) -> bool:
-        return kind in self._probes
 
 
 def _from_file(param: Param, path: str, base_dir):
@@ -415,6 +373,6 @@ CHAT = Param(
 
 
 def divergence_param():
-    from ..divergence import DIVERGENCES
+    from ..backends.divergence import DIVERGENCES
 
     return Param("divergence", choice(*DIVERGENCES), "js", doc="js (default), kl, reverse_kl or tv")

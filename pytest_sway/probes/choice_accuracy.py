@@ -9,7 +9,7 @@ the answer has the highest score. Per question: correct_ft - correct_base, in
 questions (a paired design, far more powerful than comparing two accuracies).
 
 Its interval is Tango's score interval for the difference of paired
-proportions (:mod:`pytest_sway.paired`): most questions are concordant, and a
+proportions (:mod:`pytest_sway.stats.paired`): most questions are concordant, and a
 bootstrap of many ties collapses and under-covers at small n.
 """
 
@@ -19,8 +19,8 @@ import numpy as np
 
 from ..backends.base import BASE, FINETUNED
 from ..errors import is_whole, short_repr
-from ..paired import tango_interval
-from ..stats import wilson_interval
+from ..stats.bootstrap import wilson_interval
+from ..stats.paired import tango_interval
 from .base import CHAT, Measurement, Param, Probe, _items, _prompt, check_chat_prompts, choice
 
 _EXAMPLES = 3

@@ -7,7 +7,7 @@ vocabulary. Estimate: the mean over prompts.
 Details: the most moved prompts, and what moved, token by token: per prompt the
 tokens whose probability the fine-tune raised most and lowered most, and over
 the prompts the tokens most often promoted and suppressed
-(``pytest_sway.token_changes``).
+(``pytest_sway.backends.token_changes``).
 """
 
 from __future__ import annotations
@@ -15,8 +15,8 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import FINETUNED, divergences_with_tokens
-from ..divergence import SUPPORT
-from ..token_changes import TOP_TOKENS, evidence_lines, token_details
+from ..backends.divergence import SUPPORT
+from ..backends.token_changes import TOP_TOKENS, evidence_lines, token_details
 from .base import CHAT, Measurement, Param, Probe, check_chat_prompts, divergence_param, prompt_list
 
 # How many of the most-moved prompts to keep in the details.

@@ -11,7 +11,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import FINETUNED, Variant, divergences_by_variant
-from ..divergence import SUPPORT
+from ..backends.divergence import SUPPORT
 from .base import CHAT, Measurement, Param, Probe, check_chat_prompts, divergence_param, integer, prompt_list
 
 

@@ -18,7 +18,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..backends.base import FINETUNED
-from ..divergence import SUPPORT
+from ..backends.divergence import SUPPORT
 from .base import (
     CHAT,
     Measurement,

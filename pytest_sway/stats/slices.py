@@ -7,7 +7,7 @@
 * **Groups** are families of items that are not independent evidence
   (paraphrases of one question, turns of one conversation): ``groups=[...]``,
   one label per item, or a ``"group"`` field in a JSONL file. The bootstrap
-  then resamples whole groups (``stats.check_groups``).
+  then resamples whole groups (``bootstrap.check_groups``).
 
 Both ride on the validated items as an :class:`~pytest_sway.items.ItemList`
 (``.slices``, ``.groups``: one label per item, None where an item has none),
@@ -22,9 +22,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
-from .errors import short_repr
+from ..errors import short_repr
+from ..items import ItemList
 from .gate import Gate, IntervalEstimate, Verdict
-from .items import ItemList
+from .methods import interval_how
 from .outcome import Outcome
 
 #: The parameter every probe with items takes besides its own: one group label per item.
@@ -137,7 +138,7 @@ def apply_layout(probe, params: dict, groups) -> dict:
 
 
 def _check_groups(labels, where: str = "") -> None:
-    from .stats import check_groups  # numpy: only when groups are given
+    from .bootstrap import check_groups  # numpy: only when groups are given
 
     try:
         check_groups(labels, len(labels))
@@ -210,8 +211,6 @@ class SliceResult:
     seed: int
 
     def interval_estimate(self, label: str, confidence: float) -> IntervalEstimate:
-        from .probe_result import interval_how
-
         return IntervalEstimate(
             label=f"{label} slice {self.name!r}",
             estimate=self.estimate,

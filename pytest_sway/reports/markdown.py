@@ -25,8 +25,8 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from .drivers import regression_heading, row_sections, show_item
-from .outcome import Outcome
+from ..stats.drivers import regression_heading, row_sections, show_item
+from ..stats.outcome import Outcome
 from .outputs import MARKDOWN_MARK
 from .summary import ci_header, gate_text, n_text, number_text, outcome_text, short_ids, versus_text
 

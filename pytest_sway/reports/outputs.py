@@ -15,7 +15,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 
-from .files import write_atomic, write_pieces
+from ..files import write_atomic, write_pieces
 
 #: Output options, in the order they are written: (setting, what it is).
 OUTPUTS = (

@@ -26,11 +26,11 @@ from collections.abc import Iterable
 from html import escape
 from typing import Any
 
-from .drivers import regression_heading, row_sections
-from .errors import is_number
-from .outcome import Outcome
+from ..backends.token_changes import TokenChanges
+from ..errors import is_number
+from ..stats.drivers import regression_heading, row_sections
+from ..stats.outcome import Outcome
 from .summary import describe_backend, short_ids
-from .token_changes import TokenChanges
 
 OUTCOMES = tuple(o.value for o in Outcome)
 #: By outcome value: rows hold plain strings.
@@ -293,7 +293,7 @@ def _meta(r: dict) -> str:
     parts = [f"n = {r.get('n')}{groups}", f"estimate {_num(_estimate(r))}",
              (f"{conf * 100:.4g}% CI " if conf is not None else "CI ") + _ci(r)]  # fmt: skip
     if r.get("method"):
-        from .probe_result import interval_how
+        from ..stats.methods import interval_how
 
         parts.append(interval_how(r["method"], r.get("resamples") or 0, r.get("seed")))
     gates = _gates(r)

@@ -15,7 +15,7 @@ import sys
 from importlib import metadata
 from pathlib import Path
 
-from .files import cache_root, file_sha256, write_atomic
+from ..files import cache_root, file_sha256, write_atomic
 
 _PACKAGES = ("pytest-sway", "torch", "transformers", "peft", "numpy", "scipy", "pytest")
 

@@ -11,11 +11,11 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from .ci_methods import DEFAULT_CONFIDENCE
-from .errors import ProbeParamError, is_number
-from .gate import Gate
-from .probes.base import ProbeRegistry
-from .stats import check_arguments
+from ..errors import ProbeParamError, is_number
+from ..probes.registry import ProbeRegistry
+from ..stats.bootstrap import check_arguments
+from ..stats.gate import Gate
+from ..stats.methods import DEFAULT_CONFIDENCE
 
 MARKER_EXAMPLE = "sway_probe('delta_kl', prompts=[...], above=0.05)"
 

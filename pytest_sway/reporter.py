@@ -11,7 +11,7 @@ from collections.abc import Iterator
 
 import pytest
 
-from .outcome import Outcome
+from .stats.outcome import Outcome
 
 _WRITE_ON = (pytest.ExitCode.OK, pytest.ExitCode.TESTS_FAILED, pytest.ExitCode.NO_TESTS_COLLECTED)
 
@@ -48,7 +48,7 @@ class SwayReporter:
         return info
 
     def pytest_sessionfinish(self, session, exitstatus):
-        from .outputs import OUTPUTS
+        from .reports.outputs import OUTPUTS
 
         outputs = [
             (name, getattr(self.settings, name), kind)
@@ -69,8 +69,8 @@ class SwayReporter:
                     (f"sway: no sway results in this run; {kind} {path} left as it was", {"yellow": True})
                 )
             return
-        from .outputs import StepSummary, append_output, write_output
-        from .rows import json_document
+        from .reports.outputs import StepSummary, append_output, write_output
+        from .reports.rows import json_document
 
         doc = json_document(
             self.rows,
@@ -105,19 +105,19 @@ class SwayReporter:
 
     def _render(self, output: str, doc: dict) -> str | Iterator[str]:
         """The text of output ``output`` (a setting name from ``OUTPUTS``), whole or in pieces."""
-        from .rows import json_pieces
+        from .reports.rows import json_pieces
 
         if output == "json":
             return json_pieces(doc)
         if output == "html":
-            from .html_report import render_html
+            from .reports.html import render_html
 
             return render_html(doc)
         if output == "markdown":
-            from .markdown import render_markdown
+            from .reports.markdown import render_markdown
 
             return render_markdown(doc, footer=self.footer())
-        from .baseline import baseline_document
+        from .reports.baseline import baseline_document
 
         errors = sorted({r["nodeid"] for r in self.rows if "values" not in r})
         if errors:
@@ -133,7 +133,7 @@ class SwayReporter:
 
     def pytest_terminal_summary(self, terminalreporter):
         if self.rows:
-            from .summary import summary_lines
+            from .reports.summary import summary_lines
 
             terminalreporter.write_sep("=", "sway")
             for line in summary_lines(self.rows, footer=self.footer()):
@@ -142,7 +142,7 @@ class SwayReporter:
             terminalreporter.write_line(line, **markup)
 
     def footer(self) -> str:
-        from .summary import describe_backend
+        from .reports.summary import describe_backend
 
         s = self.settings
         used = sorted({r["resamples"] for r in self.rows if r.get("resamples")})
@@ -154,7 +154,7 @@ class SwayReporter:
         ]
         if self.correction and self.correction.get("method") == "bonferroni":
             m = self.correction["m"]
-            from .ci_methods import bonferroni
+            from .stats.methods import bonferroni
 
             judged = sum(
                 r.get("gates", 0) + (r.get("baseline", {}).get("outcome", Outcome.REPORTED) != Outcome.REPORTED)

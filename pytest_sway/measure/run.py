@@ -12,13 +12,13 @@ from typing import Any
 
 import numpy as np
 
-from .ci_methods import DEFAULT_CONFIDENCE
-from .drivers import DEFAULT_DRIVERS
-from .errors import ProbeError, ProbeParamError, SwayError, is_whole, short_repr
-from .probe_result import ProbeResult
-from .probes import Measurement, ProbeRegistry, default_registry
-from .slices import count_groups, layout_of, slice_results
-from .stats import Bootstrap, wilson_interval
+from ..errors import ProbeError, ProbeParamError, SwayError, is_whole, short_repr
+from ..probes import Measurement, ProbeRegistry, default_registry
+from ..stats.bootstrap import Bootstrap, wilson_interval
+from ..stats.drivers import DEFAULT_DRIVERS
+from ..stats.methods import DEFAULT_CONFIDENCE
+from ..stats.slices import count_groups, layout_of, slice_results
+from .result import ProbeResult
 
 
 def run_probe(

@@ -10,9 +10,9 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
-from .errors import is_number
+from ..errors import is_number
+from .bootstrap import Interval
 from .outcome import Outcome
-from .stats import Interval
 
 
 @dataclass(frozen=True)

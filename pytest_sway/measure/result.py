@@ -7,22 +7,10 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from .drivers import DEFAULT_DRIVERS, gate_drivers, gate_sections, gate_text
-from .gate import Gate, IntervalEstimate, Verdict
-from .stats import Interval
-
-#: How reports name the intervals that are not a bootstrap (``resamples == 0``).
-CLOSED_FORM_NAMES = {
-    "wilson": "Wilson score interval",
-    "tango": "Tango score interval for paired proportions",
-}
-
-
-def interval_how(method: str, resamples: int, seed: object) -> str:
-    """How an interval was computed, in the words the reports use."""
-    if not resamples:
-        return CLOSED_FORM_NAMES.get(method, f"{method} interval")
-    return f"{method} bootstrap, {resamples} resamples, seed {seed}"
+from ..stats.bootstrap import Interval
+from ..stats.drivers import DEFAULT_DRIVERS, gate_drivers, gate_sections, gate_text
+from ..stats.gate import Gate, IntervalEstimate, Verdict
+from ..stats.methods import interval_how
 
 
 class DriverScope(NamedTuple):
@@ -66,7 +54,7 @@ class ProbeResult:
     groups: tuple | None = None
     n_groups: int | None = None
     #: Per slice (items given as ``{"name": [...]}`` or a JSONL "slice" field), in order:
-    #: its n, estimate and interval (``pytest_sway.slices.SliceResult``). A gate judges each.
+    #: its n, estimate and interval (``pytest_sway.stats.slices.SliceResult``). A gate judges each.
     slices: dict[str, Any] = field(default_factory=dict)
     #: Each item's slice name, in the items' order (None without slices).
     item_slices: tuple | None = None
@@ -95,7 +83,7 @@ class ProbeResult:
     def check(self, gate: Gate) -> Verdict:
         """Judge this result (overall, and every slice) against ``gate`` and remember the check."""
         if self.slices:
-            from .slices import judge
+            from ..stats.slices import judge
 
             parts = {name: s.interval_estimate(self.label, self.confidence) for name, s in self.slices.items()}
             verdict = judge(gate, self.interval_estimate, parts)
@@ -128,7 +116,7 @@ class ProbeResult:
 
     def drivers(self, gate: Gate, scope: DriverScope | None = None) -> list[dict]:
         """The items that drive ``gate``'s verdict on this result: up to ``max_drivers`` per failing
-        side, furthest on the wrong side of the threshold first (see ``pytest_sway.drivers``).
+        side, furthest on the wrong side of the threshold first (see ``pytest_sway.stats.drivers``).
         Empty when the gate passes. ``scope``: ``driver_scope(gate)``, when the caller has it."""
         scope = scope if scope is not None else self.driver_scope(gate)
         return gate_drivers(

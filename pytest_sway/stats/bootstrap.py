@@ -23,7 +23,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-from .ci_methods import (
+from ..errors import is_number, is_whole, short_repr
+from .methods import (
     DEFAULT_CONFIDENCE,
     DEFAULT_METHOD,
     METHODS,
@@ -32,7 +33,6 @@ from .ci_methods import (
     check_resamples,
     resamples_needed,
 )
-from .errors import is_number, is_whole, short_repr
 
 # Upper bound on the elements of one (datasets x resamples x items) gather:
 # 2**18 indices (0.5 MiB as uint16, 2 MiB as int64) and as many complex values (4 MiB).

@@ -1,6 +1,6 @@
 """Names, defaults and limits of the bootstrap interval methods.
 
-Kept apart from ``stats`` (which needs numpy) so that the plugin can validate
+Kept apart from ``bootstrap`` (which needs numpy) so that the plugin can validate
 ``--sway-ci-method`` and ``--sway-resamples`` without importing numpy in runs
 that have no sway tests.
 """
@@ -76,3 +76,17 @@ def check_resamples(resamples: int, confidence: float) -> None:
 def bonferroni(confidence: float, m: int) -> float:
     """Per-gate confidence that keeps the family-wise error rate of ``m`` gates at ``1 - confidence``."""
     return 1.0 - (1.0 - confidence) / m if m > 1 else confidence
+
+
+#: How reports name the intervals that are not a bootstrap (``resamples == 0``).
+CLOSED_FORM_NAMES = {
+    "wilson": "Wilson score interval",
+    "tango": "Tango score interval for paired proportions",
+}
+
+
+def interval_how(method: str, resamples: int, seed: object) -> str:
+    """How an interval was computed, in the words the reports use."""
+    if not resamples:
+        return CLOSED_FORM_NAMES.get(method, f"{method} interval")
+    return f"{method} bootstrap, {resamples} resamples, seed {seed}"

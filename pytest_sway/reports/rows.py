@@ -3,7 +3,7 @@
 A *row* is the JSON-able record of one probe run in one test. Rows are built
 where the test runs (an xdist worker, or the only process), travel on the
 pytest report, and are rendered by the controller (see ``summary`` for the
-terminal table, ``html_report`` for the page).
+terminal table, ``html`` for the page).
 """
 
 from __future__ import annotations
@@ -14,10 +14,10 @@ import math
 from collections.abc import Iterable, Iterator, Mapping, Sequence
 from typing import Any, TypedDict
 
-from .gate import Verdict
-from .outcome import Outcome
+from ..backends.token_changes import TokenChanges, is_packed
+from ..stats.gate import Verdict
+from ..stats.outcome import Outcome
 from .outputs import JSON_KIND
-from .token_changes import TokenChanges, is_packed
 
 SCHEMA = 1
 

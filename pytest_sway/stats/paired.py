@@ -26,7 +26,7 @@ from statistics import NormalDist
 
 import numpy as np
 
-from .stats import Interval, check_arguments, check_values
+from .bootstrap import Interval, check_arguments, check_values
 
 #: Bisection steps: the bracket [-1, 1] shrinks to 2**-60 (below float64 resolution of the bound).
 _STEPS = 60

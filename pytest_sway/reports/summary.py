@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
-from .outcome import Outcome
+from ..stats.outcome import Outcome
 from .rows import sort_rows
 
 _ID_WIDTH = 60

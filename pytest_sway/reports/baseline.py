@@ -16,9 +16,9 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from .drivers import DEFAULT_DRIVERS, regression_drivers, regression_text
-from .errors import is_number, is_whole, short_repr
-from .outcome import Outcome
+from ..errors import is_number, is_whole, short_repr
+from ..stats.drivers import DEFAULT_DRIVERS, regression_drivers, regression_text
+from ..stats.outcome import Outcome
 from .outputs import BASELINE_KIND as KIND
 
 _REPORTED = Outcome.REPORTED.value  # rows and comparisons hold plain strings
@@ -172,7 +172,7 @@ def compare_with_baseline(
     With a one-sided ``gate`` and a ``max_regression`` the comparison is a gate
     (a regression beyond it fails); otherwise it is reported only.
     """
-    from .stats import Bootstrap
+    from ..stats.bootstrap import Bootstrap
 
     return compare(
         result,
@@ -198,7 +198,7 @@ def compare(
     direction: str | None,
 ) -> dict[str, Any]:
     """The ``baseline`` part of a result row; ``outcome`` failed/inconclusive means a regression gate failed."""
-    from .gate import Gate, IntervalEstimate
+    from ..stats.gate import Gate, IntervalEstimate
 
     if entry is None:
         return {"status": NO_BASELINE, "outcome": _REPORTED, "message": "no saved values for this probe"}
@@ -213,7 +213,7 @@ def compare(
     values = np.asarray(result.values, dtype=np.float64) - np.asarray(saved, dtype=np.float64)
     # Paired differences of grouped items are as dependent as the items: resample whole groups.
     ci = bootstrap.interval(values, groups=result.groups)
-    from .probe_result import interval_how
+    from ..stats.methods import interval_how
 
     delta = IntervalEstimate(
         label=f"{result.label} - baseline",
