@@ -34,15 +34,16 @@ def test_lists_equal_an_independent_softmax(backend, raw):
         order = np.argsort(-change, kind="stable")
         up, down = order[change[order] > 0], order[::-1][change[order[::-1]] < 0]  # rose; fell (a few may)
         raised, lowered = up[:5], down[:5]
-        # The ranks compared are not near-ties at float32 noise (about 1e-7 of a probability, relative).
-        for ranked in (up[:6], down[:6]):
-            assert np.all(np.abs(np.diff(change[ranked])) > 1e-4 * np.abs(change[ranked][1:]))
-        assert [t["id"] for t in entry["raised"]] == raised.tolist()
-        assert [t["id"] for t in entry["lowered"]] == lowered.tolist()
         for got, ids in ((entry["raised"], raised), (entry["lowered"], lowered)):
-            np.testing.assert_allclose([t["p_base"] for t in got], p_base[ids], rtol=1e-5, atol=1e-7)
-            np.testing.assert_allclose([t["p_ft"] for t in got], p_ft[ids], rtol=1e-5, atol=1e-7)
-            assert [t["token"] for t in got] == [tokenizer.decode([i]) for i in ids]
+            listed = np.array([t["id"] for t in got])
+            # Rank by rank, the listed token's change (computed here) is the independent ranking's:
+            # the same tokens, except that two tokens whose changes tie within float32 noise (about
+            # 1e-7 of a probability, relative) may come in either order or swap at the last rank.
+            assert len(set(listed.tolist())) == len(listed) == len(ids)
+            np.testing.assert_allclose(change[listed], change[ids], rtol=1e-4, atol=1e-9)
+            np.testing.assert_allclose([t["p_base"] for t in got], p_base[listed], rtol=1e-5, atol=1e-7)
+            np.testing.assert_allclose([t["p_ft"] for t in got], p_ft[listed], rtol=1e-5, atol=1e-7)
+            assert [t["token"] for t in got] == [tokenizer.decode([i]) for i in listed]
     # Over the prompts: how many prompts' lists hold each token, counted here again.
     for side, key in (("raised", "promoted"), ("lowered", "suppressed")):
         counts = {}
