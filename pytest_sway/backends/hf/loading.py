@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import contextlib
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
-from ..errors import HF_INSTALL_HINT, BackendError
+from ...errors import HF_INSTALL_HINT, BackendError
 
 
 @contextlib.contextmanager
@@ -26,6 +28,48 @@ def quiet_progress_bars():
     finally:
         if enabled:
             logging.enable_progress_bar()
+
+
+@dataclass
+class Loaded:
+    """What ``load_models`` loaded: the tokenizer, the models that answer, where they came from."""
+
+    tokenizer: Any
+    #: The base as loaded (its config holds the context length).
+    base: Any
+    #: The model that answers for the base: ``base`` itself, or the PeftModel around it.
+    base_model: Any
+    peft_model: Any
+    finetuned_model: Any
+    dtype: Any
+    #: Role ("model", "adapter", "finetuned") -> the local folder or hub id it was loaded from.
+    paths: dict
+
+
+def load_models(torch, model: str, *, adapter, finetuned, device, dtype, device_map, placement) -> Loaded:
+    """The base model, its tokenizer and the adapter or fine-tuned checkpoint, each checked."""
+    from ..builtin_models import resolve_model
+
+    model_path = resolve_model(model)
+    paths = {"model": model_path}
+    _check_model_folder(model_path)
+    tokenizer = _load_tokenizer(model_path, model)
+    device = _pick_device(torch, device, device_map)
+    dtype = _pick_dtype(torch, dtype, device)
+    base = _load_model(model_path, model, dtype=dtype, device=device, device_map=device_map, placement=placement)
+    dtype = base.dtype  # what "auto" resolved to
+    peft_model = finetuned_model = None
+    if adapter is not None:
+        paths["adapter"] = adapter
+        peft_model = _attach_adapter(base, adapter, model)
+    else:
+        ft_path = resolve_model(finetuned)
+        paths["finetuned"] = ft_path
+        finetuned_model = _load_model(
+            ft_path, finetuned, dtype=dtype, device=device, device_map=device_map, placement=placement
+        )
+        _check_same_vocabulary(base, finetuned_model, model, finetuned)
+    return Loaded(tokenizer, base, peft_model or base, peft_model, finetuned_model, dtype, paths)
 
 
 def _import_frameworks():

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import contextlib
 
-from ..errors import BackendError
+from ...errors import BackendError
 
 
 @contextlib.contextmanager
