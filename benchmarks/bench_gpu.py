@@ -172,6 +172,7 @@ def make_backend(peft_model, tokenizer, batch_size: int = BATCH):
     from unittest import mock
 
     from pytest_sway.backends import builtin_models, hf
+    from pytest_sway.backends.hf import loading
 
     base = peft_model.get_base_model()
     patches = dict(
@@ -181,9 +182,9 @@ def make_backend(peft_model, tokenizer, batch_size: int = BATCH):
     )
     with contextlib.ExitStack() as stack:
         for name, fn in patches.items():
-            if not hasattr(hf, name):
-                raise RuntimeError(f"pytest_sway.backends.hf has no {name} any more: update make_backend")
-            stack.enter_context(mock.patch.object(hf, name, fn))
+            if not hasattr(loading, name):
+                raise RuntimeError(f"pytest_sway.backends.hf.loading has no {name} any more: update make_backend")
+            stack.enter_context(mock.patch.object(loading, name, fn))
         stack.enter_context(mock.patch.object(builtin_models, "resolve_model", lambda name, *args, **kwargs: name))
         device = str(base.get_input_embeddings().weight.device)
         backend = hf.HFBackend(
@@ -195,7 +196,7 @@ def make_backend(peft_model, tokenizer, batch_size: int = BATCH):
         )
     # The GPU path's batching (length-sorted, left-padded), also when this runs on the CPU, where the
     # backend would otherwise batch by exact length for bit-identical values: the floor batches the same.
-    backend._exact_shapes = False
+    backend._planner.exact_shapes = False
     return backend
 
 

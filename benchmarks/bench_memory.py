@@ -100,7 +100,7 @@ else:
         warm = g.make_prompts(16, VOCAB, seed=1)
         work = [" ".join(p.split()[:12]) for p in g.make_prompts(n, VOCAB)]
     backend = g.make_backend(g.build_model("wide", "cpu", torch.float32, 0.05), words)
-    backend._exact_shapes = batching == "cpu"
+    backend._planner.exact_shapes = batching == "cpu"
     run = {{"full": suite_full, "pytest": suite_pytest, "divergences": suite_divergences}}[suite]
     # Every code path once, on other prompts (the pytest session closes the backend at its end:
     # the pytest suite is warmed up through run_probe).

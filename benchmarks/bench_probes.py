@@ -351,7 +351,7 @@ def token_cost(models: dict, n: int, reps: int) -> list[dict]:
 
         def run(kind):
             backend._memo.clear()  # a fresh session: every forward pass again
-            backend._texts.clear()  # and every token's text
+            backend._prompts._texts.clear()  # and every token's text
             return run_probe(kind, backend, prompts=prompts, registry=registry)
 
         with_lists, without = run("delta_kl"), run(plain.kind)  # also the warm-up
@@ -410,7 +410,7 @@ def lists_alone(backend, prompts: list[str], reps: int) -> float:
     backend.divergences_and_tokens(prompts, divergence="js", top_tokens=TOP_TOKENS)  # warm memo
 
     def host_with():
-        backend._texts.clear()
+        backend._prompts._texts.clear()
         _, tops = backend.divergences_and_tokens(prompts, divergence="js", top_tokens=TOP_TOKENS)
         token_details(prompts, tops, k=TOP_TOKENS)
 

@@ -78,7 +78,9 @@ def test_every_module_belongs_to_a_layer_and_imports_only_down():
 
 def test_the_import_graph_has_no_circle():
     modules = _modules()
-    graph = {name: _imports(name, path.read_text(), path.name == "__init__.py", modules) for name, path in modules.items()}
+    graph = {
+        name: _imports(name, path.read_text(), path.name == "__init__.py", modules) for name, path in modules.items()
+    }
     state: dict[str, int] = {}
     circles = []
 
@@ -102,3 +104,12 @@ def test_imports_inside_functions_count():
     modules = _modules()
     source = "def kinds():\n    from . import builtin_probes\n    from ..stats import slices\n"
     assert _imports("probes.base", source, False, modules) == {"probes", "stats.slices"}
+
+
+def test_no_module_is_longer_than_one_reader_can_hold():
+    long = {
+        f"pytest_sway.{name}": n
+        for name, path in _modules().items()
+        if (n := len(path.read_text().splitlines())) > MAX_LINES
+    }
+    assert not long, f"split these by concern (at most {MAX_LINES} lines each): {long}"

@@ -132,16 +132,16 @@ def test_serial_and_two_workers_write_identical_results(pytester, tiny):
 def test_a_rows_divergences_do_not_depend_on_its_chunk_on_a_real_vocabulary(vocab):
     # The tiny models' vocabularies are too small for torch to split a reduction across
     # threads; real ones are not, and a lone row took another path (differing in the last bits).
-    from pytest_sway.backends.hf import _chunk_divergences
+    from pytest_sway.backends.hf.divergences import chunk_divergences
 
     generator = torch.Generator().manual_seed(vocab)
     base = torch.randn(7, vocab, generator=generator)
     other = base + 0.3 * torch.randn(7, vocab, generator=generator)
-    alone = _chunk_divergences(torch, base[:1], other[:1], torch.float64, 5)
+    alone = chunk_divergences(torch, base[:1], other[:1], torch.float64, 5)
     for rows in range(2, 8):
-        table, ids, probs = _chunk_divergences(torch, base[:rows], other[:rows], torch.float64, 5)
+        table, ids, probs = chunk_divergences(torch, base[:rows], other[:rows], torch.float64, 5)
         np.testing.assert_array_equal(table[:1], alone[0])
         np.testing.assert_array_equal(ids[:1], alone[1])
         np.testing.assert_array_equal(probs[:, :1], alone[2])
-    table, ids, probs = _chunk_divergences(torch, base[:3], other[:3], torch.float64, 0)
+    table, ids, probs = chunk_divergences(torch, base[:3], other[:3], torch.float64, 0)
     assert table.shape == (3, alone[0].shape[1]) and ids.shape == (3, 0) and probs.shape == (2, 3, 0)

@@ -53,7 +53,7 @@ def test_batched_equals_one_prompt_at_a_time(tiny, arch, backend, device):
             np.testing.assert_allclose(batched, single, rtol=2e-5, atol=1e-6)
     assert one_by_one.forward_calls["base"] == len(set(MIXED_LENGTHS))  # one repeated prompt is asked once
     cpu_only(device)  # the GPU batches by length, left-padded
-    widths = {backend._canonical_width(len(s)) for s in backend.encode_prompts(MIXED_LENGTHS, chat=False)}
+    widths = {backend._planner.canonical_width(len(s)) for s in backend.encode_prompts(MIXED_LENGTHS, chat=False)}
     assert len(widths) < len(set(MIXED_LENGTHS))  # prompts of different lengths share passes
     assert backend.forward_calls["base"] == len(widths)  # one pass per canonical width
 
@@ -94,9 +94,9 @@ def test_the_adapter_moves_its_targets_far_more_than_controls(backend):
 
 
 def test_prompts_are_encoded_a_bounded_number_per_tokenizer_call(backend, monkeypatch):
-    from pytest_sway.backends import hf
+    from pytest_sway.backends import prompts
 
-    monkeypatch.setattr(hf, "_ENCODE_PROMPTS", 3)
+    monkeypatch.setattr(prompts, "_ENCODE_PROMPTS", 3)
     calls = []
     tokenizer = backend.tokenizer
     monkeypatch.setattr(backend, "tokenizer", lambda texts, **kw: calls.append(len(texts)) or tokenizer(texts, **kw))

@@ -190,7 +190,7 @@ def test_null_weights_are_restored_after_an_error(tiny):
     swapped = {}
 
     def fail_inside_the_null_adapter():
-        with backend._variant(Variant(null_seed=2)):
+        with backend._passes.variant(Variant(null_seed=2)):
             swapped.update(lora())
             raise RuntimeError("boom inside the null adapter")
 

@@ -6,6 +6,7 @@ import pytest
 from conftest import CONTROL_PROMPTS, TARGET_PROMPTS, TARGET_TEXTS
 
 from pytest_sway import run_probe
+from pytest_sway.backends.hf import HFBackend
 from pytest_sway.items import Conversation
 
 torch = pytest.importorskip("torch")
@@ -102,10 +103,10 @@ def test_response_divergence_over_the_base_greedy_answer(backend, raw):
 
 
 def test_response_divergence_reuses_passes_and_respects_the_logit_budget(tiny, monkeypatch):
-    from pytest_sway.backends import hf
+    from pytest_sway.backends.hf import batching, divergences
 
     model, adapter = tiny["llama"]
-    backend = hf.HFBackend(model, adapter=adapter)
+    backend = HFBackend(model, adapter=adapter)
     first = run_probe("response_divergence", backend, pairs=PAIRS)
     calls = dict(backend.forward_calls)
     assert backend.forwarded[("score", "base")] == len(PAIRS) and backend.forwarded[("score", "fine-tuned")] == len(
@@ -116,10 +117,10 @@ def test_response_divergence_reuses_passes_and_respects_the_logit_budget(tiny, m
     np.testing.assert_array_equal(again.values, first.values[::-1])
     # A budget of the shortest response's logits for both models: one row per batch, same answers.
     shortest = min(len(ids) - start for ids, start in (backend.completion_tokens(p, r, chat=False) for p, r in PAIRS))
-    monkeypatch.setattr(hf, "_LOGIT_BYTES", 2 * (shortest + 1) * backend.vocab_size * 4)  # float32 logits
+    monkeypatch.setattr(batching, "LOGIT_BYTES", 2 * (shortest + 1) * backend.vocab_size * 4)  # float32 logits
     # And divergence chunks of 3 positions: rows split across chunks and chunks across rows.
-    monkeypatch.setattr(hf, "_DIVERGENCE_ELEMENTS_CPU", 3 * backend.vocab_size)
-    small = hf.HFBackend(model, adapter=adapter)
+    monkeypatch.setattr(divergences, "ELEMENTS_CPU", 3 * backend.vocab_size)
+    small = HFBackend(model, adapter=adapter)
     assert small._divergence_rows == 3
     got = small.response_divergences([p for p, _ in PAIRS], [r for _, r in PAIRS], divergence="js")
     np.testing.assert_allclose([g.values.mean() for g in got], first.values, atol=1e-6)

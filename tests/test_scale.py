@@ -242,12 +242,12 @@ def test_the_store_is_one_block_within_the_budget_reused_row_by_row(tiny):
 
 
 def test_the_cpu_heap_is_trimmed_after_every_batch(tiny, monkeypatch):
-    from pytest_sway.backends import hf
+    from pytest_sway.backends.hf import passes
 
     model, adapter = tiny["llama"]
     backend = HFBackend(model, adapter=adapter, batch_size=4)
     trims = []
-    monkeypatch.setattr(hf, "_trim_heap", lambda: trims.append(sum(backend.forward_calls.values())))
+    monkeypatch.setattr(passes, "trim_heap", lambda: trims.append(sum(backend.forward_calls.values())))
     backend.divergences(PROMPTS, divergence="js")
     run_probe("response_divergence", backend, pairs=[(p, " yes") for p in PROMPTS[:6]])
     calls = sum(backend.forward_calls.values())

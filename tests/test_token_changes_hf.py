@@ -2,13 +2,12 @@
 reused from the session memo, read back through the base-output cache, and paid for by
 delta_kl only."""
 
-from types import SimpleNamespace
-
 import numpy as np
 import pytest
 from conftest import CONTROL_PROMPTS, TARGET_PROMPTS
 
 from pytest_sway import FINETUNED, Variant, run_probe
+from pytest_sway.backends.prompts import PromptEncoder
 
 torch = pytest.importorskip("torch")
 pytest.importorskip("peft")
@@ -131,5 +130,5 @@ def test_sentencepiece_pieces_keep_their_leading_space():
         def convert_ids_to_tokens(self, ids):
             return [self.pieces[i] for i in ids]
 
-    holder = SimpleNamespace(tokenizer=Tokenizer(), _texts={})
-    assert HFBackend._token_texts(holder, {5, 6, 7}) == {5: " refund", 6: "ing", 7: "\n"}
+    encoder = PromptEncoder(Tokenizer(), model_name="sentencepiece", context_length=None)
+    assert encoder.token_texts({5, 6, 7}) == {5: " refund", 6: "ing", 7: "\n"}
