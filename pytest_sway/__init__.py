@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import importlib
 
-__version__ = "0.2.0"
+__version__ = "0.3.0.dev0"
 
 _PUBLIC = {
     "run_probe": "pytest_sway.measure.run",
