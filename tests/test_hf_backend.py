@@ -99,7 +99,8 @@ def test_prompts_are_encoded_a_bounded_number_per_tokenizer_call(backend, monkey
     monkeypatch.setattr(prompts, "_ENCODE_PROMPTS", 3)
     calls = []
     tokenizer = backend.tokenizer
-    monkeypatch.setattr(backend, "tokenizer", lambda texts, **kw: calls.append(len(texts)) or tokenizer(texts, **kw))
+    encoder = backend._prompts  # the backend's tokenization (engine-neutral, shared with any backend)
+    monkeypatch.setattr(encoder, "tokenizer", lambda texts, **kw: calls.append(len(texts)) or tokenizer(texts, **kw))
     seqs = backend.encode_prompts(MIXED_LENGTHS, chat=False)
     assert calls == [3, 3, 3]  # what a tokenizer call holds does not grow with the number of prompts
     assert seqs == [tuple(tokenizer(p)["input_ids"]) for p in MIXED_LENGTHS]

@@ -154,7 +154,7 @@ def test_adapter_scaling_through_the_model_matches_disabled_and_restores(tiny, a
 
 
 def test_null_contrast_restores_the_adapter_and_matches_update_norms(tiny, arch):
-    from pytest_sway.backends.null_adapter import (
+    from pytest_sway.backends.hf.null_adapter import (
         _lora_layers,
         null_adapter,
         update_norm,
