@@ -287,7 +287,15 @@ def standins(tiny, tmp_path_factory):
 
 
 def _environment() -> dict:
-    env = {k: v for k, v in os.environ.items() if not k.startswith(("PYTEST_", "COV_"))}
+    # Not this run's own pytest settings (xdist's worker, addopts, a disabled autoload); PYTEST_SWAY_* stay.
+    outer = (
+        "PYTEST_XDIST_",
+        "PYTEST_ADDOPTS",
+        "PYTEST_CURRENT_TEST",
+        "PYTEST_PLUGINS",
+        "PYTEST_DISABLE_PLUGIN_AUTOLOAD",
+    )
+    env = {k: v for k, v in os.environ.items() if not k.startswith(outer)}
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     env.update(HF_HUB_OFFLINE="1", COLUMNS="100", PYTHONDONTWRITEBYTECODE="1")
     return env
@@ -483,7 +491,7 @@ def test_the_facts_the_pages_give_are_the_projects(tmp_path):
     )
     quiet = ["-q", "-p", "no:cacheprovider"]
     runs = {
-        "tests": ([sys.executable, "-m", "pytest", "--co", *quiet, "tests"], {}),
+        "tests": ([sys.executable, "-m", "pytest", "--co", *quiet, "tests"], {"SWAY_TEST_GPU": "0"}),
         "gpu-tests": ([sys.executable, "-m", "pytest", "--co", *quiet, "-k", "cuda", "tests"], {"SWAY_TEST_GPU": "1"}),
         "demo-tests": ([sys.executable, "-m", "pytest", "--co", *quiet, "conftest_examples"], {}),
         "chromium-skips": (
