@@ -16,7 +16,10 @@ LAYERS = (
     ("probes", ("probes",)),
     ("measure", ("measure",)),
     ("reports", ("reports",)),
-    ("surface", ("", "plugin", "hookspecs", "settings", "state", "markers", "sway", "progress", "reporter")),
+    (
+        "surface",
+        ("", "__main__", "plugin", "hookspecs", "settings", "state", "markers", "sway", "progress", "reporter"),
+    ),
 )
 MAX_LINES = 600
 
