@@ -202,9 +202,9 @@ def test_slow_the_page_steps_gate_an_adapter_in_a_fresh_environment(tmp_path):
     seconds instead of minutes), its pytest.ini and gate, run as the page runs them. The gate passes;
     without the plugin the run stops; without the page's two lines it would have passed.
 
-    The slow one in this suite: a fresh install of torch, transformers and the rest (on the two-core
-    CI machine 1 min 51 s at a quiet moment, 3 to 6.5 minutes while other jobs kept it busy; the
-    whole test 4.5 to 8 minutes then). Skipped where torch==2.13.0 would be the CUDA build.
+    The slow one in this suite, for its fresh install of torch, transformers and the rest: on two
+    quiet cores the install took 80 s and the whole test 2 minutes; while other jobs kept the same
+    cores busy, 6.5 and 8 minutes. Skipped where torch==2.13.0 would be the CUDA build.
     """
     pytest.importorskip("torch")
     pytest.importorskip("peft")
