@@ -1,6 +1,6 @@
 """How fast is pytest-sway's delta_kl, against the floor and against dlm-sway?
 
-    python benchmarks/bench_probes.py                 # the README tables (about 10 minutes on 2 cores)
+    python benchmarks/bench_probes.py                 # the tables in docs/performance.md (about 10 minutes on 2 cores)
     python benchmarks/bench_probes.py --quick         # tiny model only, fewer repetitions
 
 For the tiny test model and for SmolLM2-135M (the built-in ``smollm2-135m``),

@@ -5,9 +5,9 @@ interval for the mean of each with every CI method, and count how often the
 interval contains the true mean. A good method covers close to 0.95; a method
 that covers 0.78 lets a gate pass on noise about one time in five.
 
-    python benchmarks/coverage.py                 # the README table (a few minutes on 2 cores)
+    python benchmarks/coverage.py                 # the table in docs/intervals.md (a few minutes on 2 cores)
     python benchmarks/coverage.py --datasets 500  # a quick look
-    python benchmarks/coverage.py --paired        # choice_accuracy's paired interval (README table)
+    python benchmarks/coverage.py --paired        # choice_accuracy's paired interval (docs/intervals.md)
     python benchmarks/coverage.py --clustered     # items in correlated groups: item vs cluster bootstrap
 
 Every method sees the same datasets and the same resamples, so differences

@@ -1,4 +1,4 @@
-"""The example suite and CI workflow are well-formed (running them is the README's second command)."""
+"""The example suite and CI workflow are well-formed (running them is the README's demo command)."""
 
 import ast
 import configparser

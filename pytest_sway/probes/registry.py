@@ -47,7 +47,7 @@ class ProbeRegistry:
 
 
 def builtin_probes() -> list[Probe]:
-    """The probes pytest-sway ships, in the order the README lists them."""
+    """The probes pytest-sway ships, in the order docs/probes.md lists them."""
     from . import (
         adapter_ablation,
         choice_accuracy,

@@ -12,7 +12,7 @@ import math
 METHODS = ("studentized", "bca", "percentile")
 #: Confidence level of an interval unless a test or option says otherwise.
 DEFAULT_CONFIDENCE = 0.95
-#: Chosen from ``benchmarks/coverage.py`` (table in the README): on skewed
+#: Chosen from ``benchmarks/coverage.py`` (table in docs/intervals.md): on skewed
 #: data the bootstrap-t keeps coverage near nominal from 8 items, where the
 #: percentile and BCa intervals fall to 0.78-0.87.
 DEFAULT_METHOD = "studentized"

@@ -10,7 +10,7 @@ zero-width interval at 0, a certainty that 20 questions cannot give) and
 under-covers at small n. Tango's score interval inverts the score test for the
 difference of paired proportions, using only the discordant counts; it keeps
 coverage near nominal at small n (``benchmarks/coverage.py --paired`` measures
-it, and the README has the table).
+it, and docs/intervals.md has the table).
 
 Reference: T. Tango, "Equivalence test and confidence interval for the
 difference in proportions for the paired-sample design", Statistics in
