@@ -171,7 +171,7 @@ def print_tables(cells: list[Cell]) -> None:
     print("|---|---|" + "---|" * (len(METHODS) + 1))
     for cell in cells:
         shown = " | ".join(f"{cell.stats[m].coverage:.3f}" if m in cell.stats else "—" for m in METHODS)
-        chose = ", ".join(f"{m} {share:.0%}" if share >= 0.005 else f"{m} <1%" for m, share in cell.choices.items())
+        chose = ", ".join(f"{m} {share:.0%}" if share >= 0.01 else f"{m} <1%" for m, share in cell.choices.items())
         print(f"| {FAMILIES[cell.family].title} | {cell.n} | {shown} | {chose} |")
     print("\n## Mean width (× today's bootstrap-t)\n")
     print(f"| values | n | {TODAY} | its zero-width share | " + " | ".join(METHODS[1:]) + " |")
