@@ -196,6 +196,7 @@ def _cuda_torch(python: Path, env: dict[str, str]) -> list[str]:
     return [n for n in names if n.startswith(("nvidia-", "triton"))]
 
 
+@pytest.mark.slow
 def test_slow_the_page_steps_gate_an_adapter_in_a_fresh_environment(tmp_path):
     """Install as the page says (from a checkout) into a new virtual environment, then in a new
     project: the page's model-path command, its training script (on a tiny model, in SmolLM2's place:
