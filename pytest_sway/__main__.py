@@ -75,8 +75,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     if args.command == "model-path":
         return _model_path(args.name, model_path)
-    parser.error(f"unknown command {args.command!r}")  # argparse refuses it first; kept for type checkers
-    return 2
+    parser.error(f"unknown command {args.command!r}")  # argparse refuses it first; exits 2
 
 
 if __name__ == "__main__":

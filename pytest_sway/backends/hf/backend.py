@@ -42,9 +42,8 @@ from ..memo import Memo, item_length
 from ..prompts import PromptEncoder, short
 from ..token_changes import TopTokens
 from ..token_changes import top_tokens as _top_tokens
-from . import divergences
 from .batching import BatchPlanner, element_size
-from .divergences import chunk_divergences, response_divergences
+from .divergences import chunk_divergences, response_divergences, rows_per_chunk
 from .loading import _context_length, _import_frameworks, _pad_id, load_models, quiet_progress_bars
 from .passes import Passes
 from .store import LogitStore
@@ -119,7 +118,7 @@ class HFBackend:
         self.vocab_size = self.base_model.get_output_embeddings().weight.shape[0]
         self._accumulate = torch.float32 if self.input_device.type == "mps" else torch.float64
         # Rows (next-token) or positions (responses) per divergence computation.
-        self._divergence_rows = divergences.rows_per_chunk(self.input_device.type, self.vocab_size)
+        self._divergence_rows = rows_per_chunk(self.input_device.type, self.vocab_size)
         self._prompts = PromptEncoder(self.tokenizer, model_name=model, context_length=self.context_length)
         self._planner = BatchPlanner(
             torch,
