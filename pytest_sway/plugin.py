@@ -365,11 +365,14 @@ def pytest_runtest_call(item):
         pytest.fail(state.measure_error, pytrace=False)
     result = state.marker_result if state is not None else None
     if result is not None:
+        failures = []
         verdict = result.check(state.request.gate)
         if not verdict.ok:
-            pytest.fail(result.failure_message(state.request.gate, verdict), pytrace=False)
+            failures.append(result.failure_message(state.request.gate, verdict))
         run = item.config.stash[RUN]
         if run.baseline is not None:
+            # Judged whether or not the probe's own gate passed: a result that fails its gate
+            # can also have regressed, and the row and the message say both.
             regression = state.request.max_regression
             comparison = _compare(
                 item,
@@ -382,7 +385,9 @@ def pytest_runtest_call(item):
             if not Outcome(comparison["outcome"]).ok:
                 from .reports.baseline import comparison_failure
 
-                pytest.fail(comparison_failure(comparison, result.n), pytrace=False)
+                failures.append(comparison_failure(comparison, result.n))
+        if failures:  # the probe's own gate first, then the regression
+            pytest.fail("\n\n".join(failures), pytrace=False)
     problem = None
     try:
         outcome = yield

@@ -119,6 +119,47 @@ def test_a_regression_beyond_max_regression_fails_the_gated_test(pytester):
     result.assert_outcomes(passed=3)
 
 
+STRICT_SUITE = f"""
+import pytest
+
+@pytest.mark.sway_probe("delta_kl", prompts={PROMPTS!r}, above=0.015, max_regression=0.002)
+def test_gate():
+    pass
+"""
+
+
+def test_a_failed_gate_is_still_judged_against_the_baseline(pytester):
+    # The weaker fine-tune fails its own gate *and* regressed: both verdicts are kept and said,
+    # the gate's first (the regression used to be left unjudged once the gate had failed).
+    pytester.makepyfile(mybackends=FACTORY, test_strict=STRICT_SUITE)
+    pytester.syspathinsert()
+    run(pytester, "--sway-save-baseline=base.json")[0].assert_outcomes(passed=1)
+    result, doc = run(
+        pytester, "--sway-baseline=base.json", "--sway-backend=mybackends:weaker", "--sway-markdown=out.md"
+    )
+    result.assert_outcomes(failed=1)
+    (row,) = doc["results"]
+    assert row["outcome"] == "failed"
+    assert row["baseline"]["outcome"] == "failed" and row["baseline"]["delta"] < 0
+    assert "A regression against the baseline beyond max_regression=0.002." in row["baseline"]["message"]
+    assert row["baseline"]["drivers"]  # the regression's drivers are there too
+    result.stdout.fnmatch_lines(
+        [
+            "FAILED: delta_kl(js) 95% CI * lies wholly below 0.015.",
+            "*gate needs CI low >= 0.015.",
+            "FAILED: delta_kl(js) - baseline * lies wholly below -0.002. A regression against the baseline "
+            "beyond max_regression=0.002.",
+            "*gate needs CI low >= -0.002.",
+            "Drivers: * items fell since the baseline*",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*test_gate * FAILED * Δ -* REGRESSED"])
+    text = (pytester.path / "out.md").read_text()
+    assert "❌ 1 failed, ❌ 1 regressed against the baseline" in text
+    gate_message, regression_message = text.index("FAILED: delta_kl(js) 95% CI"), text.index("A regression against")
+    assert gate_message < regression_message
+
+
 def test_option_level_max_regression(pytester):
     pytester.makepyfile(mybackends=FACTORY, test_suite=gated_suite(1))
     pytester.syspathinsert()
