@@ -197,7 +197,9 @@ def compare(
     max_regression: float | None,
     direction: str | None,
 ) -> dict[str, Any]:
-    """The ``baseline`` part of a result row; ``outcome`` failed/inconclusive means a regression gate failed."""
+    """The ``baseline`` part of a result row. With a regression gate, ``outcome`` is its verdict:
+    failed means a regression beyond ``max_regression``; inconclusive means one could not be ruled
+    out (it fails the test too, but is not a regression)."""
     from ..stats.gate import Gate, IntervalEstimate
 
     if entry is None:
@@ -242,9 +244,14 @@ def compare(
         out["outcome"] = verdict.outcome.value
         if not verdict.ok:
             head, _, how = verdict.message.partition("\n")
-            out["message"] = (
-                f"{head} A regression against the baseline beyond max_regression={max_regression:g}.\n{how}"
-            )
+            if verdict.outcome == Outcome.FAILED:
+                said = f"A regression against the baseline beyond max_regression={max_regression:g}."
+            else:  # the interval reaches past the bound: no regression shown, none ruled out
+                said = (
+                    "Regression check inconclusive: it could not rule out a regression against the baseline "
+                    f"beyond max_regression={max_regression:g} (nor confirm one)."
+                )
+            out["message"] = f"{head} {said}\n{how}"
             k = getattr(result, "max_drivers", DEFAULT_DRIVERS)
             if k > 0:
                 out["drivers"], out["regressed_items"] = regression_drivers(
@@ -254,7 +261,7 @@ def compare(
 
 
 def comparison_failure(comparison: dict, n: int) -> str:
-    """What a failed regression gate says: the comparison's message, then its drivers."""
+    """What a failed or inconclusive regression gate says: the comparison's message, then its drivers."""
     text = comparison["message"]
     if "drivers" in comparison:
         text += "\n" + regression_text(
