@@ -16,6 +16,9 @@ def weaker(settings):
 
 def other_model(settings):
     return DummyBackend(seed=7)
+
+def stronger(settings):
+    return DummyBackend(effect=1.0)
 """
 
 
@@ -158,6 +161,57 @@ def test_a_failed_gate_is_still_judged_against_the_baseline(pytester):
     assert "❌ 1 failed, ❌ 1 regressed against the baseline" in text
     gate_message, regression_message = text.index("FAILED: delta_kl(js) 95% CI"), text.index("A regression against")
     assert gate_message < regression_message
+
+
+QUESTIONS = [
+    (f"Question {i}: which colour is the parcel?", ["red", "green", "blue", "yellow"], i % 4) for i in range(16)
+]
+
+IMPROVED_SUITE = f"""
+import pytest
+
+@pytest.mark.sway_probe("choice_accuracy", questions={QUESTIONS!r}, above=-0.25, max_regression=0.01)
+def test_accuracy():
+    pass
+"""
+
+
+def test_an_improvement_whose_comparison_is_inconclusive_is_not_a_regression(pytester):
+    # On these 16 questions the stronger fine-tune answers one more right than the default one:
+    # Δ +0.0625, but the interval of so few paired 0/1 changes reaches past -max_regression.
+    # That fails the test (an inconclusive gate fails) without being called or counted a regression.
+    pytester.makepyfile(mybackends=FACTORY, test_improved=IMPROVED_SUITE)
+    pytester.syspathinsert()
+    run(pytester, "--sway-save-baseline=base.json")[0].assert_outcomes(passed=1)
+    result, doc = run(
+        pytester,
+        "--sway-baseline=base.json",
+        "--sway-backend=mybackends:stronger",
+        "--sway-markdown=out.md",
+        "--sway-html=out.html",
+    )
+    result.assert_outcomes(failed=1)
+    (row,) = doc["results"]
+    comparison = row["baseline"]
+    assert row["outcome"] == "passed" and comparison["outcome"] == "inconclusive"
+    assert comparison["delta"] == 0.0625 and comparison["ci_low"] < -0.01 < comparison["ci_high"]
+    assert "could not rule out a regression against the baseline beyond max_regression=0.01" in comparison["message"]
+    assert "A regression against" not in comparison["message"]
+    result.stdout.fnmatch_lines(
+        [
+            "INCONCLUSIVE: choice_accuracy - baseline * straddles -0.01.* Regression check inconclusive: it could "
+            "not rule out a regression against the baseline beyond max_regression=0.01 (nor confirm one).",
+        ]
+    )
+    result.stdout.fnmatch_lines(["*test_accuracy * passed * Δ +0.0625 [[]*[]] inconclusive"])
+    assert "REGRESSED" not in result.stdout.str()
+    text = (pytester.path / "out.md").read_text()
+    assert "### pytest-sway: ✅ 1 passed, ⚠️ 1 inconclusive against the baseline\n" in text
+    assert "regressed" not in text
+    assert "#### ⚠️ test\\_accuracy · choice\\_accuracy" in text  # its section, with the message
+    assert "Regression check inconclusive" in text
+    page = (pytester.path / "out.html").read_text()
+    assert ">1 inconclusive vs baseline</span>" in page and "regressed vs baseline" not in page
 
 
 def test_option_level_max_regression(pytester):

@@ -261,6 +261,46 @@ def test_xdist_writes_the_serial_summary(pytester):
     assert (pytester.path / "xdist.md").read_text() == (pytester.path / "serial.md").read_text()
 
 
+def _compared(outcome, delta, low, high, message=""):
+    """A comparison with a baseline under max_regression=0.01, as reports.baseline.compare writes it."""
+    return {"status": "compared", "delta": delta, "ci_low": low, "ci_high": high, "baseline_estimate": 0.03,
+            "max_regression": 0.01, "direction": "higher", "outcome": outcome, "message": message}  # fmt: skip
+
+
+def test_only_a_failed_regression_gate_counts_as_regressed():
+    # Three passing rows: one regressed, one improved but its interval straddles -max_regression
+    # (inconclusive: it fails the test, but is no regression), one passed its regression gate.
+    from pytest_sway.reports.html import render_html
+    from pytest_sway.reports.summary import summary_lines
+
+    doc = _doc(Gate(above=0.0001), Gate(above=0.0001), Gate(above=0.0001))
+    regressed, improved, kept = doc["results"]
+    regressed["baseline"] = _compared("failed", -0.02, -0.03, -0.015, "FAILED: regressed")
+    improved["baseline"] = _compared("inconclusive", 0.0625, -0.015, 0.125, "INCONCLUSIVE: not ruled out")
+    kept["baseline"] = _compared("passed", 0.001, -0.002, 0.004)
+    text = render_markdown(doc, footer="f")
+    assert text.split("\n")[1] == (
+        "### pytest-sway: ✅ 3 passed, ❌ 1 regressed against the baseline, ⚠️ 1 inconclusive against the baseline"
+    )
+    results = tables(text)[0]
+    assert [r[-1] for r in results] == [
+        "baseline Δ",
+        "Δ -0.02 \\[-0.03, -0.015\\] REGRESSED",
+        "Δ +0.0625 \\[-0.015, 0.125\\] inconclusive",
+        "Δ +0.001 \\[-0.002, 0.004\\]",
+    ]
+    assert "#### ❌ test\\_a\\[x|y\\]0 · delta\\_kl(js)" in text and "FAILED: regressed" in text
+    assert "#### ⚠️ test\\_a\\[x|y\\]1 · delta\\_kl(js)" in text and "INCONCLUSIVE: not ruled out" in text
+    assert "test\\_a\\[x|y\\]2 ·" not in text  # passed both gates: no section
+    page = render_html(doc)
+    assert ">1 regressed vs baseline</span>" in page and ">1 inconclusive vs baseline</span>" in page
+    rows = [dict(r, index=k) for k, r in enumerate(doc["results"])]  # the terminal's table takes the rows
+    lines = summary_lines(rows, footer="f")
+    assert lines[1].endswith("Δ -0.02 [-0.03, -0.015] REGRESSED")
+    assert lines[2].endswith("Δ +0.0625 [-0.015, 0.125] inconclusive")
+    assert lines[3].endswith("Δ +0.001 [-0.002, 0.004]")
+
+
 def test_a_sliced_result_has_one_row_per_slice_under_its_test():
     prompts = {"billing": list(PROMPTS[:6]), "refunds | returns": list(PROMPTS[6:12])}
     doc = _doc(Gate(below=0.01), prompts=prompts)

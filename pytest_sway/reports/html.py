@@ -21,7 +21,7 @@ from typing import Any
 from ..backends.token_changes import TokenChanges
 from ..stats.drivers import regression_heading, row_sections
 from ..stats.outcome import Outcome
-from .summary import describe_backend, short_ids
+from .summary import INCONCLUSIVE_VS_BASELINE, REGRESSED, describe_backend, regression_verdict, short_ids
 from .svg import (
     COLORS,
     NEG_INF,
@@ -77,10 +77,15 @@ def _header(doc: dict, results: list[dict]) -> str:
         for o in OUTCOMES
     )  # fmt: skip
     tests = len({r.get("nodeid") for r in results})
-    regressed = sum(isinstance(r.get("baseline"), dict) and r["baseline"].get("outcome") in (Outcome.FAILED, Outcome.INCONCLUSIVE)
-                    for r in results)  # fmt: skip
-    if regressed:  # a baseline regression gate can fail a test whose own gate passed
+    # A baseline regression gate can fail a test whose own gate passed. Only a failed one is a
+    # regression; an inconclusive one (no regression ruled out, none shown) has a pill of its own.
+    regressed = sum(regression_verdict(r) == REGRESSED for r in results)
+    if regressed:
         pills += f'<span class="pill" style="background:{COLORS[Outcome.FAILED.value]}">{regressed} regressed vs baseline</span>'
+    inconclusive = sum(regression_verdict(r) == INCONCLUSIVE_VS_BASELINE for r in results)
+    if inconclusive:
+        pills += (f'<span class="pill" style="background:{COLORS[Outcome.INCONCLUSIVE.value]}">{inconclusive} '
+                  "inconclusive vs baseline</span>")  # fmt: skip
     out = [
         "<header><h1>pytest-sway report</h1>",
         f'<p class="summary">{pills}<span class="muted">{len(results)} results in {tests} tests</span></p>',

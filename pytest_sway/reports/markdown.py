@@ -4,7 +4,8 @@ r"""The sway summary as GitHub-flavoured Markdown, for a pull request (pure).
 (``rows.json_document``): a table of every result (outcome, test, probe, n,
 estimate, CI, gate, and the baseline change when comparing), then a section
 per failed, inconclusive, errored or regressed result with its message and
-drivers, then the terminal summary's footer. It renders from the same rows as
+drivers (an inconclusive comparison with the baseline gets one too, and is counted
+apart from the regressions), then the terminal summary's footer. It renders from the same rows as
 the JSON, so a row field added there can be shown here. The page starts with
 an HTML comment (invisible on GitHub) by which a later run recognises the file
 as its own to replace.
@@ -28,7 +29,18 @@ from collections.abc import Sequence
 from ..stats.drivers import regression_heading, row_sections, show_item
 from ..stats.outcome import Outcome
 from .outputs import MARKDOWN_MARK
-from .summary import ci_header, gate_text, n_text, number_text, outcome_text, short_ids, versus_text
+from .summary import (
+    INCONCLUSIVE_VS_BASELINE,
+    REGRESSED,
+    ci_header,
+    gate_text,
+    n_text,
+    number_text,
+    outcome_text,
+    regression_verdict,
+    short_ids,
+    versus_text,
+)
 
 _ESCAPED = re.compile(r"([\\`*_\[\]<>~&!#])")  # not |: only a table cell needs it escaped (``_cell``)
 
@@ -84,9 +96,9 @@ def _fenced(text: str) -> str:
     return f"{fence}text\n{text}\n{fence}"
 
 
-def _regressed(row: dict) -> bool:
-    baseline = row.get("baseline")
-    return isinstance(baseline, dict) and baseline.get("outcome") in (Outcome.FAILED, Outcome.INCONCLUSIVE)
+def _against_baseline(row: dict) -> bool:
+    """Whether the row's regression gate failed or was inconclusive: either way it gets a section."""
+    return regression_verdict(row) is not None
 
 
 def render_markdown(doc: dict, *, footer: str) -> str:
@@ -98,7 +110,7 @@ def render_markdown(doc: dict, *, footer: str) -> str:
     else:
         out += _table(rows) + [""]
         for row, name in zip(rows, short_ids([r["nodeid"] for r in rows], width=_ID_CHARS)):
-            if not Outcome(row["outcome"]).ok or _regressed(row):
+            if not Outcome(row["outcome"]).ok or _against_baseline(row):
                 out += _failure(row, name)
     out += [md(footer), ""]
     return "\n".join(out)
@@ -110,9 +122,13 @@ _COUNT_ORDER = (Outcome.FAILED, Outcome.INCONCLUSIVE, Outcome.ERROR, Outcome.PAS
 def _counts(rows: list[dict]) -> str:
     counts = {o.value: sum(r["outcome"] == o for r in rows) for o in _COUNT_ORDER}
     parts = [f"{_ICONS.get(o, '')}{counts[o]} {o}" for o in counts if counts[o]]
-    regressed = sum(_regressed(r) for r in rows)
+    # Only a failed regression gate is a regression; an inconclusive one is counted on its own.
+    regressed = sum(regression_verdict(r) == REGRESSED for r in rows)
     if regressed:
         parts.append(f"❌ {regressed} regressed against the baseline")
+    inconclusive = sum(regression_verdict(r) == INCONCLUSIVE_VS_BASELINE for r in rows)
+    if inconclusive:
+        parts.append(f"⚠️ {inconclusive} inconclusive against the baseline")
     return ", ".join(parts) or "no results"
 
 
@@ -145,9 +161,11 @@ def _table(rows: list[dict]) -> list[str]:
 
 
 def _failure(row: dict, name: str) -> list[str]:
-    """A failed, inconclusive, errored or regressed result: its message and drivers."""
+    """A failed, inconclusive, errored or regressed result (or one whose comparison with the
+    baseline was inconclusive): its message and drivers."""
     outcome = row["outcome"]
-    worst = outcome if not Outcome(outcome).ok else row["baseline"]["outcome"]  # else: only the regression failed
+    # Else only the regression gate failed or was inconclusive: its icon (❌ or ⚠️).
+    worst = outcome if not Outcome(outcome).ok else row["baseline"]["outcome"]
     icon = _ICONS[worst]
     out = [f"#### {icon}{md(name)} · {md(row['label'])}", ""]  # a heading: no code span, where \| would show
     if not Outcome(outcome).ok:
@@ -159,7 +177,7 @@ def _failure(row: dict, name: str) -> list[str]:
                 out += [md("Drivers: " + heading), ""]
                 if drivers:
                     out += _drivers_table(drivers) + [""]
-    if _regressed(row):
+    if _against_baseline(row):
         baseline = row["baseline"]
         if baseline.get("message"):
             out += [_fenced(baseline["message"]), ""]

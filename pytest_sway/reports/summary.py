@@ -138,8 +138,26 @@ def outcome_text(row) -> str:
     return outcome
 
 
+REGRESSED = "regressed"
+INCONCLUSIVE_VS_BASELINE = "inconclusive"
+
+
+def regression_verdict(row: dict) -> str | None:
+    """What a row's regression gate found against the baseline: ``"regressed"`` (it failed),
+    ``"inconclusive"`` (a regression beyond max_regression could not be ruled out: this fails
+    the test, but is not counted as a regression), or None (passed, reported, not compared)."""
+    baseline = row.get("baseline")
+    outcome = baseline.get("outcome") if isinstance(baseline, dict) else None
+    if outcome == Outcome.FAILED:
+        return REGRESSED
+    if outcome == Outcome.INCONCLUSIVE:
+        return INCONCLUSIVE_VS_BASELINE
+    return None
+
+
 def versus_text(comparison: dict | None) -> str:
-    """A comparison with the baseline: the change and its interval, and whether it regressed."""
+    """A comparison with the baseline: the change and its interval, and whether it regressed
+    (``REGRESSED``) or could not be told apart from a regression (``inconclusive``)."""
     if not comparison:
         return "-"
     if comparison["status"] != "compared":
@@ -147,8 +165,11 @@ def versus_text(comparison: dict | None) -> str:
     delta = comparison.get("delta")
     sign = "+" if delta is not None and delta >= 0 else ""
     text = f"Δ {sign}{number_text(delta)} [{number_text(comparison.get('ci_low'))}, {number_text(comparison.get('ci_high'))}]"
-    if comparison["outcome"] in (Outcome.FAILED, Outcome.INCONCLUSIVE):
-        text += " REGRESSED" if comparison["outcome"] == Outcome.FAILED else " REGRESSED? (inconclusive)"
+    verdict = regression_verdict({"baseline": comparison})
+    if verdict == REGRESSED:
+        text += " REGRESSED"
+    elif verdict == INCONCLUSIVE_VS_BASELINE:
+        text += " inconclusive"
     return text
 
 
