@@ -56,7 +56,7 @@ def test_tango_is_symmetric_honest_without_discordant_pairs_and_narrows_with_n()
         tango_interval([0.0, 0.5])
 
 
-def test_choice_accuracy_uses_the_paired_interval_and_reports_wilson_accuracies():
+def test_choice_accuracy_uses_the_paired_interval_and_reports_clopper_pearson_accuracies():
     questions = [(f"Question {i}:", [" yes", " no", " maybe"], i % 3) for i in range(30)]
     result = run_probe("choice_accuracy", DummyBackend(effect=1.0), questions=questions)
     assert (result.method, result.resamples) == ("tango", 0)
@@ -67,6 +67,11 @@ def test_choice_accuracy_uses_the_paired_interval_and_reports_wilson_accuracies(
     base, ft = result.details["base"], result.details["finetuned"]
     assert ft["correct"] - base["correct"] == fixed - broken
     assert base["ci_low"] < base["accuracy"] < base["ci_high"]
+    from scipy.stats import binomtest
+
+    for model in (base, ft):  # each model's accuracy: the exact binomial interval, as scipy computes it
+        exact = binomtest(model["correct"], 30).proportion_ci(0.95, method="exact")
+        assert (model["ci_low"], model["ci_high"]) == pytest.approx((exact.low, exact.high), abs=1e-9)
     if broken:
         with pytest.raises(AssertionError, match="forgot: 'Question"):
             result.assert_above(0.5)
