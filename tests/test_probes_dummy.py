@@ -58,7 +58,7 @@ def test_no_effect_gives_exactly_zero(kind):
     assert result.method == "all-equal" and result.resamples == 0
     q = 0.025 ** (1 / result.n)
     low, high = result.support
-    assert result.ci.low == (-math.inf if low == -math.inf else pytest.approx(low * q))
+    assert result.ci.low == (-math.inf if low == -math.inf else pytest.approx(low * (1 - q)))
     assert result.ci.high == (math.inf if high == math.inf else pytest.approx(high * (1 - q)))
     assert result.ci.high > 0  # never zero width
 

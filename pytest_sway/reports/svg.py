@@ -165,7 +165,7 @@ def strip_plot(r: dict, color: str) -> str:
                    f"<title>estimate {est:.4g}</title></line>")  # fmt: skip
     out.append("</svg>")
     caption = "shaded: CI, solid: estimate, dashed: gate"
-    if len(set(values)) <= 2 and set(values) <= {0.0, 1.0}:  # a proportion: dots pile up, count them
+    if r.get("support") == [0.0, 1.0] and set(values) <= {0.0, 1.0}:  # a proportion: dots pile up, count them
         caption = f"{sum(values):.0f} of {len(values)} items are 1; {caption}"
     else:
         caption = f"per-item values; {caption}"

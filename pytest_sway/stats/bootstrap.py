@@ -129,9 +129,10 @@ class Bootstrap:
             seed=self.seed,
             groups=codes,
         )[method][0]
-        if codes is not None:
-            # One large group pulls the mean towards itself and the cluster bootstrap's standard error
-            # misses it: widen to the CR2 / Bell-McCaffrey t interval where that is wider.
+        if codes is not None and np.ptp(np.bincount(codes)) > 0:
+            # In groups of unequal size a large group pulls the mean towards itself and the cluster
+            # bootstrap's standard error misses it: widen to the CR2 / Bell-McCaffrey t interval where
+            # that is wider. (Equal groups: the cluster bootstrap-t alone covers.)
             cr2 = shapes.cr2_t_bounds(data[None, :], codes, confidence=self.confidence)[0]
             bounds = np.array([min(bounds[0], cr2[0]), max(bounds[1], cr2[1])])
         # The mean of values confined to [low, high] lies in [low, high] too.
@@ -184,8 +185,8 @@ def bootstrap_ci(
     value that is a group of its own) makes it a cluster bootstrap: whole
     groups are resampled with replacement, the statistic is the mean over all
     values of the resampled groups, and the bootstrap-t studentizes with the
-    cluster-robust standard error; the interval is widened to the CR2 t
-    interval where that is wider (one large group). Values in one group (paraphrases of one
+    cluster-robust standard error; in groups of unequal size the interval is widened
+    to the CR2 t interval where that is wider (one large group). Values in one group (paraphrases of one
     question, turns of one conversation) are not independent evidence, and
     resampling them one by one makes the interval too narrow. Fewer than
     ``MIN_GROUPS`` groups, or one group holding so many values that fewer than

@@ -104,5 +104,5 @@ def groups_note(method: str, n_groups: int | None) -> str:
     if n_groups is None:
         return ""
     if method in METHODS:
-        return f", resampling {n_groups} groups, widened to the CR2 t interval where wider"
+        return f", resampling {n_groups} groups (unequal groups: at least the CR2 t interval)"
     return f", over {n_groups} groups"
