@@ -142,14 +142,14 @@ class SwayReporter:
             terminalreporter.write_line(line, **markup)
 
     def footer(self) -> str:
-        from .reports.summary import describe_backend
+        from .reports.summary import describe_backend, methods_text
 
         s = self.settings
         used = sorted({r["resamples"] for r in self.rows if r.get("resamples")})
         resamples = "-".join(str(x) for x in (used[0], used[-1])) if len(used) > 1 else str(used[0]) if used else "auto"
         parts = [
             f"backend {describe_backend(self.backend_info())}",
-            f"{s.ci_method} bootstrap, {resamples} resamples",
+            methods_text(self.rows, f"{s.ci_method} bootstrap, {resamples} resamples"),
             f"confidence {s.confidence:g}",
         ]
         if self.correction and self.correction.get("method") == "bonferroni":

@@ -106,7 +106,7 @@ class Sway:
         return self.run("null_contrast", prompts=prompts, seeds=seeds, divergence=divergence, chat=chat, **ci)
 
     def greedy_change(self, prompts, *, max_new_tokens: int = 16, chat: bool = False, **ci) -> ProbeResult:
-        """1 if the greedy continuation changes, else 0, per prompt (Wilson interval)."""
+        """1 if the greedy continuation changes, else 0, per prompt (Clopper-Pearson interval)."""
         return self.run("greedy_change", prompts=prompts, max_new_tokens=max_new_tokens, chat=chat, **ci)
 
     def response_divergence(

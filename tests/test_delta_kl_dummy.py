@@ -24,11 +24,14 @@ def test_more_prompts_give_a_narrower_interval_around_a_positive_estimate():
     assert many.ci.low > 0
 
 
-def test_no_effect_gives_exactly_zero():
+def test_no_effect_gives_exactly_zero_and_an_interval_that_reflects_n():
     result = run_probe("delta_kl", DummyBackend(effect=0), prompts=PROMPTS)
     assert result.estimate == 0.0
-    assert result.ci == (0.0, 0.0)
     assert np.all(result.values == 0.0)
+    # n values all 0 on [0, ln 2]: the mean is below ln 2 * (1 - (alpha / 2) ** (1 / n)), not 0.
+    n = len(PROMPTS)
+    assert result.method == "all-equal"
+    assert tuple(result.ci) == pytest.approx((0.0, math.log(2) * (1 - 0.025 ** (1 / n))))
 
 
 @pytest.mark.parametrize("kind", ["js", "kl", "reverse_kl", "tv"])

@@ -1,6 +1,7 @@
 """Merge gating: Bonferroni correction, saved baselines and paired comparisons against them."""
 
 import json
+import math
 
 import pytest
 
@@ -93,9 +94,12 @@ def test_save_then_compare_with_the_same_fine_tune(pytester):
     result.assert_outcomes(passed=3)
     for row in doc["results"]:
         assert row["baseline"]["status"] == "compared"
-        assert row["baseline"]["delta"] == 0.0 and (row["baseline"]["ci_low"], row["baseline"]["ci_high"]) == (0.0, 0.0)
+        # n changes of exactly 0 on [-ln 2, ln 2]: not certainty, the all-equal bound ln 2 * (1 - 0.025 ** (1 / n)).
+        bound = math.log(2) * (1 - 0.025 ** (1 / row["n"]))
+        assert row["baseline"]["delta"] == 0.0 and row["baseline"]["ci_method"] == "all-equal"
+        assert (row["baseline"]["ci_low"], row["baseline"]["ci_high"]) == pytest.approx((-bound, bound))
     result.stdout.fnmatch_lines(
-        ["test * probe * gate * outcome * vs baseline", "*test_gate_0 * passed * Δ +0 [[]0, 0[]]"]
+        ["test * probe * gate * outcome * vs baseline", "*test_gate_0 * passed * Δ +0 [[]-0.1427, 0.1427[]]"]
     )
 
 

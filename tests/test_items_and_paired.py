@@ -8,8 +8,9 @@ from statistics import NormalDist
 import numpy as np
 import pytest
 
-from pytest_sway import DummyBackend, Sway, bootstrap_ci, run_probe
+from pytest_sway import DummyBackend, Sway, run_probe
 from pytest_sway.items import Conversation, ItemList
+from pytest_sway.stats.bootstrap import Bootstrap
 from pytest_sway.stats.paired import tango_interval, tango_interval_counts, tango_score
 
 # -- Tango's score interval ------------------------------------------------------------
@@ -46,7 +47,9 @@ def test_tango_bounds_solve_the_score_equation_with_the_constrained_mle(fixed, b
 def test_tango_is_symmetric_honest_without_discordant_pairs_and_narrows_with_n():
     assert tango_interval_counts(3, 1, 40) == pytest.approx([-x for x in tango_interval_counts(1, 3, 40)][::-1])
     # No question changed among 20: a bootstrap claims certainty, the score interval does not.
-    assert bootstrap_ci(np.zeros(20)) == (0.0, 0.0)
+    assert Bootstrap().interval(np.zeros(20)) == (-math.inf, math.inf)  # undeclared support: nothing to say
+    chosen = Bootstrap().estimate(np.zeros(20), support=(-1, 1))
+    assert chosen.method == "all-equal" and chosen.ci.width > 0
     ci = tango_interval(np.zeros(20))
     assert ci.low == pytest.approx(-ci.high) and 0.1 < ci.high < 0.2
     widths = [tango_interval_counts(0, 0, n).width for n in (20, 50, 200)]
@@ -56,7 +59,7 @@ def test_tango_is_symmetric_honest_without_discordant_pairs_and_narrows_with_n()
         tango_interval([0.0, 0.5])
 
 
-def test_choice_accuracy_uses_the_paired_interval_and_reports_wilson_accuracies():
+def test_choice_accuracy_uses_the_paired_interval_and_reports_clopper_pearson_accuracies():
     questions = [(f"Question {i}:", [" yes", " no", " maybe"], i % 3) for i in range(30)]
     result = run_probe("choice_accuracy", DummyBackend(effect=1.0), questions=questions)
     assert (result.method, result.resamples) == ("tango", 0)
@@ -67,6 +70,11 @@ def test_choice_accuracy_uses_the_paired_interval_and_reports_wilson_accuracies(
     base, ft = result.details["base"], result.details["finetuned"]
     assert ft["correct"] - base["correct"] == fixed - broken
     assert base["ci_low"] < base["accuracy"] < base["ci_high"]
+    from scipy.stats import binomtest
+
+    for model in (base, ft):  # each model's accuracy: the exact binomial interval, as scipy computes it
+        exact = binomtest(model["correct"], 30).proportion_ci(0.95, method="exact")
+        assert (model["ci_low"], model["ci_high"]) == pytest.approx((exact.low, exact.high), abs=1e-9)
     if broken:
         with pytest.raises(AssertionError, match="forgot: 'Question"):
             result.assert_above(0.5)

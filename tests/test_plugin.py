@@ -1,6 +1,7 @@
 """The pytest surface, end to end through pytester."""
 
 import json
+import math
 import xml.etree.ElementTree as ET
 
 import pytest
@@ -240,8 +241,8 @@ def test_inconclusive_gate_fails_and_says_how_many_items_would_resolve_it(pytest
     result.assert_outcomes(failed=1)
     result.stdout.fnmatch_lines(
         [
-            "INCONCLUSIVE: delta_kl(js) 95% CI [[]*[]] straddles 0.02. If the estimate and spread held, "
-            "about * items (now 6) would resolve it."
+            "INCONCLUSIVE: delta_kl(js) 95% CI [[]*[]] straddles 0.02. If the values held as they are, "
+            "about * items (now 6) would bring the CI low up to 0.02 and pass."
         ]
     )
     verbose = pytester.runpytest("-p", "no:cacheprovider", "-vv")  # -vv: the summary line is not cut to the width
@@ -357,9 +358,9 @@ def test_module_factory_backend(pytester):
         """,
         test_it=f"""
         import pytest
-        @pytest.mark.sway_probe("delta_kl", prompts={PROMPTS!r}, below=0.0)
+        @pytest.mark.sway_probe("delta_kl", prompts={PROMPTS!r})
         def test_nothing_moves(sway_result):
-            assert sway_result.ci == (0.0, 0.0)
+            assert sway_result.estimate == 0.0 and sway_result.ci.low == 0.0
         """,
     )
     pytester.syspathinsert()
@@ -417,11 +418,11 @@ def test_conftest_probes_apply_to_their_folder(pytester):
         "from pytest_sway.probes.base import text_list\n"
         "def pytest_sway_register_probes(registry):\n"
         "    registry.add(Probe('local_probe', '', (Param('prompts', text_list),),\n"
-        "        lambda b, p, s: Measurement([1.0] * len(p['prompts']), items=p['prompts'])))\n"
+        "        lambda b, p, s: Measurement([1.0] * len(p['prompts']), items=p['prompts'], support=(0, 1))))\n"
     )
     (pytester.path / "b" / "test_b.py").write_text(
         "import pytest\n"
-        f"@pytest.mark.sway_probe('local_probe', prompts={PROMPTS[:4]!r}, above=0.5)\n"
+        f"@pytest.mark.sway_probe('local_probe', prompts={PROMPTS[:4]!r}, above=0.3)\n"
         "def test_local():\n    pass\n"
     )
     pytester.runpytest("b").assert_outcomes(passed=1)
@@ -480,8 +481,9 @@ def test_json_report(pytester):
         "ci_low",
         "ci_high",
         "confidence",
-        "method",
+        "ci_method",
         "resamples",
+        "support",
         "seed",
         "above",
         "below",
@@ -492,6 +494,7 @@ def test_json_report(pytester):
         assert key in first
     assert first["params"] == {"prompts": {"count": 16}, "divergence": "js", "chat": False}
     assert first["seed"] == derive_seed(0, first["nodeid"])
+    assert first["ci_method"] == "studentized" and first["support"] == [0.0, pytest.approx(math.log(2))]
     assert (first["above"], first["below"], first["outcome"]) == (0.01, None, "passed")
     assert results[1]["outcome"] == "failed" and results[2]["outcome"] == "reported"
     assert results[3]["source"] == "fixture" and results[3]["above"] == 0.001

@@ -1,6 +1,7 @@
 """Every built-in probe on the dummy backend: real, prompt-dependent values, and exact zeros without an effect."""
 
 import inspect
+import math
 
 import numpy as np
 import pytest
@@ -9,7 +10,6 @@ from pytest_sway import DummyBackend, Sway, run_probe
 from pytest_sway.probes import builtin_probes
 from pytest_sway.probes.adapter_ablation import spearman
 from pytest_sway.probes.greedy_change import edit_distance
-from pytest_sway.stats.bootstrap import wilson_interval
 from pytest_sway.stats.paired import tango_interval
 
 PROMPTS = [f"Ticket {i}: my order arrived broken" for i in range(12)]
@@ -50,13 +50,17 @@ def test_values_are_prompt_dependent_with_an_effect(kind):
 def test_no_effect_gives_exactly_zero(kind):
     result = run_probe(kind, DummyBackend(effect=0), **PARAMS[kind])
     assert np.all(result.values == 0.0)
-    assert result.estimate == 0.0 and (result.ci.low == 0.0 or kind == "choice_accuracy")
-    if kind == "greedy_change":  # Wilson: 0 of 12 is not certainty
-        assert result.ci.high == pytest.approx(wilson_interval(np.zeros(12)).high)
-    elif kind == "choice_accuracy":  # Tango: no discordant question among 12 is not certainty either
+    assert result.estimate == 0.0
+    if kind == "choice_accuracy":  # Tango: no discordant question among 12 is not certainty
         assert result.ci.high == pytest.approx(-tango_interval(np.zeros(12)).low) and result.ci.low < 0
-    else:
-        assert result.ci.high == 0.0
+        return
+    # Twelve equal values: the exact bound q = 0.025 ** (1 / 12) of the support's ends, by hand.
+    assert result.method == "all-equal" and result.resamples == 0
+    q = 0.025 ** (1 / result.n)
+    low, high = result.support
+    assert result.ci.low == (-math.inf if low == -math.inf else pytest.approx(low * (1 - q)))
+    assert result.ci.high == (math.inf if high == math.inf else pytest.approx(high * (1 - q)))
+    assert result.ci.high > 0  # never zero width
 
 
 def test_ablation_endpoints_are_the_base_and_the_fine_tune():
@@ -85,19 +89,11 @@ def test_edit_distance():
     assert edit_distance((), (4, 5)) == 2
 
 
-def test_wilson_interval_matches_the_formula_and_statsmodels_values():
-    # 0/16 and 8/16 at 95%: known values of the Wilson score interval.
-    assert wilson_interval(np.zeros(16)) == pytest.approx((0.0, 0.19360), abs=1e-5)
-    assert wilson_interval(np.r_[np.ones(8), np.zeros(8)]) == pytest.approx((0.27999, 0.72001), abs=1e-5)
-    with pytest.raises(ValueError, match="0/1 values"):
-        wilson_interval([0.0, 0.5])
-
-
 def test_greedy_change_failure_shows_example_pairs():
     result = run_probe("greedy_change", DummyBackend(), **PARAMS["greedy_change"])
     with pytest.raises(AssertionError) as info:
         result.assert_below(0.01)
-    assert "Wilson score interval" in str(info.value)
+    assert "Clopper-Pearson interval" in str(info.value)
     assert "changed: 'Ticket" in str(info.value) and "-> fine-tuned" in str(info.value)
 
 

@@ -336,8 +336,10 @@ def _entry(doc):
         ),
         (
             """
-        @pytest.mark.sway_probe("greedy_change", prompts=PROMPTS, groups=list(range(16)), above=0.01)
-        def test_groups_on_wilson():
+        @pytest.mark.sway_probe(
+            "choice_accuracy", questions=[(p, [" a", " b"], 0) for p in PROMPTS], groups=list(range(16)), above=0.01
+        )
+        def test_groups_on_tango():
             pass
         """,
             "*closed form that assumes independent items, and has no cluster version*",
@@ -354,7 +356,7 @@ def _entry(doc):
         "gates",
         "empty-slice",
         "few-groups",
-        "groups-on-wilson",
+        "groups-on-tango",
     ],
 )
 def test_marker_and_item_problems_are_collection_errors(pytester, source, message):

@@ -86,9 +86,13 @@ def test_cluster_bootstrap_agrees_with_a_brute_force_loop():
     labels = [labels[i] for i in rng.permutation(len(labels))]  # groups interleaved, not contiguous
     values = rng.lognormal(0.0, 1.0, len(labels))
     studentized, percentile = _brute_force(values, labels, resamples=999, seed=11, confidence=0.9)
+    codes = check_groups(labels, len(labels))
     for method, expected in (("studentized", studentized), ("percentile", percentile)):
-        got = bootstrap_ci(values, method=method, resamples=999, seed=11, confidence=0.9, groups=labels)
-        np.testing.assert_allclose(got, expected, rtol=1e-10)
+        got = batch_intervals(values[None], confidence=0.9, resamples=999, methods=(method,), seed=11, groups=codes)
+        np.testing.assert_allclose(got[method][0], expected, rtol=1e-10)
+        # Unequal groups: bootstrap_ci widens it to the CR2 t interval where that is wider, never narrows it.
+        ci = bootstrap_ci(values, method=method, resamples=999, seed=11, confidence=0.9, groups=labels)
+        assert ci.low <= expected[0] and ci.high >= expected[1]
 
 
 def test_bca_jackknife_leaves_out_whole_groups():
@@ -236,12 +240,11 @@ def test_groups_work_for_every_probe_with_a_bootstrap_and_are_refused_for_closed
     assert sway.completion_lift([(p, " It ships today.") for p in prompts], groups=groups).n_groups == 6
     assert sway.perplexity_shift([p + " It ships today." for p in prompts], groups=groups).n_groups == 6
     assert sway.adapter_ablation(prompts, groups=groups).n_groups == 6
-    for call in (
-        lambda: sway.greedy_change(prompts, groups=groups),
-        lambda: sway.choice_accuracy([(p, [" yes", " no"], 0) for p in prompts], groups=groups),
-    ):
-        with pytest.raises(ProbeParamError, match="assumes independent items, and has no cluster version"):
-            call()
+    # 0/1 outcomes in groups: betting on the group means (or the all-equal bound over 6 groups).
+    changed = sway.greedy_change(prompts, groups=groups)
+    assert changed.n_groups == 6 and changed.method in ("betting", "all-equal")
+    with pytest.raises(ProbeParamError, match="assumes independent items, and has no cluster version"):
+        sway.choice_accuracy([(p, [" yes", " no"], 0) for p in prompts], groups=groups)
 
 
 def test_grouped_intervals_resample_groups_overall_and_per_slice():
@@ -327,7 +330,7 @@ def test_slices_and_groups_in_the_summary_json_and_junit(pytester):
     sliced, grouped, body = doc["results"]
     assert list(sliced["slices"]) == ["billing", "refunds", "general"]
     billing = sliced["slices"]["billing"]
-    assert set(billing) == {"n", "estimate", "ci_low", "ci_high", "outcome", "items_needed", "seed"}
+    assert set(billing) == {"n", "estimate", "ci_low", "ci_high", "outcome", "items_needed", "ci_method", "seed"}
     assert billing["n"] == 6 and billing["outcome"] == "passed"
     assert billing["estimate"] == pytest.approx(np.mean(sliced["values"][:6]), rel=1e-12)
     assert grouped["n"] == 12 and grouped["n_groups"] == 6 and "slices" not in grouped

@@ -18,9 +18,13 @@ def skewed():
 
 
 @pytest.mark.parametrize("method", METHODS)
-def test_all_equal_values_give_a_zero_width_interval_at_that_value(method):
-    assert bootstrap_ci([0.25] * 6, method=method) == (0.25, 0.25)
-    assert bootstrap_ci(np.zeros(40), method=method) == (0.0, 0.0)
+def test_all_equal_values_give_the_exact_bound_never_a_zero_width_interval(method):
+    # Without a support, n equal values say nothing about how far the mean may lie.
+    assert bootstrap_ci([0.25] * 6, method=method) == (-math.inf, math.inf)
+    # On [0, 1]: [0.25 q, 1 - 0.75 q] with q = 0.025 ** (1 / 6), whatever the bootstrap method.
+    q = 0.025 ** (1 / 6)
+    assert bootstrap_ci([0.25] * 6, method=method, support=(0, 1)) == pytest.approx((0.25 * q, 1 - 0.75 * q))
+    assert bootstrap_ci(np.zeros(40), method=method, support=(0, 1)) == pytest.approx((0.0, 1 - 0.025 ** (1 / 40)))
 
 
 @pytest.mark.parametrize(
@@ -114,7 +118,7 @@ def test_higher_confidence_gives_a_wider_interval_containing_the_mean(skewed, me
 
 
 def test_support_clips_the_interval_to_where_the_mean_can_be():
-    values = [0.0, 0.0, 0.0, 0.3]  # at n=4 bootstrap-t runs far below 0
+    values = [0.0, 0.01, 0.02, 0.3]  # at n=4 bootstrap-t runs below 0 and far above ln 2
     free = bootstrap_ci(values)
     clipped = bootstrap_ci(values, support=(0.0, math.log(2)))
     assert free.low < 0.0

@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+import math
+from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
 import numpy as np
@@ -10,7 +11,8 @@ import numpy as np
 from ..stats.bootstrap import Interval
 from ..stats.drivers import DEFAULT_DRIVERS, gate_drivers, gate_sections, gate_text
 from ..stats.gate import Gate, IntervalEstimate, Verdict
-from ..stats.methods import interval_how
+from ..stats.methods import groups_note, interval_how
+from ..stats.shapes import BOUNDED_METHODS, items_needed
 
 
 class DriverScope(NamedTuple):
@@ -58,6 +60,10 @@ class ProbeResult:
     slices: dict[str, Any] = field(default_factory=dict)
     #: Each item's slice name, in the items' order (None without slices).
     item_slices: tuple | None = None
+    #: The range the probe declared its values can take (None: not declared).
+    support: tuple[float, float] | None = None
+    #: What a reader of the result should know about its interval (e.g. an undeclared support).
+    notes: tuple[str, ...] = ()
 
     def __post_init__(self):
         if not self.label:
@@ -66,7 +72,7 @@ class ProbeResult:
     @property
     def interval_estimate(self) -> IntervalEstimate:
         """The estimate, interval and n a gate judges."""
-        groups = f", resampling {self.n_groups} groups" if self.n_groups is not None else ""
+        groups = groups_note(self.method, self.n_groups)
         return IntervalEstimate(
             label=self.label,
             estimate=self.estimate,
@@ -74,7 +80,22 @@ class ProbeResult:
             confidence=self.confidence,
             n=self.n,
             how=interval_how(self.method, self.resamples, self.seed) + groups,
+            needed=self.needed_by(self.method, self.values, self.seed),
         )
+
+    def needed_by(self, method: str, values: np.ndarray, seed: int):
+        """The gate's n-needed by ``method`` for ``values`` (these items or a slice's), where it is
+        not the bootstrap's 1 / sqrt(n) rule: ``needed(threshold, side)``, or None."""
+        if method not in BOUNDED_METHODS or self.groups is not None:
+            return None
+        support = self.support or (-math.inf, math.inf)
+
+        def needed(threshold: float, side: str):
+            return items_needed(
+                method, values, support, confidence=self.confidence, threshold=threshold, side=side, seed=seed
+            )
+
+        return needed
 
     def describe(self) -> str:
         """Estimate, CI and everything needed to reproduce them."""
@@ -85,12 +106,20 @@ class ProbeResult:
         if self.slices:
             from ..stats.slices import judge
 
-            parts = {name: s.interval_estimate(self.label, self.confidence) for name, s in self.slices.items()}
+            parts = {name: self.slice_estimate(name) for name in self.slices}
             verdict = judge(gate, self.interval_estimate, parts)
         else:
             verdict = gate.judge(self.interval_estimate)
         self.checks.append((gate, verdict))
         return verdict
+
+    def slice_estimate(self, name: str) -> IntervalEstimate:
+        """What a gate judges for slice ``name``."""
+        part = self.slices[name]
+        values = self.values[[i for i, s in enumerate(self.item_slices or ()) if s == name]]
+        return replace(
+            part.interval_estimate(self.label, self.confidence), needed=self.needed_by(part.method, values, part.seed)
+        )
 
     @property
     def gates_per_check(self) -> int:
@@ -136,11 +165,7 @@ class ProbeResult:
         whole = DriverScope(self.values, self.items, self.ci.low, self.ci.high)
         if not self.slices or self.item_slices is None or not gate.judge(self.interval_estimate).ok:
             return whole
-        failing = [
-            name
-            for name, s in self.slices.items()
-            if not gate.judge(s.interval_estimate(self.label, self.confidence)).ok
-        ]
+        failing = [name for name in self.slices if not gate.judge(self.slice_estimate(name)).ok]
         if not failing:
             return whole
         picked = [i for i, name in enumerate(self.item_slices) if name in failing]

@@ -7,6 +7,7 @@ it to one backend, registry and seed); ``derive_seed`` gives each test its seed.
 from __future__ import annotations
 
 import hashlib
+import math
 import time
 from typing import Any
 
@@ -14,9 +15,10 @@ import numpy as np
 
 from ..errors import ProbeError, ProbeParamError, SwayError, is_whole, short_repr
 from ..probes import Measurement, ProbeRegistry, default_registry
-from ..stats.bootstrap import Bootstrap, wilson_interval
+from ..stats.bootstrap import Bootstrap
 from ..stats.drivers import DEFAULT_DRIVERS
 from ..stats.methods import DEFAULT_CONFIDENCE
+from ..stats.shapes import few_levels
 from ..stats.slices import count_groups, layout_of, slice_results
 from .result import ProbeResult
 
@@ -90,31 +92,34 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap, *, drivers: int 
             + (f" and {bad.size - 1} more non-finite value(s)" if bad.size > 1 else "")
             + "; every value must be a finite number"
         )
-    low, high = m.support
+    support = (0.0, 1.0) if m.binary else _checked_support(probe.kind, m.support)
+    low, high = support if support is not None else (-math.inf, math.inf)
     outside = np.flatnonzero((values < low) | (values > high))
     if outside.size:
         i = int(outside[0])
         raise ProbeError(
             f"probe {probe.kind!r} returned {values[i]!r} for item {i} ({short_repr(items[i])}), outside its declared "
-            f"support {m.support!r}"
+            f"support {support!r}"
+        )
+    if m.binary and not np.all((values == 0) | (values == 1)):
+        i = int(np.flatnonzero((values != 0) & (values != 1))[0])
+        raise ProbeError(
+            f"probe {probe.kind!r} declared binary values (0/1 outcomes) and returned {values[i]!r} for item {i} "
+            f"({short_repr(items[i])}); return 0 or 1 per item, or declare support=(low, high) instead of binary=True"
         )
     layout = layout_of(probe, params)
-    if layout.groups is not None and (m.interval is not None or m.binary):
+    if layout.groups is not None and m.interval is not None:
         raise ProbeError(
-            f"probe {probe.kind!r} returned values for a closed-form interval ("
-            + ("Wilson's" if m.binary else m.interval_method or "closed-form")
-            + "), which assumes independent items, and its items have groups; declare the probe with "
-            "Probe(clusters=False) so that groups= is refused when it is parsed, or let it use the bootstrap"
+            f"probe {probe.kind!r} returned values for a closed-form interval ({m.interval_method or 'closed-form'}), "
+            "which assumes independent items, and its items have groups; declare the probe with "
+            "Probe(clusters=False) so that groups= is refused when it is parsed, or let pytest-sway choose the interval"
         )
 
     def interval(part, part_bootstrap, groups):
         if m.interval is not None:
             ci = m.interval(part, confidence=part_bootstrap.confidence)
             return ci, m.interval_method or getattr(m.interval, "__name__", "closed-form"), 0
-        if m.binary:
-            return wilson_interval(part, confidence=part_bootstrap.confidence), "wilson", 0
-        ci = part_bootstrap.interval(part, support=m.support, groups=groups)
-        return ci, str(part_bootstrap.method), int(part_bootstrap.resamples or 0)
+        return part_bootstrap.estimate(part, support=support, groups=groups)
 
     try:
         ci, method, resamples = interval(values, bootstrap, layout.groups)
@@ -141,7 +146,41 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap, *, drivers: int 
         n_groups=None if layout.groups is None else count_groups(layout.groups),
         slices=slices,
         item_slices=layout.slices,
+        support=support,
+        notes=_notes(probe.kind, values, m),
     )
+
+
+def _notes(kind: str, values: np.ndarray, m: Measurement) -> tuple[str, ...]:
+    """What the reader should know about the interval: a bootstrap of values with few distinct
+    levels, from a probe that declared no support (so the rule could not choose for them)."""
+    if m.support is not None or m.binary or m.interval is not None:
+        return ()
+    levels = few_levels(values)
+    if levels is None:
+        return ()
+    return (
+        f"{kind} returned {values.size} values with only {levels} distinct level(s) and declares no support, so "
+        "its interval is a bootstrap that treats them as continuous and can be too narrow; declare the range "
+        "its values can take, Measurement(..., support=(low, high)) (binary=True for 0/1 outcomes), and "
+        "pytest-sway chooses an interval that stays honest for them",
+    )
+
+
+def _checked_support(kind: str, support) -> tuple[float, float] | None:
+    """A probe's declared support as a pair of floats (or None), or ``ProbeError``."""
+    if support is None:
+        return None
+    try:
+        low, high = (float(x) for x in support)
+    except (TypeError, ValueError):
+        raise ProbeError(
+            f"probe {kind!r} declared support={short_repr(support)}; a support is a (low, high) pair of numbers "
+            "(float('inf') for an open side), or None"
+        ) from None
+    if math.isnan(low) or math.isnan(high) or not low < high:
+        raise ProbeError(f"probe {kind!r} declared support={short_repr(support)}; its low must be below its high")
+    return low, high
 
 
 def derive_seed(base_seed: int, test_id: str) -> int:

@@ -49,11 +49,14 @@ class Measurement:
     values: Any  # 1-d numpy array
     items: tuple[str, ...]
     details: dict[str, Any] = field(default_factory=dict)
-    #: The range a value can take, e.g. (0, ln 2) for Jensen-Shannon: the
-    #: interval is clipped to it.
-    support: tuple[float, float] = (-math.inf, math.inf)
-    #: Values are 0/1 outcomes: the interval is the Wilson score interval for
-    #: a proportion, not a bootstrap.
+    #: The range a value can take, e.g. (0, ln 2) for Jensen-Shannon, (-inf, inf) for a log-ratio:
+    #: the interval lies inside it, and values piled at one level of a finite support get an
+    #: interval that stays honest for them (see ``pytest_sway.stats.shapes``). None: not declared
+    #: (the bootstrap, as for unbounded values; a result with few distinct values then carries a
+    #: note saying how to declare it).
+    support: tuple[float, float] | None = None
+    #: Values are 0/1 outcomes: the same as ``support=(0, 1)``, and values other than 0 and 1 are
+    #: an error. Their interval is Clopper-Pearson's.
     binary: bool = False
     #: A closed-form interval instead of the bootstrap, for values a bootstrap
     #: cannot treat honestly (few distinct values, many ties):
@@ -74,7 +77,7 @@ class Probe:
     #: Checks that involve several parameters: ``check(params)`` raises ValueError.
     check: Callable[[dict], None] | None = None
     #: Whether its interval can resample whole groups of items (``groups=``): a bootstrap can;
-    #: a closed-form interval that assumes independent items (Wilson, Tango) cannot.
+    #: a closed-form interval that assumes independent items (Tango) cannot.
     clusters: bool = True
 
     def __post_init__(self):

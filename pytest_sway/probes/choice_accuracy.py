@@ -19,8 +19,8 @@ import numpy as np
 
 from ..backends.base import BASE, FINETUNED
 from ..errors import is_whole, short_repr
-from ..stats.bootstrap import wilson_interval
 from ..stats.paired import tango_interval
+from ..stats.shapes import clopper_pearson
 from .base import CHAT, Measurement, Param, Probe, _items, _prompt, check_chat_prompts, choice
 
 _EXAMPLES = 3
@@ -67,8 +67,13 @@ def _correct(backend, questions, variant, *, normalize, chat):
 
 
 def _accuracy(correct, confidence):
-    ci = wilson_interval(correct, confidence=confidence)
-    return {"accuracy": float(correct.mean()), "ci_low": ci.low, "ci_high": ci.high, "correct": int(correct.sum())}
+    low, high = clopper_pearson(correct.sum(), correct.size, confidence=confidence)
+    return {
+        "accuracy": float(correct.mean()),
+        "ci_low": float(low),
+        "ci_high": float(high),
+        "correct": int(correct.sum()),
+    }
 
 
 def measure(backend, params, bootstrap) -> Measurement:

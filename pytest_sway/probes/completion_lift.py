@@ -7,6 +7,8 @@ Positive: the fine-tune prefers the completion more than the base did.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..backends.base import BASE, FINETUNED
@@ -26,6 +28,7 @@ def measure(backend, params, bootstrap) -> Measurement:
     return Measurement(
         values=lift,
         items=tuple(f"{p!r} -> {c!r}" for p, c in cases),
+        support=(-math.inf, math.inf),  # a difference of log-probabilities: no bound either way
         details={
             "unit": "nats/token" if params["per_token"] else "nats",
             "tokens": [int(x) for x in n],

@@ -1,9 +1,9 @@
 """greedy_change: how often does the fine-tune's greedy continuation differ from the base's?
 
 Per prompt: 1 if the greedy continuations (up to ``max_new_tokens``) differ,
-else 0; the estimate is the change rate. Its interval is the Wilson score
-interval for a proportion: a bootstrap of 0/1 values collapses to [0, 0] when
-no prompt changed, claiming a certainty that 16 prompts cannot give.
+else 0; the estimate is the change rate. Its interval is Clopper-Pearson's
+for a proportion (on group means, by betting, with ``groups=``): a bootstrap of 0/1 values
+collapses to [0, 0] when no prompt changed, claiming a certainty that 16 prompts cannot give.
 Details: the normalized token edit distance per prompt and a few example pairs,
 which a failing gate prints.
 """
@@ -53,7 +53,6 @@ def measure(backend, params, bootstrap) -> Measurement:
             "examples": examples,
             "evidence": evidence,
         },
-        support=(0.0, 1.0),
         binary=True,
     )
 
@@ -67,6 +66,5 @@ PROBE = Probe(
         CHAT,
     ),
     measure=measure,
-    clusters=False,  # Wilson's interval assumes independent items
     check=check_chat_prompts("prompts"),
 )

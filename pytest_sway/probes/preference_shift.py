@@ -9,6 +9,8 @@ the share the fine-tune gets right, and the reverse.
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 
 from ..backends.base import BASE, FINETUNED
@@ -37,6 +39,7 @@ def measure(backend, params, bootstrap) -> Measurement:
     return Measurement(
         values=ft - base,
         items=tuple(f"{p!r}: {c!r} over {r!r}" for p, c, r in triples),
+        support=(-math.inf, math.inf),  # a difference of log-probabilities: no bound either way
         details={
             "unit": "nats/token" if per_token else "nats",
             "margin_base": [float(x) for x in base],

@@ -212,23 +212,37 @@ def compare(
         return {"status": ITEMS_CHANGED, "outcome": _REPORTED, "message": f"not compared: {change}"}
     import numpy as np
 
-    values = np.asarray(result.values, dtype=np.float64) - np.asarray(saved, dtype=np.float64)
-    # Paired differences of grouped items are as dependent as the items: resample whole groups.
-    ci = bootstrap.interval(values, groups=result.groups)
-    from ..stats.methods import interval_how
+    from ..stats.methods import groups_note, interval_how
+    from ..stats.paired import change_interval
+    from ..stats.shapes import at_ends
 
+    current, saved = np.asarray(result.values, dtype=np.float64), np.asarray(saved, dtype=np.float64)
+    values = current - saved
+    support = getattr(result, "support", None)
+    if result.method == "tango":  # its values are changes of paired 0/1 outcomes already
+        step = 1.0
+    elif at_ends(current, support) is not None and at_ends(saved, support) is not None:  # 0/1 outcomes
+        step = float(support[1]) - float(support[0])
+    else:
+        step = None
+    # Paired differences of grouped items are as dependent as the items: whole groups count.
+    ci, method, resamples = change_interval(
+        current, saved, support=support, outcome_step=step, bootstrap=bootstrap, groups=result.groups
+    )
+    width = float(support[1]) - float(support[0]) if support is not None else math.inf
     delta = IntervalEstimate(
         label=f"{result.label} - baseline",
         estimate=float(values.mean()),
         ci=ci,
         confidence=bootstrap.confidence,
         n=values.size,
-        how=interval_how(bootstrap.method, bootstrap.resamples, bootstrap.seed)
-        + (f", resampling {result.n_groups} groups" if result.groups is not None else ""),
+        how=interval_how(method, resamples, bootstrap.seed) + groups_note(method, result.n_groups),
+        needed=_needed(method, values, (-width, width), bootstrap, grouped=result.groups is not None),
     )
     out = {
         "status": COMPARED,
         "delta": delta.estimate,
+        "ci_method": method,
         "ci_low": ci.low,
         "ci_high": ci.high,
         "baseline_estimate": entry["estimate"],
@@ -258,6 +272,27 @@ def compare(
                     result.items, result.values, saved, direction=direction, k=k
                 )
     return out
+
+
+def _needed(method: str, values, support, bootstrap, *, grouped: bool):
+    """The gate's n-needed by the change interval's own method, where it is a bounded one."""
+    from ..stats.shapes import BOUNDED_METHODS, items_needed
+
+    if method not in BOUNDED_METHODS or grouped:
+        return None
+
+    def needed(threshold: float, side: str):
+        return items_needed(
+            method,
+            values,
+            support,
+            confidence=bootstrap.confidence,
+            threshold=threshold,
+            side=side,
+            seed=bootstrap.seed,
+        )
+
+    return needed
 
 
 def comparison_failure(comparison: dict, n: int) -> str:

@@ -165,6 +165,9 @@ def _result(i: int, r: dict) -> str:
     ]
     if row_estimate(r) is not None:
         out.append(f'<p class="meta">{esc(_meta(r))}</p>')
+        out.extend(
+            f'<p class="meta"><b>Note</b> {esc(note)}</p>' for note in r.get("notes") or () if isinstance(note, str)
+        )
         out.extend(_slice_lines(r))
         if isinstance(r.get("params"), dict) and r["params"]:
             params = " · ".join(f"{k}: {_param(v)}" for k, v in r["params"].items())
@@ -190,10 +193,10 @@ def _meta(r: dict) -> str:
     groups = f" ({r['n_groups']} groups)" if r.get("n_groups") is not None else ""
     parts = [f"n = {r.get('n')}{groups}", f"estimate {number(row_estimate(r))}",
              (f"{conf * 100:.4g}% CI " if conf is not None else "CI ") + ci_text(r)]  # fmt: skip
-    if r.get("method"):
+    if r.get("ci_method"):
         from ..stats.methods import interval_how
 
-        parts.append(interval_how(r["method"], r.get("resamples") or 0, r.get("seed")))
+        parts.append(interval_how(r["ci_method"], r.get("resamples") or 0, r.get("seed")))
     gates = row_thresholds(r)
     parts.append("gate " + " and ".join(f"{name} {t:g}" for t, name in gates) if gates else "no gate")
     duration = finite(r.get("duration_s"))

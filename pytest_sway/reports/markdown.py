@@ -34,6 +34,7 @@ from .summary import (
     REGRESSED,
     ci_header,
     gate_text,
+    interval_cell,
     n_text,
     number_text,
     outcome_text,
@@ -112,6 +113,9 @@ def render_markdown(doc: dict, *, footer: str) -> str:
         for row, name in zip(rows, short_ids([r["nodeid"] for r in rows], width=_ID_CHARS)):
             if not Outcome(row["outcome"]).ok or _against_baseline(row):
                 out += _failure(row, name)
+    for row, name in zip(rows, short_ids([r["nodeid"] for r in rows], width=_ID_CHARS)):
+        for note in row.get("notes") or ():
+            out += [f"> **Note** on {code(name)}: {md(str(note))}", ""]
     out += [md(footer), ""]
     return "\n".join(out)
 
@@ -147,15 +151,13 @@ def _table(rows: list[dict]) -> list[str]:
         if outcome == Outcome.ERROR:
             cells += ["-", "-", "-", gate_text(row)]
         else:
-            cells += [n_text(row), number_text(row.get("estimate")), f"[{number_text(row.get('ci_low'))}, {number_text(row.get('ci_high'))}]",
-                      gate_text(row)]  # fmt: skip
+            cells += [n_text(row), number_text(row.get("estimate")), md(interval_cell(row)), gate_text(row)]
         if with_baseline:
             cells.append(md(versus_text(row.get("baseline"))))
         lines.append(_row(cells))
         for slice_name, part in (row.get("slices") or {}).items():  # one row per slice, under its test
             cells = [_ICONS.get(part.get("outcome"), "") + md(outcome_text(part)), "↳ slice " + code(slice_name), "",
-                     n_text(part), number_text(part.get("estimate")), f"[{number_text(part.get('ci_low'))}, {number_text(part.get('ci_high'))}]",
-                     gate_text(row)]  # fmt: skip
+                     n_text(part), number_text(part.get("estimate")), md(interval_cell(part)), gate_text(row)]  # fmt: skip
             lines.append(_row(cells + ([""] if with_baseline else [])))
     return lines
 

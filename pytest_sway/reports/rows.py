@@ -32,6 +32,7 @@ class SliceRow(TypedDict, total=False):
     ci_high: float
     outcome: str
     items_needed: int | None
+    ci_method: str
     seed: int
 
 
@@ -54,7 +55,7 @@ class ResultRow(TypedDict, total=False):
     ci_low: float
     ci_high: float
     confidence: float
-    method: str
+    ci_method: str
     resamples: int
     seed: int
     above: float | None
@@ -66,6 +67,8 @@ class ResultRow(TypedDict, total=False):
     values: list[float]
     items: list[str]
     duration_s: float
+    support: list | None
+    notes: list[str]
     details: dict[str, Any]
     slices: dict[str, SliceRow]
     drivers: list[dict[str, Any]]
@@ -89,8 +92,9 @@ def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> R
         "ci_low": result.ci.low,
         "ci_high": result.ci.high,
         "confidence": result.confidence,
-        "method": result.method,
+        "ci_method": result.method,
         "resamples": result.resamples,
+        "support": support_json(result.support),
         "seed": result.seed,
         "above": above,
         "below": below,
@@ -104,6 +108,8 @@ def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> R
         "duration_s": result.duration_s,
         "details": jsonable(result.details),
     }
+    if result.notes:
+        row["notes"] = list(result.notes)
     _add_layout(row, result)
     if result.max_drivers > 0:
         # Only a failed or inconclusive gate has drivers: a passing one has no wrong side to name,
@@ -118,6 +124,14 @@ def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> R
                 "ci_high": scope.ci_high,
             }
     return row
+
+
+def support_json(support) -> list | None:
+    """A declared support as JSON: ``[low, high]``, null for an open side (JSON has no infinity);
+    null when the probe declared none."""
+    if support is None:
+        return None
+    return [float(x) if math.isfinite(x) else None for x in support]
 
 
 def _add_layout(out: ResultRow, result) -> None:
@@ -136,6 +150,7 @@ def _add_layout(out: ResultRow, result) -> None:
                 "ci_high": s.ci.high,
                 "outcome": worst.outcome.value,
                 "items_needed": worst.items_needed,
+                "ci_method": s.method,
                 "seed": s.seed,
             }
             if s.n_groups is not None:
@@ -189,7 +204,7 @@ def rows_for_test(
 
 
 _JUNIT_FIELDS = (
-    "kind", "label", "n", "n_groups", "estimate", "ci_low", "ci_high", "confidence", "method", "resamples", "seed",
+    "kind", "label", "n", "n_groups", "estimate", "ci_low", "ci_high", "confidence", "ci_method", "resamples", "seed",
     "above", "below", "outcome", "duration_s",
 )  # fmt: skip
 
@@ -296,7 +311,7 @@ def sort_rows(rows: Iterable[dict]) -> list[dict]:
 
 _JSON_FIELDS = (
     "nodeid", "kind", "label", "source", "params", "n", "n_groups", "estimate", "ci_low", "ci_high", "confidence",
-    "method", "resamples", "seed", "above", "below", "outcome", "items_needed", "message", "values",
+    "ci_method", "resamples", "seed", "support", "notes", "above", "below", "outcome", "items_needed", "message", "values",
     "slices", "duration_s", "details", "drivers", "drivers_scope", "baseline",
 )  # fmt: skip
 

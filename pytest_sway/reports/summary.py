@@ -34,7 +34,7 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
                 row["label"] + (" " + sparkline([point["mean"] for point in curve]) if curve else ""),
                 n_text(row),
                 number_text(row["estimate"]),
-                f"[{number_text(row['ci_low'])}, {number_text(row['ci_high'])}]",
+                interval_cell(row),
                 gate_text(row),
                 outcome_text(row),
             )
@@ -47,7 +47,7 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
                     "",
                     n_text(part),
                     number_text(part["estimate"]),
-                    f"[{number_text(part['ci_low'])}, {number_text(part['ci_high'])}]",
+                    interval_cell(part),
                     gate_text(row),
                     outcome_text(part),
                 )
@@ -59,8 +59,36 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
     for r in table:
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
         lines.append("  ".join(cells).rstrip())
+    for name, row in zip(names, rows):
+        lines += [f"note: {name}: {note}" for note in row.get("notes") or ()]
     lines.append(footer)
     return lines
+
+
+#: The tag the table puts after an interval that is not the run's bootstrap.
+METHOD_TAGS = {"all-equal": "all-equal", "clopper-pearson": "CP", "betting": "betting", "tango": "tango"}
+
+
+def interval_cell(row) -> str:
+    """A row's (or slice's) interval, tagged with its method where that is not the bootstrap."""
+    tag = METHOD_TAGS.get(row.get("ci_method", ""), "")
+    return f"[{number_text(row['ci_low'])}, {number_text(row['ci_high'])}]" + (f" {tag}" if tag else "")
+
+
+def methods_text(rows: Sequence[dict], bootstrap: str) -> str:
+    """The footer's account of the intervals: the bootstrap, then each tag used and what it means."""
+    from ..stats.methods import interval_how
+
+    used = [
+        m
+        for m in METHOD_TAGS
+        if any(
+            r.get("ci_method") == m or any(p.get("ci_method") == m for p in (r.get("slices") or {}).values())
+            for r in rows
+        )
+    ]
+    names = [f"{METHOD_TAGS[m]}: {interval_how(m, 0, '').split(',')[0]}" for m in used]
+    return "; ".join([bootstrap] + names)
 
 
 _BARS = "▁▂▃▄▅▆▇█"

@@ -31,7 +31,7 @@ _CAPTIONS = {
     "preference_shift": "change in the margin log p(chosen) - log p(rejected); positive = prefers chosen more",
     "adapter_ablation": "Spearman correlation of adapter scale with divergence, mean over prompts (-1 to 1)",
     "null_contrast": "divergence under the adapter minus under random adapters of its size",
-    "greedy_change": "share of prompts whose greedy continuation changes (Wilson interval)",
+    "greedy_change": "share of prompts whose greedy continuation changes (Clopper-Pearson interval)",
 }
 
 # Forest plot geometry in viewBox units (the SVG scales to the page width).
@@ -165,7 +165,7 @@ def strip_plot(r: dict, color: str) -> str:
                    f"<title>estimate {est:.4g}</title></line>")  # fmt: skip
     out.append("</svg>")
     caption = "shaded: CI, solid: estimate, dashed: gate"
-    if r.get("method") == "wilson" and set(values) <= {0.0, 1.0}:  # a proportion: dots pile up, count them
+    if r.get("support") == [0.0, 1.0] and set(values) <= {0.0, 1.0}:  # a proportion: dots pile up, count them
         caption = f"{sum(values):.0f} of {len(values)} items are 1; {caption}"
     else:
         caption = f"per-item values; {caption}"

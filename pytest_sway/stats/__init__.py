@@ -2,7 +2,10 @@
 
 Pure (no pytest, no models); numpy and scipy load only with the modules that need them.
 
-* ``bootstrap``: the bootstrap (studentized, BCa, percentile; cluster resampling), Wilson.
+* ``bootstrap``: the bootstrap (studentized, BCa, percentile; cluster resampling), and
+  ``Bootstrap.estimate``, which applies the rule of ``shapes``.
+* ``shapes``: intervals for values a bootstrap cannot treat honestly (all equal, 0/1, piled on a
+  level of a bounded range) and the rule that chooses the method.
 * ``methods``: the interval methods' names, defaults and limits (no numpy).
 * ``paired``: Tango's score interval for a change in paired 0/1 outcomes.
 * ``gate``: an interval estimate in, a verdict (passed / failed / inconclusive) out.

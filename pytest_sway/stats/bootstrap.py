@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import is_number, is_whole, short_repr
+from . import shapes
 from .methods import (
     DEFAULT_CONFIDENCE,
     DEFAULT_METHOD,
@@ -86,10 +87,39 @@ class Bootstrap:
         object.__setattr__(self, "seed", int(self.seed))
 
     def interval(self, values, *, support: tuple[float, float] | None = None, groups=None) -> Interval:
-        """Bootstrap interval for the mean of ``values`` (see :func:`bootstrap_ci`)."""
+        """The interval for the mean of ``values`` (see :func:`bootstrap_ci`)."""
+        return self.estimate(values, support=support, groups=groups).ci
+
+    def estimate(self, values, *, support: tuple[float, float] | None = None, groups=None) -> Chosen:
+        """The interval for the mean of ``values``, the method the rule chose for them
+        (:func:`pytest_sway.stats.shapes.choose_method`), and the resamples it used (0: none)."""
         data = check_values(values)
         low, high = _check_support(support, data)
+        bounded = (low, high) if math.isfinite(low) and math.isfinite(high) else None
         codes = None if groups is None else check_groups(groups, data.size)
+        chosen = shapes.choose_method(data, bounded, confidence=self.confidence)
+        if chosen == shapes.ALL_EQUAL:
+            # Groups are the independent units: n equal values in G groups are G pieces of evidence.
+            n = data.size if codes is None else int(codes.max()) + 1
+            a, b = shapes.all_equal_bounds(float(data[0]), n, (low, high), confidence=self.confidence)
+            return Chosen(Interval(a, b), chosen, 0)
+        if chosen != shapes.BOOTSTRAP and bounded is not None:
+            x = (data - low) / (high - low)
+            if codes is None and chosen == shapes.CLOPPER_PEARSON:
+                successes = shapes.at_ends(data, bounded).sum()
+                bounds01 = shapes.clopper_pearson(successes, data.size, confidence=self.confidence)
+            else:
+                weights = None
+                if codes is not None:  # group means, each bet scaled by its group's size
+                    sizes = np.bincount(codes).astype(np.float64)
+                    x, weights = np.bincount(codes, weights=x) / sizes, sizes / sizes.max()
+                    chosen = shapes.BETTING
+                bounds01 = shapes.betting_bounds01(
+                    np.clip(x, 0.0, 1.0)[None, :], confidence=self.confidence, seed=self.seed, weights=weights
+                )[0]
+            return Chosen(
+                Interval(low + (high - low) * float(bounds01[0]), low + (high - low) * float(bounds01[1])), chosen, 0
+            )
         method, resamples = str(self.method), int(self.resamples or 0)  # concrete after __post_init__
         bounds = batch_intervals(
             data[None, :],
@@ -98,9 +128,25 @@ class Bootstrap:
             methods=(method,),
             seed=self.seed,
             groups=codes,
-        )[method]
+        )[method][0]
+        if codes is not None and np.ptp(np.bincount(codes)) > 0:
+            # In groups of unequal size a large group pulls the mean towards itself and the cluster
+            # bootstrap's standard error misses it: widen to the CR2 / Bell-McCaffrey t interval where
+            # that is wider. (Equal groups: the cluster bootstrap-t alone covers.)
+            cr2 = shapes.cr2_t_bounds(data[None, :], codes, confidence=self.confidence)[0]
+            bounds = np.array([min(bounds[0], cr2[0]), max(bounds[1], cr2[1])])
         # The mean of values confined to [low, high] lies in [low, high] too.
-        return Interval(float(np.clip(bounds[0, 0], low, high)), float(np.clip(bounds[0, 1], low, high)))
+        return Chosen(
+            Interval(float(np.clip(bounds[0], low, high)), float(np.clip(bounds[1], low, high))), method, resamples
+        )
+
+
+class Chosen(NamedTuple):
+    """An interval, the method that computed it, and the bootstrap resamples it used (0: none)."""
+
+    ci: Interval
+    method: str
+    resamples: int
 
 
 def bootstrap_ci(
@@ -124,21 +170,29 @@ def bootstrap_ci(
     narrower than its level. The result depends only on the values, the arguments
     and ``seed``: the random generator is local, never numpy's global one.
 
+    The interval follows the shape of the values (:func:`pytest_sway.stats.shapes.choose_method`):
+    ``method`` is the bootstrap used where a bootstrap is honest; every value equal, values at the
+    two ends of ``support``, or values piled on one level of a finite ``support`` get the exact
+    all-equal bound, Clopper-Pearson or the betting interval instead (``Bootstrap.estimate`` says
+    which). Twelve values of 1 on ``support=(-1, 1)`` give ``[-1 + 2 * 0.025 ** (1 / 12), 1]``,
+    ``[0.4707, 1]``: never zero width.
+
     ``support=(low, high)`` is the range the values can take (``(0, ln 2)``
-    for Jensen-Shannon divergences): the interval is clipped to it, since
+    for Jensen-Shannon divergences): the interval lies inside it, since
     the mean cannot leave it. Bootstrap-t bounds otherwise can, at small n.
 
     ``groups`` (one label per value: a string, an integer, or None for a
     value that is a group of its own) makes it a cluster bootstrap: whole
     groups are resampled with replacement, the statistic is the mean over all
     values of the resampled groups, and the bootstrap-t studentizes with the
-    cluster-robust standard error. Values in one group (paraphrases of one
+    cluster-robust standard error; in groups of unequal size the interval is widened
+    to the CR2 t interval where that is wider (one large group). Values in one group (paraphrases of one
     question, turns of one conversation) are not independent evidence, and
     resampling them one by one makes the interval too narrow. Fewer than
-    ``MIN_GROUPS`` groups raise ``ValueError``.
+    ``MIN_GROUPS`` groups, or one group holding so many values that fewer than
+    ``MIN_EFFECTIVE_GROUPS`` effective groups remain, raise ``ValueError``.
 
-    All-equal values give the zero-width interval at that value. Bad input
-    raises ``ValueError`` naming the argument.
+    Bad input raises ``ValueError`` naming the argument.
     """
     bootstrap = Bootstrap(confidence=confidence, resamples=resamples, method=method, seed=seed)
     return bootstrap.interval(values, support=support, groups=groups)
@@ -171,6 +225,15 @@ def check_groups(groups, n: int) -> np.ndarray:
             f"(from fewer, resampling whole groups cannot show how much they vary, and the interval would be "
             f"too narrow): add groups, or leave groups out if the items are independent"
         )
+    sizes = np.bincount(codes)
+    effective = shapes.effective_groups(sizes)
+    if effective < shapes.MIN_EFFECTIVE_GROUPS:
+        raise ValueError(
+            f"groups: one group holds {sizes.max()} of the {n} items, which leaves {effective:.2f} effective groups "
+            f"(Kish: (sum of sizes)^2 / sum of squared sizes); an interval needs at least "
+            f"{shapes.MIN_EFFECTIVE_GROUPS:g}, since the data cannot show how much groups vary: split the large "
+            "group, or add items in other groups"
+        )
     return codes
 
 
@@ -193,25 +256,6 @@ def check_values(values) -> np.ndarray:
             "every per-item value must be a finite number"
         )
     return data
-
-
-def wilson_interval(values, *, confidence: float = DEFAULT_CONFIDENCE) -> Interval:
-    """Wilson score interval for the rate of 1s among 0/1 ``values``.
-
-    Unlike a bootstrap of 0/1 values, it does not collapse to a zero-width
-    interval when every value is the same: 0 of 16 gives [0, 0.19].
-    """
-    data = check_values(values)
-    if not np.all((data == 0) | (data == 1)):
-        raise ValueError("values: the Wilson interval needs 0/1 values")
-    confidence, _, _ = check_arguments(confidence, None, None)
-    from statistics import NormalDist
-
-    n, p = data.size, float(data.mean())
-    z = NormalDist().inv_cdf(0.5 + confidence / 2)
-    center = (p + z * z / (2 * n)) / (1 + z * z / n)
-    half = z / (1 + z * z / n) * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n))
-    return Interval(max(0.0, center - half), min(1.0, center + half))
 
 
 def _check_support(support, data) -> tuple[float, float]:

@@ -8,7 +8,8 @@ a probe's result, a comparison with a baseline and a slice are judged alike.
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 
 from ..errors import is_number
 from .bootstrap import Interval
@@ -26,6 +27,10 @@ class IntervalEstimate:
     n: int
     #: How the interval was computed, e.g. ``studentized bootstrap, 9999 resamples, seed 0``.
     how: str
+    #: ``needed(threshold, side)``: the items at which the same method's interval would clear
+    #: ``threshold`` on ``side`` ("above"/"below") with the values' distribution held (None: no
+    #: number would). Without it, the gate assumes half-widths shrink as 1 / sqrt(n).
+    needed: Callable[[float, str], int | None] | None = field(default=None, compare=False, repr=False)
 
     def describe(self) -> str:
         """Estimate, CI and everything needed to reproduce them."""
@@ -128,11 +133,21 @@ def _judge_side(result: IntervalEstimate, threshold: float, *, side: str) -> Ver
             f"INCONCLUSIVE: {result.label} {ci} straddles {threshold:g}, and the estimate itself is on the wrong "
             f"side of it; more items would most likely confirm a failure.\n{how}",
         )
-    # Half-widths shrink as 1/sqrt(n): n' = n * (spread / margin)^2.
-    needed = math.ceil(round(result.n * (spread / margin) ** 2, 6))
+    if result.needed is not None:
+        needed = result.needed(threshold, side)
+    else:
+        # Half-widths shrink as 1/sqrt(n): n' = n * (spread / margin)^2.
+        needed = math.ceil(round(result.n * (spread / margin) ** 2, 6))
+    bound, towards = ("CI low", "up to") if side == "above" else ("CI high", "down to")
+    if needed is None:
+        return Verdict(
+            Outcome.INCONCLUSIVE,
+            f"INCONCLUSIVE: {result.label} {ci} straddles {threshold:g}, and no number of items with values like "
+            f"these would bring the {bound} {towards} {threshold:g}.\n{how}",
+        )
     return Verdict(
         Outcome.INCONCLUSIVE,
-        f"INCONCLUSIVE: {result.label} {ci} straddles {threshold:g}. If the estimate and spread held, about "
-        f"{needed} items (now {result.n}) would resolve it.\n{how}",
+        f"INCONCLUSIVE: {result.label} {ci} straddles {threshold:g}. If the values held as they are, about "
+        f"{needed} items (now {result.n}) would bring the {bound} {towards} {threshold:g} and pass.\n{how}",
         needed,
     )

@@ -78,15 +78,31 @@ def bonferroni(confidence: float, m: int) -> float:
     return 1.0 - (1.0 - confidence) / m if m > 1 else confidence
 
 
+#: The betting interval averages the capital of this many fixed orders of the values (the first is
+#: the given order, the others seeded permutations): less dependence on the order, same guarantee.
+BETTING_ORDERS = 16
+
 #: How reports name the intervals that are not a bootstrap (``resamples == 0``).
 CLOSED_FORM_NAMES = {
-    "wilson": "Wilson score interval",
+    "all-equal": "exact bound for all-equal values",
+    "clopper-pearson": "Clopper-Pearson interval",
     "tango": "Tango score interval for paired proportions",
 }
 
 
 def interval_how(method: str, resamples: int, seed: object) -> str:
     """How an interval was computed, in the words the reports use."""
+    if method == "betting":
+        return f"betting interval, {BETTING_ORDERS} orders, seed {seed}"
     if not resamples:
         return CLOSED_FORM_NAMES.get(method, f"{method} interval")
     return f"{method} bootstrap, {resamples} resamples, seed {seed}"
+
+
+def groups_note(method: str, n_groups: int | None) -> str:
+    """What ``interval_how`` adds for items in ``n_groups`` groups (empty without groups)."""
+    if n_groups is None:
+        return ""
+    if method in METHODS:
+        return f", resampling {n_groups} groups (unequal groups: at least the CR2 t interval)"
+    return f", over {n_groups} groups"

@@ -86,3 +86,26 @@ def tango_interval(values, *, confidence: float = 0.95) -> Interval:
         raise ValueError("values: the paired score interval needs differences of 0/1 outcomes (-1, 0 or 1)")
     confidence, _, _ = check_arguments(confidence, None, None)
     return tango_interval_counts(int((data == 1).sum()), int((data == -1).sum()), data.size, confidence=confidence)
+
+
+def change_interval(current, saved, *, support, outcome_step: float | None, bootstrap, groups=None):
+    """The interval for the mean change ``current - saved`` of values measured on the same items,
+    as a ``Chosen`` (interval, method, resamples).
+
+    ``support`` is the range of one value (None: not declared); a change lies in
+    ``[low - high, high - low]``, and so does its interval. Changes of paired 0/1 outcomes get
+    Tango's interval: ``outcome_step`` is what one outcome turning from 0 to 1 adds to a value
+    (the support's width for 0/1 outcomes on its two ends; 1 for values that are themselves
+    changes of 0/1 outcomes, as choice_accuracy's), None for values that are not outcomes.
+    Everything else gets the rule of ``Bootstrap.estimate`` on the changes.
+    """
+    from .bootstrap import Chosen
+
+    diffs = check_values(np.asarray(current, dtype=np.float64) - np.asarray(saved, dtype=np.float64))
+    if outcome_step is not None and groups is None:
+        steps = diffs / outcome_step
+        if np.all(np.isin(steps, (-1.0, 0.0, 1.0))):
+            ci = tango_interval(steps, confidence=bootstrap.confidence)
+            return Chosen(Interval(ci.low * outcome_step, ci.high * outcome_step), "tango", 0)
+    width = float(support[1]) - float(support[0]) if support is not None else math.inf
+    return bootstrap.estimate(diffs, support=None if support is None else (-width, width), groups=groups)

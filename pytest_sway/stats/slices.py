@@ -25,7 +25,7 @@ from typing import Any
 from ..errors import short_repr
 from ..items import ItemList
 from .gate import Gate, IntervalEstimate, Verdict
-from .methods import interval_how
+from .methods import groups_note, interval_how
 from .outcome import Outcome
 
 #: The parameter every probe with items takes besides its own: one group label per item.
@@ -217,12 +217,8 @@ class SliceResult:
             ci=self.ci,
             confidence=confidence,
             n=self.n,
-            how=interval_how(self.method, self.resamples, self.seed) + _groups_note(self.n_groups),
+            how=interval_how(self.method, self.resamples, self.seed) + groups_note(self.method, self.n_groups),
         )
-
-
-def _groups_note(n_groups: int | None) -> str:
-    return f", resampling {n_groups} groups" if n_groups is not None else ""
 
 
 def slice_seed(seed: int, name: str) -> int:
