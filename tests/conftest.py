@@ -1,6 +1,12 @@
 import os
 
+# pytester runs pytest in this process and afterwards forgets the modules the run imported; numpy's
+# and scipy's compiled modules cannot be loaded a second time ("cannot load module more than once
+# per process"). Imported here, before any such run, they stay loaded.
+import numpy  # noqa: F401
 import pytest
+import scipy.special  # noqa: F401
+import scipy.stats  # noqa: F401
 
 pytest_plugins = ["pytester"]
 

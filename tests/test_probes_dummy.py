@@ -51,6 +51,7 @@ def test_no_effect_gives_exactly_zero(kind):
     result = run_probe(kind, DummyBackend(effect=0), **PARAMS[kind])
     assert np.all(result.values == 0.0)
     assert result.estimate == 0.0
+    assert result.support is not None  # every built-in probe declares the range of its values
     if kind == "choice_accuracy":  # Tango: no discordant question among 12 is not certainty
         assert result.ci.high == pytest.approx(-tango_interval(np.zeros(12)).low) and result.ci.low < 0
         return

@@ -151,13 +151,13 @@ def _table(rows: list[dict]) -> list[str]:
         if outcome == Outcome.ERROR:
             cells += ["-", "-", "-", gate_text(row)]
         else:
-            cells += [n_text(row), number_text(row.get("estimate")), md(interval_cell(row)), gate_text(row)]
+            cells += [n_text(row), number_text(row.get("estimate")), interval_cell(row), gate_text(row)]
         if with_baseline:
             cells.append(md(versus_text(row.get("baseline"))))
         lines.append(_row(cells))
         for slice_name, part in (row.get("slices") or {}).items():  # one row per slice, under its test
             cells = [_ICONS.get(part.get("outcome"), "") + md(outcome_text(part)), "↳ slice " + code(slice_name), "",
-                     n_text(part), number_text(part.get("estimate")), md(interval_cell(part)), gate_text(row)]  # fmt: skip
+                     n_text(part), number_text(part.get("estimate")), interval_cell(part), gate_text(row)]  # fmt: skip
             lines.append(_row(cells + ([""] if with_baseline else [])))
     return lines
 
