@@ -98,6 +98,14 @@ class Bootstrap:
         bounded = (low, high) if math.isfinite(low) and math.isfinite(high) else None
         codes = None if groups is None else check_groups(groups, data.size)
         chosen = shapes.choose_method(data, bounded, confidence=self.confidence)
+        if (
+            codes is not None
+            and chosen == shapes.CLOPPER_PEARSON
+            and not shapes.piled(data, bounded, confidence=self.confidence)
+        ):
+            # 0/1 values in groups are not binomial counts; where they do not pile on one level the
+            # cluster bootstrap covers, and betting on size-weighted group means would be needlessly wide.
+            chosen = shapes.BOOTSTRAP
         if chosen == shapes.ALL_EQUAL:
             # Groups are the independent units: n equal values in G groups are G pieces of evidence.
             n = data.size if codes is None else int(codes.max()) + 1

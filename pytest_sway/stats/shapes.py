@@ -244,15 +244,23 @@ def choose_method(values, support=None, *, confidence: float) -> str:
         return BOOTSTRAP
     if at_ends(data, support) is not None:
         return CLOPPER_PEARSON
+    return BETTING if _piled(levels, counts, confidence) else BOOTSTRAP
+
+
+def piled(values, support, *, confidence: float) -> bool:
+    """Whether the betting criteria of :func:`choose_method` hold for ``values`` on ``support``:
+    so many values on one level that bootstrap resamples too often have no spread."""
+    return _piled(*level_counts(values, support), confidence)
+
+
+def _piled(levels: np.ndarray, counts: np.ndarray, confidence: float) -> bool:
     top = int(counts.argmax())
-    mode, n = int(counts[top]), data.size
+    mode, n = int(counts[top]), int(counts.sum())
     if mode < 2:
-        return BOOTSTRAP
+        return False
     if (mode / n) ** n >= SATURATION_SHARE * (1.0 - confidence) / 2:
-        return BETTING
-    if 2 * mode >= n and 0 < top < levels.size - 1 and n - mode < INTERIOR_MIN_OTHERS:
-        return BETTING
-    return BOOTSTRAP
+        return True
+    return 2 * mode >= n and 0 < top < levels.size - 1 and n - mode < INTERIOR_MIN_OTHERS
 
 
 def few_levels(values) -> int | None:
