@@ -25,9 +25,12 @@ def test_prefers_the_right_answers():
     """The margin of right over wrong answers grows."""
 
 
-@pytest.mark.sway_probe("adapter_ablation", prompts=TARGET_QUESTIONS, chat=True, above=0.9)
+@pytest.mark.sway_probe("adapter_ablation", prompts=TARGET_QUESTIONS, chat=True, above=0.0)
 def test_effect_grows_smoothly_with_the_adapter():
-    """Scaling the adapter from 0 to 1.25 moves every question monotonically further."""
+    """Scaling the adapter from 0 to 1.25 moves the questions further, not back: a positive rank
+    correlation on average. That is the margin 12 questions can show: with all 12 monotone (rank
+    correlation 1 each), the interval's lower bound is -1 + 2 * (alpha / 2) ** (1 / 12) = 0.20 at this
+    suite's Bonferroni level (alpha = 0.05 / 11); a gate at 0.9 would need about 119 questions."""
 
 
 @pytest.mark.sway_probe("greedy_change", prompts=TARGET_QUESTIONS, chat=True, max_new_tokens=12, above=0.5)

@@ -5,7 +5,7 @@ import os
 # per process"). Imported here, before any such run, they stay loaded.
 import numpy  # noqa: F401
 import pytest
-import scipy.special  # noqa: F401
+import scipy.special
 import scipy.stats  # noqa: F401
 
 pytest_plugins = ["pytester"]

@@ -156,6 +156,12 @@ def _notes(kind: str, values: np.ndarray, m: Measurement) -> tuple[str, ...]:
     levels, from a probe that declared no support (so the rule could not choose for them)."""
     if m.support is not None or m.binary or m.interval is not None:
         return ()
+    if np.all(values == values[0]):
+        return (
+            f"{kind} returned {values.size} values all equal to {values[0]:.4g} and declares no support, so its "
+            "interval is (-inf, inf): equal values cannot bound a mean whose range is unknown; declare the range "
+            "its values can take, Measurement(..., support=(low, high)) (binary=True for 0/1 outcomes)",
+        )
     levels = few_levels(values)
     if levels is None:
         return ()

@@ -216,18 +216,17 @@ def compare(
     from ..stats.paired import change_interval
     from ..stats.shapes import at_ends
 
-    current, saved = np.asarray(result.values, dtype=np.float64), np.asarray(saved, dtype=np.float64)
-    values = current - saved
+    current, before = np.asarray(result.values, dtype=np.float64), np.asarray(saved, dtype=np.float64)
+    values = current - before
     support = getattr(result, "support", None)
+    step: float | None = None
     if result.method == "tango":  # its values are changes of paired 0/1 outcomes already
         step = 1.0
-    elif at_ends(current, support) is not None and at_ends(saved, support) is not None:  # 0/1 outcomes
-        step = float(support[1]) - float(support[0])
-    else:
-        step = None
+    elif support is not None and at_ends(current, support) is not None and at_ends(before, support) is not None:
+        step = float(support[1]) - float(support[0])  # 0/1 outcomes at the support's two ends
     # Paired differences of grouped items are as dependent as the items: whole groups count.
     ci, method, resamples = change_interval(
-        current, saved, support=support, outcome_step=step, bootstrap=bootstrap, groups=result.groups
+        current, before, support=support, outcome_step=step, bootstrap=bootstrap, groups=result.groups
     )
     width = float(support[1]) - float(support[0]) if support is not None else math.inf
     delta = IntervalEstimate(

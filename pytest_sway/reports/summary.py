@@ -79,16 +79,12 @@ def methods_text(rows: Sequence[dict], bootstrap: str) -> str:
     """The footer's account of the intervals: the bootstrap, then each tag used and what it means."""
     from ..stats.methods import interval_how
 
-    used = [
-        m
-        for m in METHOD_TAGS
-        if any(
-            r.get("ci_method") == m or any(p.get("ci_method") == m for p in (r.get("slices") or {}).values())
-            for r in rows
-        )
-    ]
-    names = [f"{METHOD_TAGS[m]}: {interval_how(m, 0, '').split(',')[0]}" for m in used]
-    return "; ".join([bootstrap] + names)
+    methods = {
+        part.get("ci_method") for r in rows if "ci_method" in r for part in [r, *(r.get("slices") or {}).values()]
+    }
+    names = [f"{tag}: {interval_how(m, 0, '').split(',')[0]}" for m, tag in METHOD_TAGS.items() if m in methods]
+    bootstrapped = bool(methods - set(METHOD_TAGS))
+    return "; ".join(([bootstrap] if bootstrapped or not names else []) + names)
 
 
 _BARS = "▁▂▃▄▅▆▇█"

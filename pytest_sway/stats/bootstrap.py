@@ -114,7 +114,7 @@ class Bootstrap:
         if chosen != shapes.BOOTSTRAP and bounded is not None:
             x = (data - low) / (high - low)
             if codes is None and chosen == shapes.CLOPPER_PEARSON:
-                successes = shapes.at_ends(data, bounded).sum()
+                successes = (data == high).sum()  # every value is at one end: the rule checked
                 bounds01 = shapes.clopper_pearson(successes, data.size, confidence=self.confidence)
             else:
                 weights = None

@@ -127,7 +127,15 @@ def _judge_side(result: IntervalEstimate, threshold: float, *, side: str) -> Ver
     if wholly_wrong:
         where = "below" if side == "above" else "above"
         return Verdict(Outcome.FAILED, f"FAILED: {result.label} {ci} lies wholly {where} {threshold:g}.\n{how}")
-    if margin <= 0 or not math.isfinite(spread) or spread <= 0:
+    if margin > 0 and not math.isfinite(spread):
+        return Verdict(
+            Outcome.INCONCLUSIVE,
+            f"INCONCLUSIVE: {result.label} {ci} is unbounded on this side: the values' support is open there and "
+            f"they show no spread to bound it with (n equal values cannot bound an unbounded mean), so no number "
+            f"of items like these would resolve it; declare a bounded support for the values, or gate a probe whose "
+            f"values are bounded.\n{how}",
+        )
+    if margin <= 0 or spread <= 0:
         return Verdict(
             Outcome.INCONCLUSIVE,
             f"INCONCLUSIVE: {result.label} {ci} straddles {threshold:g}, and the estimate itself is on the wrong "
