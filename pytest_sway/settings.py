@@ -384,11 +384,21 @@ class Settings:
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_raw(cls, cli: dict[str, str | None], ini: dict[str, str | None], *, cwd: Path, ini_dir: Path) -> Settings:
+    def from_raw(
+        cls,
+        cli: dict[str, str | None],
+        ini: dict[str, str | None],
+        *,
+        cwd: Path,
+        ini_dir: Path,
+        pytest_outputs: tuple[tuple[str, str, str], ...] = (),
+    ) -> Settings:
         """Merge raw strings (command line wins over ini) and validate them.
 
         Relative paths are resolved against ``cwd`` for command-line values and
         against the ini file's folder for ini values, as pytest does.
+        ``pytest_outputs`` are the files pytest itself will write (flag, path,
+        what it is; see ``reports.outputs.pytest_outputs``): no output may be one of them.
         """
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
@@ -416,10 +426,10 @@ class Settings:
             except ValueError as exc:
                 raise SettingsError(f"{_where(opt, where)}={raw!r}: {exc}") from None
         settings = cls(**values, sources=sources)
-        settings._check_combinations()
+        settings._check_combinations(pytest_outputs)
         return settings
 
-    def _check_combinations(self) -> None:
+    def _check_combinations(self, pytest_outputs: tuple[tuple[str, str, str], ...] = ()) -> None:
         if self.backend == "dummy":
             given = [
                 name
@@ -460,7 +470,7 @@ class Settings:
         from .reports.outputs import check_output_paths
 
         try:
-            check_output_paths(self)
+            check_output_paths(self, pytest_outputs)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
         if self.device_map is not None and self.device != "auto":

@@ -153,6 +153,52 @@ def test_an_output_equal_to_the_baseline_is_a_usage_error_and_the_baseline_survi
     assert (pytester.path / "base.json").read_text() == saved
 
 
+REPORT_LOG = """
+import pytest
+
+def pytest_addoption(parser):  # what pytest-reportlog declares (it is not installed here)
+    parser.addoption("--report-log", action="store", metavar="path", default=None)
+
+def pytest_configure(config):
+    if config.option.report_log:  # pytest-reportlog opens its log, truncating it, as it configures
+        open(config.option.report_log, "w").close()
+"""
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--junitxml=out.json", "--sway-json=out.json"], "--sway-json and --junitxml"),
+        (["--junit-xml=sub/../page.html", "--sway-html=page.html"], "--sway-html and --junitxml"),
+        (["--report-log=log.json", "--sway-save-baseline=log.json"], "--sway-save-baseline and --report-log"),
+        (["--report-log=base.json", "--sway-baseline=base.json"], "--report-log and --sway-baseline"),
+        (["--junitxml=base.json", "--sway-baseline=base.json"], "--junitxml and --sway-baseline"),
+        (
+            ["--junitxml=step.md", "--sway-markdown=github"],
+            "--sway-markdown=github ($GITHUB_STEP_SUMMARY) and --junitxml",
+        ),
+        (
+            ["--sway-html=step.md", "--sway-markdown=github"],
+            "--sway-markdown=github ($GITHUB_STEP_SUMMARY) and --sway-html",
+        ),
+    ],
+)
+def test_an_output_colliding_with_one_pytest_writes_is_a_usage_error(pytester, monkeypatch, args, named):
+    # One report would silently replace the other while the terminal announced both.
+    pytester.mkdir("sub")
+    pytester.makeconftest(REPORT_LOG)
+    pytester.makepyfile(SUITE)
+    pytester.runpytest("--sway-save-baseline=base.json").assert_outcomes(passed=1)
+    saved = (pytester.path / "base.json").read_text()
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(pytester.path / "step.md"))
+    result = pytester.runpytest(*args)
+    assert result.ret == USAGE
+    result.stderr.fnmatch_lines([f"ERROR: pytest-sway: {named} are the same file (*): *; give each its own path"])
+    assert "passed" not in result.stdout.str()
+    assert (pytester.path / "base.json").read_text() == saved
+    assert not [name for name in ("out.json", "page.html", "log.json", "step.md") if (pytester.path / name).exists()]
+
+
 @pytest.mark.parametrize(
     "flag, content",
     [
