@@ -640,6 +640,47 @@ def test_a_run_without_sway_results_leaves_reports_and_baselines_alone(pytester,
         assert {name: (pytester.path / name).read_text() for name in before} == before
 
 
+BROKEN_ON = """
+import os
+if {condition}:
+    raise ImportError("this module does not import here")
+
+def test_broken_module():
+    pass
+"""
+
+
+@pytest.mark.parametrize(
+    "args, condition",
+    [
+        (["-n", "2"], "True"),  # every worker: xdist reports it, runs the rest, and exits 1 (serial: 2)
+        (["-n", "2"], "os.environ.get('PYTEST_XDIST_WORKER') == 'gw1'"),  # one worker: xdist runs nothing
+        (["--continue-on-collection-errors"], "True"),  # serial, made to run the rest
+        ([], "True"),  # serial: pytest stops (exit 2)
+    ],
+)
+def test_a_run_with_a_collection_error_leaves_every_report_and_the_baseline_as_they_were(pytester, args, condition):
+    # The JSON, Markdown, HTML and baseline would lose the uncollected tests, whatever the exit code.
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_sway=SUITE.replace("def test_moves():", "def test_moves():\n    pass\n\ndef test_x():"))
+    outputs = {"out.json": "--sway-json", "page.html": "--sway-html", "sum.md": "--sway-markdown"}
+    outputs["base.json"] = "--sway-save-baseline"
+    flags = [f"{flag}={name}" for name, flag in outputs.items()]
+    pytester.runpytest(*flags).assert_outcomes(passed=2)
+    before = {name: (pytester.path / name).read_bytes() for name in outputs}
+    pytester.makepyfile(test_broken=BROKEN_ON.format(condition=condition))
+    result = pytester.runpytest(*flags, *args)
+    assert result.ret != pytest.ExitCode.OK
+    assert {name: (pytester.path / name).read_bytes() for name in outputs} == before
+    result.stdout.fnmatch_lines(
+        [
+            f"sway: collection incomplete (* during collection: *); {kind} *{name} left as it was"
+            for name, kind in (("out.json", "JSON report"), ("base.json", "baseline"))
+        ],
+        consecutive=False,
+    )
+
+
 def test_a_run_whose_probe_could_not_run_keeps_the_previous_baseline(pytester):
     pytester.makepyfile(SUITE)
     pytester.runpytest("--sway-save-baseline=base.json").assert_outcomes(passed=1)
