@@ -95,11 +95,7 @@ def _model(raw: str, base: Path) -> str:
                 f"trained from as --sway-model ({_adapter_base_name(path)})"
             )
         return str(path)
-    if _looks_like_path(raw):
-        raise ValueError(f"no such folder: {path}")
-    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", raw):
-        raise ValueError("neither an existing folder nor a model id of the form 'org/name'")
-    return raw  # a model id; transformers resolves it (offline: from its cache)
+    return _hub_id(raw, path, kind="model")  # transformers resolves it (offline: from its cache)
 
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -116,11 +112,17 @@ def _adapter(raw: str, base: Path) -> str:
                 "save was interrupted or the weights were not copied; save the adapter again"
             )
         return str(path)
+    return _hub_id(raw, path, kind="adapter")
+
+
+def _hub_id(raw: str, path: Path, *, kind: str) -> str:
+    """``raw``, which names no local folder (``path`` is where it was looked for), as a Hugging Face
+    id the local cache or the hub holds: else an error that says the folder is missing first."""
     if _looks_like_path(raw):
-        raise ValueError(f"no such folder: {path}")
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", raw):
-        raise ValueError("neither an existing adapter folder nor an adapter id of the form 'org/name'")
-    return raw
+        raise ValueError(f"no such folder: {path} (a path, not a Hugging Face id, so the hub was not tried)")
+    from .backends.locate import locate_on_hub
+
+    return locate_on_hub(raw, path, kind=kind)
 
 
 def _adapter_base_name(path: Path) -> str:

@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import threading
+from types import SimpleNamespace
 
 import numpy  # noqa: F401
 import pytest
@@ -197,6 +198,93 @@ def test_an_output_colliding_with_one_pytest_writes_is_a_usage_error(pytester, m
     assert "passed" not in result.stdout.str()
     assert (pytester.path / "base.json").read_text() == saved
     assert not [name for name in ("out.json", "page.html", "log.json", "step.md") if (pytester.path / name).exists()]
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """The hub as pytest-sway asks it (one model_info call), answering that no such repository exists;
+    the ids it was asked for."""
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    asked = []
+
+    def model_info(repo_id, **kwargs):
+        asked.append(repo_id)
+        response = SimpleNamespace(headers={}, request=None, status_code=404)
+        raise RepositoryNotFoundError("404 Client Error: Repository Not Found", response=response)
+
+    monkeypatch.setattr(huggingface_hub, "model_info", model_info)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    return asked
+
+
+@pytest.mark.parametrize(
+    "option, value, offline, said",
+    [
+        (
+            "adapter",
+            "adapters/v3",
+            "1",
+            "as a Hugging Face id, 'adapters/v3' is not in the local cache, and the hub was "
+            "not tried (offline: HF_HUB_OFFLINE is set)*",
+        ),
+        (
+            "adapter",
+            "adapters/v3",
+            "0",
+            "then tried 'adapters/v3' as a Hugging Face id: the hub answered that there is no such repository*",
+        ),
+        ("model", "models/base", "1", "*the hub was not tried (offline*"),
+        ("finetuned", "checkpoints/v2", "0", "then tried 'checkpoints/v2' as a Hugging Face id: the hub answered*"),
+        ("adapter", "runs/v3/adapter", "0", "(a path, not a Hugging Face id, so the hub was not tried)"),
+    ],
+)
+@pytest.mark.parametrize("source", ["command line", "ini file"])
+def test_a_folder_that_is_not_there_is_named_as_missing_before_any_test_runs(
+    pytester, monkeypatch, hub, option, value, offline, said, source
+):
+    # adapters/v3 (a relative folder, as the CI template writes paths) was tried as a hub id: then
+    # every test errored with "does not fit base model ... (the adapter was trained for '?')", exit 1.
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    (pytester.path / "model").mkdir()
+    (pytester.path / "model" / "config.json").write_text("{}")
+    given = {"model": "model", "adapter" if option != "finetuned" else "finetuned": "model-ft", option: value}
+    if given.get("adapter") == "model-ft":
+        (pytester.path / "model-ft").mkdir()
+        (pytester.path / "model-ft" / "adapter_config.json").write_text("{}")
+        (pytester.path / "model-ft" / "adapter_model.safetensors").write_bytes(b"")
+    if source == "ini file":
+        pytester.makeini("[pytest]\n" + "".join(f"sway_{k} = {v}\n" for k, v in given.items()))
+        named, args = f"ini option sway_{option}", []
+    else:
+        named, args = f"--sway-{option}", [f"--sway-{k}={v}" for k, v in given.items()]
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest(*args)
+    assert result.ret == USAGE
+    result.stderr.fnmatch_lines(
+        [f"ERROR: pytest-sway: {named}={value!r}: no such folder: {pytester.path / value}*{said}"]
+    )
+    assert "does not fit" not in result.stderr.str() and "passed" not in result.stdout.str()
+    assert hub == ([value] if offline == "0" and said.startswith("then tried") else [])  # offline: never asked
+
+
+def test_a_hub_that_cannot_be_reached_is_said_after_the_missing_folder(pytester, monkeypatch, hub):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    (pytester.path / "model").mkdir()
+    (pytester.path / "model" / "config.json").write_text("{}")
+    pytester.makepyfile(SUITE)
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "model_info", lambda repo_id, **kw: (_ for _ in ()).throw(OSError("no route")))
+    result = pytester.runpytest("--sway-model=model", "--sway-adapter=adapters/v3")
+    assert result.ret == USAGE
+    result.stderr.fnmatch_lines(
+        [
+            f"*--sway-adapter='adapters/v3': no such folder: {pytester.path / 'adapters/v3'}; then tried 'adapters/v3' "
+            "as a Hugging Face id: the hub could not be asked (OSError: no route)*"
+        ]
+    )
 
 
 @pytest.mark.parametrize(
