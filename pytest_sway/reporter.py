@@ -31,6 +31,8 @@ class SwayReporter:
         self.notes: list[tuple[str, dict]] = []  # (line, markup) for the summary
         #: What failed to collect, here or on any xdist worker (its reports reach this hook on the controller).
         self.uncollected: list[str] = []
+        #: xdist's reports for tests whose worker crashed while running them (unless a plugin reruns them).
+        self.crashes: list = []
 
     def pytest_collectreport(self, report):
         if report.failed and report.nodeid not in self.uncollected:
@@ -44,6 +46,10 @@ class SwayReporter:
         self.backend = self.backend or data.get("backend")
         self.provenance = self.provenance or data.get("provenance")
         self.correction = self.correction or data.get("correction")
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem, report, sched):
+        self.crashes.append(report)  # judged at the end: a plugin may mark it "rerun" in this same call
 
     def backend_info(self) -> dict:
         if self.backend is not None:
@@ -114,6 +120,10 @@ class SwayReporter:
             n = len(self.uncollected)
             shown = ", ".join(self.uncollected[:3]) + (f" and {n - 3} more" if n > 3 else "")
             return f"collection incomplete ({n} error{'s' if n > 1 else ''} during collection: {shown})"
+        crashed = [r.nodeid for r in self.crashes if r.outcome != "rerun"]
+        if crashed:
+            shown = ", ".join(crashed[:3]) + (f" and {len(crashed) - 3} more" if len(crashed) > 3 else "")
+            return f"an xdist worker crashed while running {shown}"
         if exitstatus not in _WRITE_ON:
             return "run interrupted"
         return None

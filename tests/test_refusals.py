@@ -769,6 +769,26 @@ def test_a_run_with_a_collection_error_leaves_every_report_and_the_baseline_as_t
     )
 
 
+def test_a_run_in_which_an_xdist_worker_crashed_leaves_every_report_as_it_was(pytester):
+    # xdist restarts the worker and runs the rest: the crashed test has no result, and the baseline
+    # would lose its entry (a serial run that crashes writes nothing).
+    pytest.importorskip("xdist")
+    pytester.makepyfile(
+        test_sway=SUITE + "\n@pytest.mark.sway_probe('delta_kl', prompts=PROMPTS)\ndef test_crashes():\n"
+        "    import os\n    if 'PYTEST_XDIST_WORKER' in os.environ:\n        os._exit(1)\n"
+    )
+    flags = ["--sway-json=out.json", "--sway-save-baseline=base.json"]
+    pytester.runpytest(*flags).assert_outcomes(passed=2)
+    before = {name: (pytester.path / name).read_bytes() for name in ("out.json", "base.json")}
+    assert b"test_crashes" in before["base.json"]
+    result = pytester.runpytest_subprocess(*flags, "-n", "2", "-p", "no:cacheprovider")
+    assert result.ret == FAILED
+    assert {name: (pytester.path / name).read_bytes() for name in before} == before
+    result.stdout.fnmatch_lines(
+        ["sway: an xdist worker crashed while running test_sway.py::test_crashes; JSON report *out.json left as it was"]
+    )
+
+
 def test_a_run_whose_probe_could_not_run_keeps_the_previous_baseline(pytester):
     pytester.makepyfile(SUITE)
     pytester.runpytest("--sway-save-baseline=base.json").assert_outcomes(passed=1)
