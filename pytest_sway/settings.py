@@ -116,13 +116,16 @@ def _adapter(raw: str, base: Path) -> str:
 
 
 def _hub_id(raw: str, path: Path, *, kind: str) -> str:
-    """``raw``, which names no local folder (``path`` is where it was looked for), as a Hugging Face
-    id the local cache or the hub holds: else an error that says the folder is missing first."""
+    """``raw``, which names no local folder (``path`` is where it was looked for), if it has the
+    form of a Hugging Face id; else an error that says the folder is missing first. Whether the
+    cache or the hub holds it is checked with the other options (``Settings._locate_on_hub``):
+    only the hf backend reads these values as Hugging Face ids."""
     if _looks_like_path(raw):
         raise ValueError(f"no such folder: {path} (a path, not a Hugging Face id, so the hub was not tried)")
-    from .backends.locate import locate_on_hub
+    from .backends.locate import check_id_form
 
-    return locate_on_hub(raw, path, kind=kind)
+    check_id_form(raw, path, kind=kind)
+    return raw
 
 
 def _adapter_base_name(path: Path) -> str:
@@ -429,7 +432,25 @@ class Settings:
                 raise SettingsError(f"{_where(opt, where)}={raw!r}: {exc}") from None
         settings = cls(**values, sources=sources)
         settings._check_combinations(pytest_outputs)
+        if settings.backend_name == "hf":
+            settings._locate_on_hub({"command line": cwd, "ini file": ini_dir, "default": cwd})
         return settings
+
+    def _locate_on_hub(self, bases: dict[str, Path]) -> None:
+        """Every model, adapter or checkpoint that names no local folder must be a Hugging Face id
+        the local cache or (when not offline) the hub holds; else a usage error saying that the
+        folder is missing, where it looked, and what the hub answered."""
+        from .backends.builtin_models import BUILTIN_MODELS
+        from .backends.locate import locate_on_hub
+
+        for name, kind in (("model", "model"), ("finetuned", "model"), ("adapter", "adapter")):
+            value = getattr(self, name)
+            if value is None or value in BUILTIN_MODELS or Path(value).is_dir():
+                continue
+            try:
+                locate_on_hub(value, bases[self.sources[name]] / value, kind=kind)
+            except ValueError as exc:
+                raise SettingsError(f"{self._name(name)}={value!r}: {exc}") from None
 
     def _check_combinations(self, pytest_outputs: tuple[tuple[str, str, str], ...] = ()) -> None:
         if self.backend == "dummy":

@@ -269,6 +269,19 @@ def test_a_folder_that_is_not_there_is_named_as_missing_before_any_test_runs(
     assert hub == ([value] if offline == "0" and said.startswith("then tried") else [])  # offline: never asked
 
 
+def test_a_backend_of_your_own_gets_its_model_names_unchecked(pytester, monkeypatch, hub):
+    # Only the hf backend reads the values as Hugging Face ids: a serving engine's model names pass.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pytester.syspathinsert()
+    pytester.makepyfile(
+        mybackend="from pytest_sway import DummyBackend\n\ndef make(settings):\n    return DummyBackend()\n"
+    )
+    pytester.makepyfile(SUITE)
+    args = ["--sway-backend=mybackend:make", "--sway-model=served-base", "--sway-adapter=team/adapter-v3"]
+    pytester.runpytest(*args).assert_outcomes(passed=1)
+    assert hub == []
+
+
 def test_a_hub_that_cannot_be_reached_is_said_after_the_missing_folder(pytester, monkeypatch, hub):
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")
     (pytester.path / "model").mkdir()

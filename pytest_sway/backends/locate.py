@@ -38,13 +38,21 @@ def is_hub_id(raw: str, kind: str) -> bool:
     return bool(_IDS[kind].fullmatch(raw))
 
 
+def check_id_form(raw: str, folder: Path | str, *, kind: str) -> None:
+    """Raise NotFound unless ``raw`` (which names no local folder) has the form of a Hugging Face id."""
+    if not is_hub_id(raw, kind):
+        raise NotFound(
+            f"no such folder: {folder}, and {raw!r} is not a Hugging Face id (org/name) either, so the hub was "
+            "not tried"
+        )
+
+
 def locate_on_hub(raw: str, folder: Path | str, *, kind: str) -> str:
     """``raw`` (which names no local folder; ``folder`` is where it was looked for) as a Hugging
     Face id of a ``kind`` ("model" or "adapter") that the local cache or the hub holds; else
     raise NotFound saying where it looked, whether it asked the hub, and what the hub answered."""
+    check_id_form(raw, folder, kind=kind)
     missing = f"no such folder: {folder}"
-    if not is_hub_id(raw, kind):
-        raise NotFound(f"{missing}, and {raw!r} is not a Hugging Face id (org/name) either, so the hub was not tried")
     marker = MARKER_FILES[kind]
     try:
         import huggingface_hub
