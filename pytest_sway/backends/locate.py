@@ -28,9 +28,13 @@ class NotFound(ValueError):
     """The value names no local folder and no Hugging Face id that could be found."""
 
 
-def hub_offline() -> bool:
-    """Whether the hub must not be asked: ``HF_HUB_OFFLINE`` or ``TRANSFORMERS_OFFLINE`` set, read now."""
-    return any(os.environ.get(name, "").strip().lower() in _TRUE for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"))
+def hub_offline() -> str | None:
+    """The variable that says the hub must not be asked (``HF_HUB_OFFLINE`` or
+    ``TRANSFORMERS_OFFLINE`` set), read now; None when it may be."""
+    for name in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(name, "").strip().lower() in _TRUE:
+            return name
+    return None
 
 
 def is_hub_id(raw: str, kind: str) -> bool:
@@ -61,10 +65,11 @@ def locate_on_hub(raw: str, folder: Path | str, *, kind: str) -> str:
     cached = huggingface_hub.try_to_load_from_cache(raw, marker)
     if isinstance(cached, str):
         return raw
-    if hub_offline():
+    offline = hub_offline()
+    if offline:
         raise NotFound(
             f"{missing}; as a Hugging Face id, {raw!r} is not in the local cache, and the hub was not tried "
-            "(offline: HF_HUB_OFFLINE is set). Give the folder that holds it (a relative path starts from where pytest "
+            f"(offline: {offline} is set). Give the folder that holds it (a relative path starts from where pytest "
             "runs, or from the ini file's folder for an ini value), or download it once where the hub is reachable"
         )
     answer = _ask_hub(huggingface_hub, raw, marker, kind)

@@ -80,6 +80,8 @@ def check_output_paths(settings, others: Iterable[tuple[str, str, str]] = ()) ->
     seen: dict[str, tuple[str, str]] = {}  # file -> (the option that names it, what it holds)
 
     def claim(target: str, here: str, kind: str) -> None:
+        if target == os.devnull:
+            return  # swallows everything: nothing is lost
         if target in seen:
             there, theirs = seen[target]
             if theirs == _COMPARED_WITH:
@@ -92,7 +94,10 @@ def check_output_paths(settings, others: Iterable[tuple[str, str, str]] = ()) ->
     if settings.baseline is not None:
         seen[resolved(settings.baseline)] = (settings.option_name("baseline"), _COMPARED_WITH)
     for flag, path, kind in others:
-        claim(resolved(path), flag, kind)
+        target = resolved(path)
+        if target in seen and seen[target][1] != _COMPARED_WITH:
+            continue  # two of pytest's own outputs: not ours to judge
+        claim(target, flag, kind)
     for name, kind in OUTPUTS:
         path = getattr(settings, name)
         if path is None:
