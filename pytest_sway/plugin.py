@@ -58,14 +58,23 @@ def _dest(opt) -> str:
     return "sway_" + opt.name
 
 
+@pytest.hookimpl(tryfirst=True)  # before pytest-reportlog opens (truncates) its log, which may be the baseline
 def pytest_configure(config):
+    from .reports.outputs import pytest_outputs
+
     config.addinivalue_line("markers", MARKER_LINE)
     config.addinivalue_line("markers", GATES_LINE)
     cli = {opt.name: config.getoption(_dest(opt)) for opt in OPTIONS}
     ini = {opt.name: config.getini(opt.ini) for opt in OPTIONS}
     ini_dir = config.inipath.parent if config.inipath else config.rootpath
     try:
-        settings = Settings.from_raw(cli, ini, cwd=config.invocation_params.dir, ini_dir=ini_dir)
+        settings = Settings.from_raw(
+            cli,
+            ini,
+            cwd=config.invocation_params.dir,
+            ini_dir=ini_dir,
+            pytest_outputs=tuple(pytest_outputs(config.option, config.invocation_params.dir)),
+        )
     except SettingsError as exc:
         raise pytest.UsageError(f"pytest-sway: {exc}") from None
     run = RunState(settings)

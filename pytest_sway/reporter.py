@@ -29,6 +29,14 @@ class SwayReporter:
         self.provenance: dict | None = None
         self.correction: dict | None = None
         self.notes: list[tuple[str, dict]] = []  # (line, markup) for the summary
+        #: What failed to collect, here or on any xdist worker (its reports reach this hook on the controller).
+        self.uncollected: list[str] = []
+        #: xdist's reports for tests whose worker crashed while running them (unless a plugin reruns them).
+        self.crashes: list = []
+
+    def pytest_collectreport(self, report):
+        if report.failed and report.nodeid not in self.uncollected:
+            self.uncollected.append(report.nodeid or "the session")
 
     def pytest_runtest_logreport(self, report):
         data = getattr(report, "sway", None)
@@ -38,6 +46,10 @@ class SwayReporter:
         self.backend = self.backend or data.get("backend")
         self.provenance = self.provenance or data.get("provenance")
         self.correction = self.correction or data.get("correction")
+
+    @pytest.hookimpl(optionalhook=True)
+    def pytest_handlecrashitem(self, crashitem, report, sched):
+        self.crashes.append(report)  # judged at the end: a plugin may mark it "rerun" in this same call
 
     def backend_info(self) -> dict:
         if self.backend is not None:
@@ -57,9 +69,12 @@ class SwayReporter:
         ]
         if not outputs:
             return
-        if exitstatus not in _WRITE_ON:
-            for _, path, _ in outputs:
-                self.notes.append((f"sway: run interrupted; {path} left as it was", {"yellow": True}))
+        partial = self._partial(exitstatus)
+        if partial:
+            # The reports and the baseline would lose the tests that did not run: whatever the exit
+            # status says (xdist ends a run with a worker's collection error as an ordinary failure).
+            for _, path, kind in outputs:
+                self.notes.append((f"sway: {partial}; {kind} {path} left as it was", {"yellow": True}))
             return
         if not self.rows:
             # --co, -k selecting nothing, a subset without sway tests: an empty document
@@ -97,6 +112,21 @@ class SwayReporter:
                 self.notes.append((f"sway: {kind} appended to $GITHUB_STEP_SUMMARY ({path})", {}))
             else:
                 self.notes.append((f"sway: {kind} written to {path}", {}))
+
+    def _partial(self, exitstatus) -> str | None:
+        """Why this run is not a whole run (a collection error, here or on a worker; an
+        interruption), or None."""
+        if self.uncollected:
+            n = len(self.uncollected)
+            shown = ", ".join(self.uncollected[:3]) + (f" and {n - 3} more" if n > 3 else "")
+            return f"collection incomplete ({n} error{'s' if n > 1 else ''} during collection: {shown})"
+        crashed = [r.nodeid for r in self.crashes if r.outcome != "rerun"]
+        if crashed:
+            shown = ", ".join(crashed[:3]) + (f" and {len(crashed) - 3} more" if len(crashed) > 3 else "")
+            return f"an xdist worker crashed while running {shown}"
+        if exitstatus not in _WRITE_ON:
+            return "run interrupted"
+        return None
 
     @staticmethod
     def _fail(session) -> None:

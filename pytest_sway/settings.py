@@ -95,11 +95,7 @@ def _model(raw: str, base: Path) -> str:
                 f"trained from as --sway-model ({_adapter_base_name(path)})"
             )
         return str(path)
-    if _looks_like_path(raw):
-        raise ValueError(f"no such folder: {path}")
-    if not re.fullmatch(r"[\w.-]+(/[\w.-]+)?", raw):
-        raise ValueError("neither an existing folder nor a model id of the form 'org/name'")
-    return raw  # a model id; transformers resolves it (offline: from its cache)
+    return _hub_id(raw, path, kind="model")  # transformers resolves it (offline: from its cache)
 
 
 ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
@@ -116,10 +112,19 @@ def _adapter(raw: str, base: Path) -> str:
                 "save was interrupted or the weights were not copied; save the adapter again"
             )
         return str(path)
+    return _hub_id(raw, path, kind="adapter")
+
+
+def _hub_id(raw: str, path: Path, *, kind: str) -> str:
+    """``raw``, which names no local folder (``path`` is where it was looked for), if it has the
+    form of a Hugging Face id; else an error that says the folder is missing first. Whether the
+    cache or the hub holds it is checked with the other options (``Settings._locate_on_hub``):
+    only the hf backend reads these values as Hugging Face ids."""
     if _looks_like_path(raw):
-        raise ValueError(f"no such folder: {path}")
-    if not re.fullmatch(r"[\w.-]+/[\w.-]+", raw):
-        raise ValueError("neither an existing adapter folder nor an adapter id of the form 'org/name'")
+        raise ValueError(f"no such folder: {path} (a path, not a Hugging Face id, so the hub was not tried)")
+    from .backends.locate import check_id_form
+
+    check_id_form(raw, path, kind=kind)
     return raw
 
 
@@ -384,11 +389,21 @@ class Settings:
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
     @classmethod
-    def from_raw(cls, cli: dict[str, str | None], ini: dict[str, str | None], *, cwd: Path, ini_dir: Path) -> Settings:
+    def from_raw(
+        cls,
+        cli: dict[str, str | None],
+        ini: dict[str, str | None],
+        *,
+        cwd: Path,
+        ini_dir: Path,
+        pytest_outputs: tuple[tuple[str, str, str], ...] = (),
+    ) -> Settings:
         """Merge raw strings (command line wins over ini) and validate them.
 
         Relative paths are resolved against ``cwd`` for command-line values and
         against the ini file's folder for ini values, as pytest does.
+        ``pytest_outputs`` are the files pytest itself will write (flag, path,
+        what it is; see ``reports.outputs.pytest_outputs``): no output may be one of them.
         """
         values: dict[str, Any] = {}
         sources: dict[str, str] = {}
@@ -416,10 +431,28 @@ class Settings:
             except ValueError as exc:
                 raise SettingsError(f"{_where(opt, where)}={raw!r}: {exc}") from None
         settings = cls(**values, sources=sources)
-        settings._check_combinations()
+        settings._check_combinations(pytest_outputs)
+        if settings.backend_name == "hf":
+            settings._locate_on_hub({"command line": cwd, "ini file": ini_dir, "default": cwd})
         return settings
 
-    def _check_combinations(self) -> None:
+    def _locate_on_hub(self, bases: dict[str, Path]) -> None:
+        """Every model, adapter or checkpoint that names no local folder must be a Hugging Face id
+        the local cache or (when not offline) the hub holds; else a usage error saying that the
+        folder is missing, where it looked, and what the hub answered."""
+        from .backends.builtin_models import BUILTIN_MODELS
+        from .backends.locate import locate_on_hub
+
+        for name, kind in (("model", "model"), ("finetuned", "model"), ("adapter", "adapter")):
+            value = getattr(self, name)
+            if value is None or value in BUILTIN_MODELS or Path(value).is_dir():
+                continue
+            try:
+                locate_on_hub(value, bases[self.sources[name]] / value, kind=kind)
+            except ValueError as exc:
+                raise SettingsError(f"{self._name(name)}={value!r}: {exc}") from None
+
+    def _check_combinations(self, pytest_outputs: tuple[tuple[str, str, str], ...] = ()) -> None:
         if self.backend == "dummy":
             given = [
                 name
@@ -460,7 +493,7 @@ class Settings:
         from .reports.outputs import check_output_paths
 
         try:
-            check_output_paths(self)
+            check_output_paths(self, pytest_outputs)
         except ValueError as exc:
             raise SettingsError(str(exc)) from None
         if self.device_map is not None and self.device != "auto":

@@ -184,6 +184,18 @@ def test_a_model_id_that_is_not_available_offline(tiny, monkeypatch):
         HFBackend("no-such-org/no-such-model", adapter=tiny["llama"][1])
 
 
+@pytest.mark.parametrize("adapter", ["adapters/v3", "no-such-org/no-such-adapter"])
+def test_an_adapter_that_is_not_there_is_missing_not_one_that_does_not_fit(tiny, monkeypatch, tmp_path, adapter):
+    # Given to the backend directly (a factory of yours, the library API): the settings never saw it.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(BackendError) as raised:
+        HFBackend(tiny["llama"][0], adapter=adapter)
+    message = str(raised.value)
+    assert message.startswith(f"could not load adapter {adapter!r}: no such folder: {tmp_path / adapter}; ")
+    assert "the hub was not tried (offline" in message and "does not fit" not in message
+
+
 def test_scaled_variants_restore_the_adapter(backend):
     backend._memo.clear()  # recompute in the same batches as `after` below
     before = backend.divergences(TARGET_PROMPTS, divergence="js")

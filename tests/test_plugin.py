@@ -543,7 +543,9 @@ def test_json_left_intact_when_the_run_is_interrupted(pytester):
     result = pytester.runpytest("--sway-json=out.json")
     assert result.ret == pytest.ExitCode.INTERRUPTED
     assert out.read_text() == previous
-    result.stdout.fnmatch_lines(["*sway: run interrupted; *out.json left as it was*"])
+    result.stdout.fnmatch_lines(
+        ["*sway: collection incomplete (1 error during collection: test_broken.py); *out.json left as it was*"]
+    )
 
 
 def test_junit_properties(pytester):

@@ -11,6 +11,7 @@ import json
 import os
 import stat
 import threading
+from types import SimpleNamespace
 
 import numpy  # noqa: F401
 import pytest
@@ -151,6 +152,152 @@ def test_an_output_equal_to_the_baseline_is_a_usage_error_and_the_baseline_survi
         assert result.ret == USAGE, flag
         result.stderr.fnmatch_lines(["*--sway-baseline are the same file*"])
     assert (pytester.path / "base.json").read_text() == saved
+
+
+REPORT_LOG = """
+import pytest
+
+def pytest_addoption(parser):  # what pytest-reportlog declares (it is not installed here)
+    parser.addoption("--report-log", action="store", metavar="path", default=None)
+
+def pytest_configure(config):
+    if config.option.report_log:  # pytest-reportlog opens its log, truncating it, as it configures
+        open(config.option.report_log, "w").close()
+"""
+
+
+@pytest.mark.parametrize(
+    "args, named",
+    [
+        (["--junitxml=out.json", "--sway-json=out.json"], "--sway-json and --junitxml"),
+        (["--junit-xml=sub/../page.html", "--sway-html=page.html"], "--sway-html and --junitxml"),
+        (["--report-log=log.json", "--sway-save-baseline=log.json"], "--sway-save-baseline and --report-log"),
+        (["--report-log=base.json", "--sway-baseline=base.json"], "--report-log and --sway-baseline"),
+        (["--junitxml=base.json", "--sway-baseline=base.json"], "--junitxml and --sway-baseline"),
+        (
+            ["--junitxml=step.md", "--sway-markdown=github"],
+            "--sway-markdown=github ($GITHUB_STEP_SUMMARY) and --junitxml",
+        ),
+        (
+            ["--sway-html=step.md", "--sway-markdown=github"],
+            "--sway-markdown=github ($GITHUB_STEP_SUMMARY) and --sway-html",
+        ),
+    ],
+)
+def test_an_output_colliding_with_one_pytest_writes_is_a_usage_error(pytester, monkeypatch, args, named):
+    # One report would silently replace the other while the terminal announced both.
+    pytester.mkdir("sub")
+    pytester.makeconftest(REPORT_LOG)
+    pytester.makepyfile(SUITE)
+    pytester.runpytest("--sway-save-baseline=base.json").assert_outcomes(passed=1)
+    saved = (pytester.path / "base.json").read_text()
+    monkeypatch.setenv("GITHUB_STEP_SUMMARY", str(pytester.path / "step.md"))
+    result = pytester.runpytest(*args)
+    assert result.ret == USAGE
+    result.stderr.fnmatch_lines([f"ERROR: pytest-sway: {named} are the same file (*): *; give each its own path"])
+    assert "passed" not in result.stdout.str()
+    assert (pytester.path / "base.json").read_text() == saved
+    assert not [name for name in ("out.json", "page.html", "log.json", "step.md") if (pytester.path / name).exists()]
+
+
+@pytest.fixture
+def hub(monkeypatch):
+    """The hub as pytest-sway asks it (one model_info call), answering that no such repository exists;
+    the ids it was asked for."""
+    import huggingface_hub
+    from huggingface_hub.errors import RepositoryNotFoundError
+
+    asked = []
+
+    def model_info(repo_id, **kwargs):
+        asked.append(repo_id)
+        response = SimpleNamespace(headers={}, request=None, status_code=404)
+        raise RepositoryNotFoundError("404 Client Error: Repository Not Found", response=response)
+
+    monkeypatch.setattr(huggingface_hub, "model_info", model_info)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
+    return asked
+
+
+@pytest.mark.parametrize(
+    "option, value, offline, said",
+    [
+        (
+            "adapter",
+            "adapters/v3",
+            "1",
+            "as a Hugging Face id, 'adapters/v3' is not in the local cache, and the hub was "
+            "not tried (offline: HF_HUB_OFFLINE is set)*",
+        ),
+        (
+            "adapter",
+            "adapters/v3",
+            "0",
+            "then tried 'adapters/v3' as a Hugging Face id: the hub answered that there is no such repository*",
+        ),
+        ("model", "models/base", "1", "*the hub was not tried (offline*"),
+        ("finetuned", "checkpoints/v2", "0", "then tried 'checkpoints/v2' as a Hugging Face id: the hub answered*"),
+        ("adapter", "runs/v3/adapter", "0", "(a path, not a Hugging Face id, so the hub was not tried)"),
+    ],
+)
+@pytest.mark.parametrize("source", ["command line", "ini file"])
+def test_a_folder_that_is_not_there_is_named_as_missing_before_any_test_runs(
+    pytester, monkeypatch, hub, option, value, offline, said, source
+):
+    # adapters/v3 (a relative folder, as the CI template writes paths) was tried as a hub id: then
+    # every test errored with "does not fit base model ... (the adapter was trained for '?')", exit 1.
+    monkeypatch.setenv("HF_HUB_OFFLINE", offline)
+    (pytester.path / "model").mkdir()
+    (pytester.path / "model" / "config.json").write_text("{}")
+    given = {"model": "model", "adapter" if option != "finetuned" else "finetuned": "model-ft", option: value}
+    if given.get("adapter") == "model-ft":
+        (pytester.path / "model-ft").mkdir()
+        (pytester.path / "model-ft" / "adapter_config.json").write_text("{}")
+        (pytester.path / "model-ft" / "adapter_model.safetensors").write_bytes(b"")
+    if source == "ini file":
+        pytester.makeini("[pytest]\n" + "".join(f"sway_{k} = {v}\n" for k, v in given.items()))
+        named, args = f"ini option sway_{option}", []
+    else:
+        named, args = f"--sway-{option}", [f"--sway-{k}={v}" for k, v in given.items()]
+    pytester.makepyfile(SUITE)
+    result = pytester.runpytest(*args)
+    assert result.ret == USAGE
+    result.stderr.fnmatch_lines(
+        [f"ERROR: pytest-sway: {named}={value!r}: no such folder: {pytester.path / value}*{said}"]
+    )
+    assert "does not fit" not in result.stderr.str() and "passed" not in result.stdout.str()
+    assert hub == ([value] if offline == "0" and said.startswith("then tried") else [])  # offline: never asked
+
+
+def test_a_backend_of_your_own_gets_its_model_names_unchecked(pytester, monkeypatch, hub):
+    # Only the hf backend reads the values as Hugging Face ids: a serving engine's model names pass.
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    pytester.syspathinsert()
+    pytester.makepyfile(
+        mybackend="from pytest_sway import DummyBackend\n\ndef make(settings):\n    return DummyBackend()\n"
+    )
+    pytester.makepyfile(SUITE)
+    args = ["--sway-backend=mybackend:make", "--sway-model=served-base", "--sway-adapter=team/adapter-v3"]
+    pytester.runpytest(*args).assert_outcomes(passed=1)
+    assert hub == []
+
+
+def test_a_hub_that_cannot_be_reached_is_said_after_the_missing_folder(pytester, monkeypatch, hub):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    (pytester.path / "model").mkdir()
+    (pytester.path / "model" / "config.json").write_text("{}")
+    pytester.makepyfile(SUITE)
+    import huggingface_hub
+
+    monkeypatch.setattr(huggingface_hub, "model_info", lambda repo_id, **kw: (_ for _ in ()).throw(OSError("no route")))
+    result = pytester.runpytest("--sway-model=model", "--sway-adapter=adapters/v3")
+    assert result.ret == USAGE
+    result.stderr.fnmatch_lines(
+        [
+            f"*--sway-adapter='adapters/v3': no such folder: {pytester.path / 'adapters/v3'}; then tried 'adapters/v3' "
+            "as a Hugging Face id: the hub could not be asked (OSError: no route)*"
+        ]
+    )
 
 
 @pytest.mark.parametrize(
@@ -557,9 +704,10 @@ def test_a_symlinked_report_is_written_through_to_its_target(pytester):
 
 def test_dev_null_stays_a_device(pytester):
     pytester.makepyfile(SUITE)
-    result = pytester.runpytest("--sway-json=/dev/null")
+    # Any number of outputs, pytest's too, may go there: nothing is lost.
+    result = pytester.runpytest("--sway-json=/dev/null", "--sway-html=/dev/null", "--junitxml=/dev/null")
     result.assert_outcomes(passed=1)
-    result.stdout.fnmatch_lines(["sway: JSON report written to /dev/null"])
+    result.stdout.fnmatch_lines(["sway: JSON report written to /dev/null", "sway: HTML report written to /dev/null"])
     assert stat.S_ISCHR(os.stat("/dev/null").st_mode)
 
 
@@ -592,6 +740,67 @@ def test_a_run_without_sway_results_leaves_reports_and_baselines_alone(pytester,
         assert result.ret == (code if run is args else pytest.ExitCode.OK)
         result.stdout.fnmatch_lines(["*sway: no sway results in this run; JSON report *out.json left as it was*"])
         assert {name: (pytester.path / name).read_text() for name in before} == before
+
+
+BROKEN_ON = """
+import os
+if {condition}:
+    raise ImportError("this module does not import here")
+
+def test_broken_module():
+    pass
+"""
+
+
+@pytest.mark.parametrize(
+    "args, condition",
+    [
+        (["-n", "2"], "True"),  # every worker: xdist reports it, runs the rest, and exits 1 (serial: 2)
+        (["-n", "2"], "os.environ.get('PYTEST_XDIST_WORKER') == 'gw1'"),  # one worker: xdist runs nothing
+        (["--continue-on-collection-errors"], "True"),  # serial, made to run the rest
+        ([], "True"),  # serial: pytest stops (exit 2)
+    ],
+)
+def test_a_run_with_a_collection_error_leaves_every_report_and_the_baseline_as_they_were(pytester, args, condition):
+    # The JSON, Markdown, HTML and baseline would lose the uncollected tests, whatever the exit code.
+    pytest.importorskip("xdist")
+    pytester.makepyfile(test_sway=SUITE.replace("def test_moves():", "def test_moves():\n    pass\n\ndef test_x():"))
+    outputs = {"out.json": "--sway-json", "page.html": "--sway-html", "sum.md": "--sway-markdown"}
+    outputs["base.json"] = "--sway-save-baseline"
+    flags = [f"{flag}={name}" for name, flag in outputs.items()]
+    pytester.runpytest(*flags).assert_outcomes(passed=2)
+    before = {name: (pytester.path / name).read_bytes() for name in outputs}
+    pytester.makepyfile(test_broken=BROKEN_ON.format(condition=condition))
+    result = pytester.runpytest(*flags, *args)
+    assert result.ret != pytest.ExitCode.OK
+    assert {name: (pytester.path / name).read_bytes() for name in outputs} == before
+    result.stdout.fnmatch_lines(
+        [
+            f"sway: collection incomplete (* during collection: *); {kind} *{name} left as it was"
+            for name, kind in (("out.json", "JSON report"), ("base.json", "baseline"))
+        ],
+        consecutive=False,
+    )
+
+
+def test_a_run_in_which_an_xdist_worker_crashed_leaves_every_report_as_it_was(pytester):
+    # xdist restarts the worker and runs the rest: the crashed test has no result, and the baseline
+    # would lose its entry (a serial run that crashes writes nothing).
+    pytest.importorskip("xdist")
+    pytester.makepyfile(
+        test_sway=SUITE + "\n@pytest.mark.sway_probe('delta_kl', prompts=PROMPTS)\ndef test_crashes():\n"
+        "    import os\n    if 'PYTEST_XDIST_WORKER' in os.environ:\n        os._exit(1)\n"
+    )
+    flags = ["--sway-json=out.json", "--sway-save-baseline=base.json"]
+    pytester.runpytest(*flags).assert_outcomes(passed=2)
+    before = {name: (pytester.path / name).read_bytes() for name in ("out.json", "base.json")}
+    assert b"test_crashes" in before["base.json"]
+    result = pytester.runpytest_subprocess(*flags, "-n", "2", "-p", "no:cacheprovider")
+    assert result.ret == FAILED
+    assert {name: (pytester.path / name).read_bytes() for name in before} == before
+    result.stdout.fnmatch_lines(
+        ["sway: an xdist worker crashed while running test_sway.py::test_crashes; JSON report *out.json left as it was"]
+    )
 
 
 def test_a_run_whose_probe_could_not_run_keeps_the_previous_baseline(pytester):

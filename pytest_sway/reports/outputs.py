@@ -51,24 +51,62 @@ def resolved(path: str | os.PathLike) -> str:
     return os.path.realpath(path)
 
 
-def check_output_paths(settings) -> None:
-    """Raise ValueError when two outputs (or an output and ``--sway-baseline``) are
-    the same file, or an output path holds a document of another kind."""
-    seen: dict[str, str] = {}
+#: Files pytest or a plugin of its writes, by the option that names them: (dest, flag, what it is).
+#: A plugin that is not installed has no such option, and is skipped.
+PYTEST_OUTPUTS = (
+    ("xmlpath", "--junitxml", "pytest's JUnit XML"),
+    ("report_log", "--report-log", "pytest-reportlog's log"),
+    ("htmlpath", "--html", "pytest-html's report"),
+)
+
+
+def pytest_outputs(option, cwd: str | os.PathLike) -> list[tuple[str, str, str]]:
+    """The files pytest and its plugins will write in this run, from its parsed ``option``
+    namespace: (flag, path as given, what it is). Relative paths start at ``cwd``, and
+    ``$VARS`` and ``~`` expand, the way ``--junitxml`` reads them."""
+    found = []
+    for dest, flag, kind in PYTEST_OUTPUTS:
+        value = getattr(option, dest, None)
+        if isinstance(value, (str, os.PathLike)) and os.fspath(value):
+            path = os.path.expanduser(os.path.expandvars(os.fspath(value)))
+            found.append((flag, os.path.join(cwd, path), kind))
+    return found
+
+
+def check_output_paths(settings, others: Iterable[tuple[str, str, str]] = ()) -> None:
+    """Raise ValueError when two outputs (or an output and ``--sway-baseline``, or an output and
+    one of ``others``, the files pytest writes: (flag, path, kind)) are the same file, or an
+    output path holds a document of another kind."""
+    seen: dict[str, tuple[str, str]] = {}  # file -> (the option that names it, what it holds)
+
+    def claim(target: str, here: str, kind: str) -> None:
+        if target == os.devnull:
+            return  # swallows everything: nothing is lost
+        if target in seen:
+            there, theirs = seen[target]
+            if theirs == _COMPARED_WITH:
+                clash = f"{_the(kind)} would overwrite {theirs}"
+            else:
+                clash = f"{_the(kind)} and {_the(theirs)} would overwrite each other"
+            raise ValueError(f"{here} and {there} are the same file ({target}): {clash}; give each its own path")
+        seen[target] = (here, kind)
+
     if settings.baseline is not None:
-        seen[resolved(settings.baseline)] = settings.option_name("baseline")
+        seen[resolved(settings.baseline)] = (settings.option_name("baseline"), _COMPARED_WITH)
+    for flag, path, kind in others:
+        target = resolved(path)
+        if target in seen and seen[target][1] != _COMPARED_WITH:
+            continue  # two of pytest's own outputs: not ours to judge
+        claim(target, flag, kind)
     for name, kind in OUTPUTS:
         path = getattr(settings, name)
         if path is None:
             continue
         here = settings.option_name(name)
+        if isinstance(path, StepSummary):
+            here += "=github ($GITHUB_STEP_SUMMARY)"
         target = resolved(path)
-        if target in seen:
-            raise ValueError(
-                f"{here} and {seen[target]} are the same file ({target}): the {kind} would overwrite it; "
-                "give each its own path"
-            )
-        seen[target] = here
+        claim(target, here, kind)
         if isinstance(path, StepSummary):
             continue  # appended to: what earlier steps wrote stays
         other = foreign_document(target, kind)
@@ -77,6 +115,14 @@ def check_output_paths(settings) -> None:
                 f"{here}={path} holds {other}; pytest-sway will not overwrite it: choose another path, or delete "
                 "the file if it is yours to lose"
             )
+
+
+_COMPARED_WITH = "the baseline this run compares with"
+
+
+def _the(kind: str) -> str:
+    """'the JSON report', but "pytest's JUnit XML" as it is."""
+    return kind if "'" in kind else f"the {kind}"
 
 
 def foreign_document(path: str, kind: str) -> str | None:
@@ -124,17 +170,7 @@ def write_output(path: str | os.PathLike, text: str | Iterable[str]) -> None:
     that exists (``/dev/null``, a FIFO, a character device) is written into,
     not replaced.
     """
-    target = Path(resolved(path))
-    try:
-        info = os.stat(target)
-    except FileNotFoundError:
-        write_atomic(target, text)
-        return
-    if stat.S_ISREG(info.st_mode):
-        write_atomic(target, text, mode=stat.S_IMODE(info.st_mode))
-        return
-    with open(target, "wb") as fh:
-        write_pieces(fh, text)
+    _put(path, text, append=False)
 
 
 def append_output(path: str | os.PathLike, text: str | Iterable[str]) -> None:
@@ -146,7 +182,13 @@ def append_output(path: str | os.PathLike, text: str | Iterable[str]) -> None:
     a file that does not exist is created; anything else (``/dev/null``, a FIFO)
     is appended to.
     """
-    text = text if isinstance(text, str) else "".join(text)
+    _put(path, text, append=True)
+
+
+def _put(path: str | os.PathLike, text: str | Iterable[str], *, append: bool) -> None:
+    """What ``write_output`` and ``append_output`` share: the file a path ends at (symlinks
+    followed), created if missing, written into if it is not a regular file, else replaced
+    atomically with its permissions kept (after what it held, when appending)."""
     target = Path(resolved(path))
     try:
         info = os.stat(target)
@@ -154,12 +196,15 @@ def append_output(path: str | os.PathLike, text: str | Iterable[str]) -> None:
         write_atomic(target, text)
         return
     if not stat.S_ISREG(info.st_mode):
-        with open(target, "a", encoding="utf-8") as fh:
-            fh.write(text)
+        with open(target, "ab" if append else "wb") as fh:
+            write_pieces(fh, text)
         return
-    existing = target.read_bytes()  # bytes: whatever encoding earlier steps used stays as it was
-    if existing and not existing.endswith(b"\n"):
-        existing += b"\n"
-    if existing:
-        existing += b"\n"  # a blank line: Markdown starts a new block
-    write_atomic(target, existing + text.encode("utf-8"), mode=stat.S_IMODE(info.st_mode))
+    data: str | bytes | Iterable[str] = text
+    if append:
+        existing = target.read_bytes()  # bytes: whatever encoding earlier steps used stays as it was
+        if existing and not existing.endswith(b"\n"):
+            existing += b"\n"
+        if existing:
+            existing += b"\n"  # a blank line: Markdown starts a new block
+        data = existing + "".join(text).encode("utf-8")
+    write_atomic(target, data, mode=stat.S_IMODE(info.st_mode))

@@ -52,6 +52,11 @@ def load_models(torch, model: str, *, adapter, finetuned, device, dtype, device_
 
     model_path = resolve_model(model)
     paths = {"model": model_path}
+    _locate(model_path, "model", "model")
+    if adapter is not None:
+        _locate(adapter, "adapter", "adapter")
+    else:
+        _locate(resolve_model(finetuned), "model", "fine-tuned model")
     _check_model_folder(model_path)
     tokenizer = _load_tokenizer(model_path, model)
     device = _pick_device(torch, device, device_map)
@@ -70,6 +75,19 @@ def load_models(torch, model: str, *, adapter, finetuned, device, dtype, device_
         )
         _check_same_vocabulary(base, finetuned_model, model, finetuned)
     return Loaded(tokenizer, base, peft_model or base, peft_model, finetuned_model, dtype, paths)
+
+
+def _locate(value: str, kind: str, role: str) -> None:
+    """A ``value`` that names no local folder must be an id the Hugging Face cache or hub holds:
+    else an error saying the folder is missing (never a model that does not fit, or a hub error)."""
+    if Path(value).is_dir():
+        return
+    from ..locate import NotFound, locate_on_hub
+
+    try:
+        locate_on_hub(value, Path(value).absolute(), kind=kind)
+    except NotFound as exc:
+        raise BackendError(f"could not load {role} {value!r}: {exc}") from None
 
 
 def _import_frameworks():
@@ -123,7 +141,7 @@ def _check_model_folder(path: str) -> None:
     if local.is_dir() and (local / "adapter_config.json").is_file() and not (local / "config.json").is_file():
         raise BackendError(
             f"{path} is a PEFT adapter, not a model: pass it as --sway-adapter, and give the model it was trained "
-            f"from ({_adapter_base(path)!r}) as --sway-model"
+            f"from ({_adapter_base(path) or '?'!r}) as --sway-model"
         )
     if local.is_dir() and not (local / "config.json").is_file():
         raise BackendError(
@@ -164,9 +182,14 @@ def _attach_adapter(base, adapter: str, model_name: str):
             warnings.filterwarnings("ignore", message=".*missing adapter keys.*")
             model = PeftModel.from_pretrained(base, adapter)
     except (ValueError, RuntimeError, KeyError) as exc:
+        trained = _adapter_base(adapter)
         raise BackendError(
             f"adapter {adapter!r} does not fit base model {model_name!r}: {_first_line(exc)} "
-            f"(the adapter was trained for {_adapter_base(adapter)!r}; give that model as --sway-model)"
+            + (
+                f"(the adapter was trained for {trained!r}; give that model as --sway-model)"
+                if trained
+                else "(its adapter_config.json names no base model; give the one it was trained from as --sway-model)"
+            )
         ) from None
     except OSError as exc:
         raise BackendError(f"could not load adapter {adapter!r}: {_first_line(exc)}{_offline_hint(exc)}") from None
@@ -209,7 +232,7 @@ def _check_adapter_loaded(model, adapter: str, model_name: str) -> None:
         parts.append(f"{len(missing)} adapter weights the model expects are not in it ({_names(missing)})")
     raise BackendError(
         f"adapter {adapter!r} did not load: {'; '.join(parts)}. The adapter would be a no-op and every "
-        f"difference exactly 0. Was it trained on {_adapter_base(adapter)!r} with other module names, or saved "
+        f"difference exactly 0. Was it trained on {_adapter_base(adapter) or '?'!r} with other module names, or saved "
         "by another tool? Give the model it was trained from, or save it again with PEFT's save_pretrained"
     )
 
@@ -252,13 +275,23 @@ def check_safetensors(folder: Path, *, what: str) -> None:
             )
 
 
-def _adapter_base(adapter: str) -> str:
+def _adapter_base(adapter: str) -> str | None:
+    """The base model the adapter's config names (a local folder's, or a hub id's cached copy), or None."""
     import json
 
+    config: str | Path = Path(adapter) / "adapter_config.json"
+    if not Path(adapter).is_dir():
+        from huggingface_hub import try_to_load_from_cache
+
+        cached = try_to_load_from_cache(adapter, "adapter_config.json")
+        if not isinstance(cached, str):
+            return None
+        config = cached
     try:
-        return json.loads((Path(adapter) / "adapter_config.json").read_text()).get("base_model_name_or_path") or "?"
-    except (OSError, ValueError):
-        return "?"
+        name = json.loads(Path(config).read_text()).get("base_model_name_or_path")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return name if isinstance(name, str) and name else None
 
 
 def _check_same_vocabulary(base, finetuned, base_name, ft_name) -> None:
