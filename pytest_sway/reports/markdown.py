@@ -33,6 +33,7 @@ from .summary import (
     INCONCLUSIVE_VS_BASELINE,
     REGRESSED,
     ci_header,
+    drivers_named,
     gate_text,
     interval_cell,
     n_text,
@@ -112,7 +113,7 @@ def render_markdown(doc: dict, *, footer: str) -> str:
         out += _table(rows) + [""]
         for row, name in zip(rows, short_ids([r["nodeid"] for r in rows], width=_ID_CHARS)):
             if not Outcome(row["outcome"]).ok or _against_baseline(row):
-                out += _failure(row, name)
+                out += _failure(row, name, drivers=drivers_named(doc))
     for row, name in zip(rows, short_ids([r["nodeid"] for r in rows], width=_ID_CHARS)):
         for note in row.get("notes") or ():
             out += [f"> **Note** on {code(name)}: {md(str(note))}", ""]
@@ -137,7 +138,7 @@ def _counts(rows: list[dict]) -> str:
 
 
 def _table(rows: list[dict]) -> list[str]:
-    with_baseline = any("baseline" in r for r in rows)
+    with_baseline = any(r.get("baseline") is not None for r in rows)
     header = ["outcome", "test", "probe", "n", "estimate", ci_header(rows), "gate"]
     align = ["---", "---", "---", "--:", "--:", "---", "---"]
     if with_baseline:
@@ -162,7 +163,7 @@ def _table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _failure(row: dict, name: str) -> list[str]:
+def _failure(row: dict, name: str, *, drivers: bool = True) -> list[str]:
     """A failed, inconclusive, errored or regressed result (or one whose comparison with the
     baseline was inconclusive): its message and drivers."""
     outcome = row["outcome"]
@@ -173,17 +174,16 @@ def _failure(row: dict, name: str) -> list[str]:
     if not Outcome(outcome).ok:
         if row.get("message"):
             out += [_fenced(row["message"]), ""]
-        if "drivers" in row and "values" in row:
-            sections = row_sections(row, row["values"])
-            for heading, drivers in sections:
+        if drivers and outcome != Outcome.ERROR:  # as the message: with --sway-drivers=0, none
+            for heading, named in row_sections(row, row.get("values") or []):
                 out += [md("Drivers: " + heading), ""]
-                if drivers:
-                    out += _drivers_table(drivers) + [""]
+                if named:
+                    out += _drivers_table(named) + [""]
     if _against_baseline(row):
         baseline = row["baseline"]
         if baseline.get("message"):
             out += [_fenced(baseline["message"]), ""]
-        if "drivers" in baseline:
+        if baseline.get("regressed_items") is not None:  # drivers were looked for
             heading = regression_heading(
                 baseline["direction"], baseline["regressed_items"], row.get("n", 0), len(baseline["drivers"])
             )

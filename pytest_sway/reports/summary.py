@@ -17,7 +17,7 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
         return []
     rows = sort_rows(rows)
     names = short_ids([r["nodeid"] for r in rows])
-    with_baseline = any("baseline" in r for r in rows)
+    with_baseline = any(r.get("baseline") is not None for r in rows)
     table: list[tuple[str, ...]] = [("test", "probe", "n", "estimate", ci_header(rows), "gate", "outcome")]
     if with_baseline:
         table[0] += ("vs baseline",)
@@ -164,6 +164,13 @@ def outcome_text(row) -> str:
         needed = row.get("items_needed")
         return f"FAILED (inconclusive: ~{needed} items)" if needed else "FAILED (inconclusive)"
     return outcome
+
+
+def drivers_named(doc: dict) -> bool:
+    """Whether the run named drivers (``--sway-drivers`` above 0): a failed gate's rows then
+    carry them, and a report shows its headings (the JSON's ``drivers`` is ``[]`` either way)."""
+    k = (doc.get("settings") or {}).get("drivers")
+    return not isinstance(k, int) or k > 0
 
 
 REGRESSED = "regressed"
