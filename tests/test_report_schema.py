@@ -1,13 +1,17 @@
 """The JSON report's schema: the same keys in every result whatever the options, and the
 published JSON Schema (``pytest_sway/reports/report-v2.schema.json``) that every report follows."""
 
+import html.parser
 import json
+from xml.etree import ElementTree
 
 import pytest
 from conftest import check_report
+from test_markdown import _unspan, tables
 
 import pytest_sway.sway  # noqa: F401  (imported here once: pytester's in-process runs would import new copies)
 from pytest_sway.reports.rows import SCHEMA, report_schema
+from pytest_sway.stats.drivers import show_item, visible
 
 PROMPTS = [f"prompt number {i}" for i in range(12)]
 
@@ -96,3 +100,108 @@ def test_the_schema_is_shipped_versioned_and_rejects_a_missing_key(pytester):
     del doc["results"][0]["drivers"]
     with pytest.raises(AssertionError, match="'drivers' is a required property"):
         check_report(doc)
+
+
+# -- every report shows any item safely --------------------------------------------------------
+
+#: What an item can hold: controls (NUL, ESC, BEL, DEL, C1), bidirectional overrides and isolates,
+#: zero-width and separator characters, noncharacters, markup, and a very long line.
+HOSTILE = [
+    "nul \x00 here",
+    "esc \x1b[31m red \x1b[0m",
+    "bell \x07 and backspace \x08",
+    "del \x7f c1 \x85 \x9b",
+    "bidi \u202e txet \u2066isolate\u2069 \u200f",
+    "zero\u200bwidth\ufeffbom",
+    "line\u2028sep\u2029para",
+    "nonchar \ufffe \uffff \ufdd0",
+    "tab\tand\nnewline\r\nreturn",
+    "<script>alert('x')</script> & \"quotes\" | `ticks`",
+    "long " + "x" * 5000,
+    "plain prompt",
+]
+
+HOSTILE_SUITE = f"""
+import pytest
+ITEMS = {HOSTILE!r}
+
+@pytest.mark.sway_probe("delta_kl", prompts=ITEMS, below=0.001)
+def test_moves():
+    pass
+
+@pytest.mark.sway_probe("greedy_change", prompts=ITEMS, below=0.01)
+def test_greedy():
+    pass
+"""
+
+
+class _Page(html.parser.HTMLParser):
+    """The page's elements, checked to nest: every element opened is closed in order."""
+
+    VOID = {"meta", "br", "line", "circle", "polygon", "rect", "polyline", "path", "i"}
+
+    def __init__(self):
+        super().__init__(convert_charrefs=True)
+        self.stack, self.text = [], []
+
+    def handle_starttag(self, tag, attrs):
+        if tag not in self.VOID:
+            self.stack.append(tag)
+
+    def handle_startendtag(self, tag, attrs):
+        pass
+
+    def handle_endtag(self, tag):
+        if tag in self.VOID:
+            return
+        assert self.stack and self.stack[-1] == tag, f"</{tag}> closes {self.stack[-1:]}"
+        self.stack.pop()
+
+    def handle_data(self, data):
+        self.text.append(data)
+
+
+def _raw_hidden(text: str) -> list[str]:
+    """The characters a page must not hold raw (controls but newline, tab and return; format and
+    separator characters; noncharacters; surrogates)."""
+    return sorted({repr(ch) for ch in text if ch not in "\n\r\t" and visible(ch) != ch})
+
+
+def test_every_report_shows_hostile_items_visibly_and_validly(pytester):
+    pytester.makepyfile(HOSTILE_SUITE)
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--sway-json=out.json", "--sway-html=page.html",
+        "--sway-markdown=summary.md", "--junitxml=junit.xml",
+    )  # fmt: skip
+    result.assert_outcomes(failed=2)
+    # The terminal: no raw control character reaches it (an ESC would recolour it).
+    assert _raw_hidden(result.stdout.str()) == []
+    # JSON: parses, follows the schema, and keeps every item exactly.
+    doc = json.loads((pytester.path / "out.json").read_text(encoding="utf-8"))
+    check_report(doc)
+    prompts = [e["prompt"] for e in doc["results"][0]["details"]["token_changes"]]
+    assert prompts == HOSTILE
+    # JUnit XML: parses; the drivers property keeps the items.
+    tree = ElementTree.parse(pytester.path / "junit.xml")
+    props = {p.get("name"): p.get("value") for p in tree.iter("property")}
+    assert props["sway.kind"] in ("delta_kl", "greedy_change") and json.loads(props["sway.drivers"])
+    # HTML: no character HTML rejects or hides, elements nest, and every item is shown visibly.
+    page = (pytester.path / "page.html").read_text(encoding="utf-8")
+    assert _raw_hidden(page) == []
+    parser = _Page()
+    parser.feed(page)
+    parser.close()
+    assert parser.stack == []
+    text = "".join(parser.text)
+    for item in HOSTILE:  # (read as text, a return is a newline)
+        assert visible(item, keep="\n\r\t").replace("\r\n", "\n") in text, item[:40]
+    # Markdown: no raw hidden character; every table parses with the right number of cells.
+    summary = (pytester.path / "summary.md").read_text(encoding="utf-8")
+    assert _raw_hidden(summary) == []
+    results, *drivers = tables(summary)
+    assert len(results) == 3 and drivers
+    shown = {_unspan(cell) for table in drivers for _, cell in table[1:]}
+    assert shown <= {show_item(item, 120) for item in HOSTILE} and shown
+    markdown_it = pytest.importorskip("markdown_it")
+    rendered = markdown_it.MarkdownIt("commonmark").enable("table").render(summary)
+    assert rendered.count("<table>") == 1 + len(drivers) and _raw_hidden(rendered) == []

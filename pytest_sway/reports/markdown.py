@@ -26,7 +26,7 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ..stats.drivers import regression_heading, row_sections, show_item
+from ..stats.drivers import regression_heading, row_sections, show_item, visible
 from ..stats.outcome import Outcome
 from .outputs import MARKDOWN_MARK
 from .summary import (
@@ -62,14 +62,14 @@ _ITEM_CHARS = 120
 
 def md(text: object) -> str:
     """``text`` as literal Markdown inline text on one line: punctuation that would format
-    or link is backslash-escaped, newlines become ``<br>``."""
-    escaped = _ESCAPED.sub(r"\\\1", str(text))
+    or link is backslash-escaped, newlines become ``<br>``, control characters are shown (``\\u001b``)."""
+    escaped = _ESCAPED.sub(r"\\\1", visible(str(text), keep="\r\n"))
     return re.sub(r"\r\n|\r|\n", "<br>", escaped)
 
 
 def code(text: object) -> str:
     """``text`` as a code span on one line: literal whatever it holds."""
-    text = re.sub(r"\r\n|\r|\n", " ", str(text))
+    text = visible(re.sub(r"\r\n|\r|\n", " ", str(text)))
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * (longest + 1)
     # CommonMark strips one space from each end of a span that has both, and a span
@@ -92,7 +92,9 @@ def _row(cells: Sequence[str]) -> str:
 
 
 def _fenced(text: str) -> str:
-    """``text`` in a fenced code block whose fence no backtick run inside can close."""
+    """``text`` in a fenced code block whose fence no backtick run inside can close (its control
+    characters shown, as everywhere)."""
+    text = visible(text, keep="\n\t")
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}text\n{text}\n{fence}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from ..stats.drivers import visible
 from ..stats.outcome import Outcome
 from .rows import sort_rows
 
@@ -53,6 +54,7 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
                 )
                 + (("",) if with_baseline else ())
             )
+    table = [tuple(visible(c) for c in r) for r in table]  # labels and slice names: no raw ESC on a terminal
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     right = {2, 3}  # numbers align right
     lines = []
@@ -60,7 +62,7 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
         lines.append("  ".join(cells).rstrip())
     for name, row in zip(names, rows):
-        lines += [f"note: {name}: {note}" for note in row.get("notes") or ()]
+        lines += [visible(f"note: {name}: {note}") for note in row.get("notes") or ()]
     lines.append(footer)
     return lines
 
