@@ -205,3 +205,117 @@ def test_every_report_shows_hostile_items_visibly_and_validly(pytester):
     markdown_it = pytest.importorskip("markdown_it")
     rendered = markdown_it.MarkdownIt("commonmark").enable("table").render(summary)
     assert rendered.count("<table>") == 1 + len(drivers) and _raw_hidden(rendered) == []
+
+
+# -- every report says what the message says ---------------------------------------------------
+
+QUESTIONS = [(f"Question {i}: which answer?", [" refund", " replace", " ignore"], i % 3) for i in range(12)]
+
+MESSAGES_SUITE = f"""
+import pytest
+PROMPTS = {PROMPTS!r}
+QUESTIONS = {QUESTIONS!r}
+
+@pytest.mark.sway_probe("delta_kl", prompts=PROMPTS, below=0.001)
+def test_delta_kl():
+    pass
+
+@pytest.mark.sway_probe("greedy_change", prompts=PROMPTS, below=0.01)
+def test_greedy():
+    pass
+
+@pytest.mark.sway_probe("choice_accuracy", questions=QUESTIONS, above=0.5)
+def test_choice():
+    pass
+
+@pytest.mark.sway_probe("delta_kl", prompts=PROMPTS, above=0.0001, max_regression=0.002)
+def test_regression():
+    pass
+"""
+
+#: Each failed test's message as the terminal shows it (pytest.fail without a traceback).
+MESSAGES_CONFTEST = """
+import json, pathlib
+from pytest_sway import DummyBackend
+
+def weaker(settings):
+    return DummyBackend(effect=0.3)
+
+def pytest_runtest_logreport(report):
+    if report.when == "call" and report.failed:
+        path = pathlib.Path("messages.json")
+        seen = json.loads(path.read_text()) if path.exists() else {}
+        seen[report.nodeid.split("::")[-1]] = report.longreprtext
+        path.write_text(json.dumps(seen))
+"""
+
+
+def _message_from_json(row, *, drivers=True):
+    """The terminal message, rebuilt from what a JSON result carries: the verdict, its drivers
+    and the lines after them; then the regression's message and drivers."""
+    from pytest_sway.stats.drivers import gate_text, regression_text, row_sections
+
+    parts = []
+    if row["outcome"] in ("failed", "inconclusive"):
+        lines = [row["message"]] + ([gate_text(row_sections(row, row["values"]))] if drivers else [])
+        parts.append("\n".join(line for line in lines + row["evidence"] if line))
+    baseline = row["baseline"]
+    if baseline is not None and baseline["outcome"] in ("failed", "inconclusive"):
+        text = baseline["message"]
+        if baseline["regressed_items"] is not None:
+            text += "\n" + regression_text(
+                baseline["drivers"], direction=baseline["direction"], regressed=baseline["regressed_items"], n=row["n"]
+            )
+        parts.append(text)
+    return "\n\n".join(parts)
+
+
+@pytest.mark.parametrize("drivers", ["5", "0"])
+def test_every_report_says_what_the_message_says(pytester, drivers):
+    from pytest_sway.reports.markdown import md
+
+    pytester.makeconftest(MESSAGES_CONFTEST)
+    pytester.makepyfile(MESSAGES_SUITE)
+    pytester.syspathinsert()
+    pytester.runpytest("-p", "no:cacheprovider", "--sway-save-baseline=base.json", "-k", "regression")
+    (pytester.path / "messages.json").unlink(missing_ok=True)
+    result = pytester.runpytest(
+        "-p", "no:cacheprovider", "--sway-baseline=base.json", "--sway-backend=conftest:weaker",
+        f"--sway-drivers={drivers}", "--sway-json=out.json", "--sway-html=page.html", "--sway-markdown=summary.md",
+        "--junitxml=junit.xml",
+    )  # fmt: skip
+    result.assert_outcomes(failed=4)
+    messages = json.loads((pytester.path / "messages.json").read_text())
+    doc = json.loads((pytester.path / "out.json").read_text())
+    rows = {r["nodeid"].split("::")[-1]: r for r in doc["results"]}
+    assert set(messages) == set(rows) == {"test_delta_kl", "test_greedy", "test_choice", "test_regression"}
+    assert all(rows[name]["evidence"] for name in ("test_delta_kl", "test_greedy", "test_choice"))
+    junit = {
+        case.get("name"): {p.get("name"): p.get("value") for p in case.iter("property")}
+        for case in ElementTree.parse(pytester.path / "junit.xml").iter("testcase")
+    }
+    parser = _Page()
+    parser.feed((pytester.path / "page.html").read_text(encoding="utf-8"))
+    page = "".join(parser.text)
+    summary = (pytester.path / "summary.md").read_text(encoding="utf-8")
+    for name, message in messages.items():
+        row = rows[name]
+        # JSON: the message, rebuilt from the row alone, is the terminal's, line for line.
+        assert _message_from_json(row, drivers=drivers != "0") == message, name
+        # JUnit: the verdict and the lines after the drivers.
+        assert junit[name]["sway.message"] == row["message"]
+        assert junit[name]["sway.evidence"] == "\n".join(row["evidence"])
+        # HTML and Markdown: every line of the message, a driver's as its value and item.
+        driver_lines = {f"{d['value']:.4g}": d for d in row["drivers"] + (row["baseline"] or {}).get("drivers", [])}
+        for line in message.splitlines():
+            if not line.strip():
+                continue
+            value = line.split()[0]
+            if line.startswith("  ") and value in driver_lines:
+                item = driver_lines[value]["item"]
+                assert item in page and value in page, (name, line)
+                assert show_item(item, 120) in summary and value in summary, (name, line)
+            elif line.startswith("Drivers: "):
+                assert line in page and md(line) in summary, (name, line)
+            else:
+                assert line in page and line in summary, (name, line)

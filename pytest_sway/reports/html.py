@@ -7,8 +7,8 @@ artifact. The page depends only on ``doc`` (no timestamps).
 
 Layout: a header (outcome counts, backend, settings, provenance, correction);
 an overview forest plot; then one section per test with its per-item values,
-failure message and drivers (the items behind a failed gate or regression),
-baseline comparison and probe extras (ablation curve, greedy examples,
+failure message, drivers (the items behind a failed gate or regression) and the
+lines the message ends with, baseline comparison and probe extras (ablation curve, greedy examples,
 delta_kl's token lists). The charts are drawn by ``svg``.
 """
 
@@ -185,6 +185,11 @@ def _result(i: int, r: dict, *, drivers: bool = True) -> str:
         out.append(f'<pre class="message" style="border-left-color:{color}">{esc(r["message"])}</pre>')
     if drivers and outcome in (Outcome.FAILED, Outcome.INCONCLUSIVE) and isinstance(r.get("drivers"), list):
         out.append(_gate_drivers(r))
+    evidence = [str(line) for line in r.get("evidence") or () if isinstance(line, str)]
+    if evidence and outcome in (Outcome.FAILED, Outcome.INCONCLUSIVE):  # the message's last lines
+        out.append(
+            f'<pre class="message evidence" style="border-left-color:{color}">{esc(chr(10).join(evidence))}</pre>'
+        )
     if isinstance(r.get("baseline"), dict) and r["baseline"]:
         out.append(_baseline(r["baseline"], r.get("n")))
     if isinstance(row_details(r).get("examples"), list) and row_details(r)["examples"]:

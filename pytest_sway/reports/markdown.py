@@ -3,8 +3,8 @@ r"""The sway summary as GitHub-flavoured Markdown, for a pull request (pure).
 ``render_markdown(doc, footer=...)`` renders the JSON report document
 (``rows.json_document``): a table of every result (outcome, test, probe, n,
 estimate, CI, gate, and the baseline change when comparing), then a section
-per failed, inconclusive, errored or regressed result with its message and
-drivers (an inconclusive comparison with the baseline gets one too, and is counted
+per failed, inconclusive, errored or regressed result with its message,
+drivers and the lines the message ends with (an inconclusive comparison with the baseline gets one too, and is counted
 apart from the regressions), then the terminal summary's footer. It renders from the same rows as
 the JSON, so a row field added there can be shown here. The page starts with
 an HTML comment (invisible on GitHub) by which a later run recognises the file
@@ -167,7 +167,7 @@ def _table(rows: list[dict]) -> list[str]:
 
 def _failure(row: dict, name: str, *, drivers: bool = True) -> list[str]:
     """A failed, inconclusive, errored or regressed result (or one whose comparison with the
-    baseline was inconclusive): its message and drivers."""
+    baseline was inconclusive): its message, drivers and the lines the message ends with."""
     outcome = row["outcome"]
     # Else only the regression gate failed or was inconclusive: its icon (❌ or ⚠️).
     worst = outcome if not Outcome(outcome).ok else row["baseline"]["outcome"]
@@ -181,6 +181,8 @@ def _failure(row: dict, name: str, *, drivers: bool = True) -> list[str]:
                 out += [md("Drivers: " + heading), ""]
                 if named:
                     out += _drivers_table(named) + [""]
+        if row.get("evidence"):  # what the message says after its drivers: tokens, examples
+            out += [_fenced("\n".join(map(str, row["evidence"]))), ""]
     if _against_baseline(row):
         baseline = row["baseline"]
         if baseline.get("message"):

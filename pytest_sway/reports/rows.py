@@ -76,6 +76,7 @@ class ResultRow(TypedDict, total=False):
     slices: dict[str, SliceRow]
     drivers: list[dict[str, Any]]
     drivers_scope: dict[str, Any]
+    evidence: list[str]
     baseline: dict[str, Any]
 
 
@@ -113,6 +114,8 @@ def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> R
     }
     row["notes"] = list(result.notes)
     _add_layout(row, result)
+    # What a failed gate's message says after its drivers: every report shows these lines too.
+    row["evidence"] = result.evidence_lines() if gate is not None and not verdict.ok else []
     row["drivers"] = []
     if result.max_drivers > 0:
         # Only a failed or inconclusive gate has drivers: a passing one has no wrong side to name,
@@ -229,6 +232,8 @@ def junit_properties(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]
         drivers = [[d["item"], d["value"]] for d in row.get("drivers") or ()]
         props.append((f"{prefix}.drivers", json.dumps(drivers, ensure_ascii=False) if drivers else ""))
         props.append((f"{prefix}.slices", json.dumps(jsonable(row["slices"])) if row.get("slices") else ""))
+        # The lines a failed gate's message ends with (examples, tokens), one per line; empty where none.
+        props.append((f"{prefix}.evidence", "\n".join(row.get("evidence") or ())))
     return props
 
 
@@ -317,7 +322,7 @@ _JSON_FIELDS: dict[str, Any] = {
     "estimate": None, "ci_low": None, "ci_high": None, "confidence": None, "ci_method": None, "resamples": None,
     "seed": None, "support": None, "notes": [], "above": None, "below": None, "outcome": None, "items_needed": None,
     "message": "", "values": [], "slices": {}, "duration_s": None, "details": {}, "drivers": [],
-    "drivers_scope": None, "baseline": None,
+    "drivers_scope": None, "evidence": [], "baseline": None,
 }  # fmt: skip
 
 #: The keys of a result's ``baseline`` (a comparison with the saved run), each always present:
