@@ -1,3 +1,5 @@
+import importlib.util
+import json
 import os
 
 # pytester runs pytest in this process and afterwards forgets the modules the run imported; numpy's
@@ -107,3 +109,41 @@ def raw(tiny, arch):
     base = AutoModelForCausalLM.from_pretrained(model).eval()
     tuned = PeftModel.from_pretrained(AutoModelForCausalLM.from_pretrained(model), adapter).eval()
     return tokenizer, base, tuned
+
+
+def check_report(doc: dict) -> None:
+    """Fail unless ``doc`` follows the JSON report's published schema (``rows.report_schema()``)."""
+    jsonschema = pytest.importorskip("jsonschema")
+    from pytest_sway.reports.rows import report_schema
+
+    errors = sorted(jsonschema.Draft202012Validator(report_schema()).iter_errors(doc), key=lambda e: list(e.path))
+    assert not errors, "the report breaks its schema:\n" + "\n".join(
+        f"  at {'/'.join(map(str, e.path)) or '(top)'}: {e.message[:300]}" for e in errors[:10]
+    )
+
+
+@pytest.fixture(autouse=True)
+def _reports_follow_their_schema(request):
+    """Every JSON report a test's runs wrote (in its pytester or tmp_path folder) follows the schema
+    (with the ``test`` extra's jsonschema installed, as CI has it)."""
+    # Asked for now: by teardown, pytester is gone (its folder stays).
+    folders = [request.getfixturevalue(name) for name in ("pytester", "tmp_path") if name in request.fixturenames]
+    yield
+    if importlib.util.find_spec("jsonschema") is None:
+        return
+    from pytest_sway.reports.outputs import JSON_KIND
+    from pytest_sway.reports.rows import SCHEMA
+
+    for folder in folders:
+        root = getattr(folder, "path", folder)
+        for path in root.rglob("*.json"):
+            try:
+                with path.open("rb") as f:  # a report names its kind first; models' JSON files are skipped unread
+                    if JSON_KIND.encode() not in f.read(200):
+                        continue
+                doc = json.loads(path.read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                continue
+            # Documents a test wrote by hand as an earlier report (another schema number) are not ours.
+            if isinstance(doc, dict) and doc.get("kind") == JSON_KIND and doc.get("schema") == SCHEMA:
+                check_report(doc)

@@ -461,7 +461,7 @@ def test_no_summary_without_sway_tests(pytester):
 def test_json_report(pytester):
     pytester.makepyfile(SUITE)
     _, doc = run_json(pytester)
-    assert doc["schema"] == 1
+    assert doc["schema"] == 2
     assert doc["backend"] == {"name": "dummy", "effect": 0.5, "vocab_size": 64, "seed": 0}
     assert doc["settings"]["ci_method"] == "studentized"
     results = doc["results"]

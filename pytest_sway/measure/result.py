@@ -197,9 +197,14 @@ class ProbeResult:
         return text + self.failure_evidence()
 
     def failure_evidence(self) -> str:
-        """Extra lines a probe wants shown when its gate fails (e.g. examples)."""
-        lines = self.details.get("evidence")
+        """Extra lines a probe wants shown when its gate fails (e.g. examples), as the message ends."""
+        lines = self.evidence_lines()
         return "\n" + "\n".join(lines) if lines else ""
+
+    def evidence_lines(self) -> list[str]:
+        """The lines a failed gate's message ends with (the probe's ``details["evidence"]``):
+        greedy_change's example pairs, delta_kl's tokens, choice_accuracy's forgotten questions."""
+        return [str(line) for line in self.details.get("evidence") or ()]
 
     def __repr__(self) -> str:
         return f"ProbeResult({self.label}: {self.describe()})"

@@ -1,14 +1,14 @@
 """The sway report as one self-contained HTML page (pure).
 
 ``render_html(doc)`` turns the JSON report document (``rows.json_document``,
-schema 1) into one page with inline CSS and inline SVG: no scripts, fonts,
+the schema ``rows.SCHEMA`` names) into one page with inline CSS and inline SVG: no scripts, fonts,
 images or network references, so it opens offline and can be kept as a CI
 artifact. The page depends only on ``doc`` (no timestamps).
 
 Layout: a header (outcome counts, backend, settings, provenance, correction);
 an overview forest plot; then one section per test with its per-item values,
-failure message and drivers (the items behind a failed gate or regression),
-baseline comparison and probe extras (ablation curve, greedy examples,
+failure message, drivers (the items behind a failed gate or regression) and the
+lines the message ends with, baseline comparison and probe extras (ablation curve, greedy examples,
 delta_kl's token lists). The charts are drawn by ``svg``.
 """
 
@@ -21,7 +21,14 @@ from typing import Any
 from ..backends.token_changes import TokenChanges
 from ..stats.drivers import regression_heading, row_sections
 from ..stats.outcome import Outcome
-from .summary import INCONCLUSIVE_VS_BASELINE, REGRESSED, describe_backend, regression_verdict, short_ids
+from .summary import (
+    INCONCLUSIVE_VS_BASELINE,
+    REGRESSED,
+    describe_backend,
+    drivers_named,
+    regression_verdict,
+    short_ids,
+)
 from .svg import (
     COLORS,
     NEG_INF,
@@ -53,7 +60,7 @@ def render_html(doc: dict) -> str:
     if results:
         names = short_ids([str(r.get("nodeid", "")) for r in results], width=_ID_CHARS)
         body.append("<h2>Overview</h2>" + _legend() + forest(results, names))
-        body.append("<h2>Tests</h2>" + _tests(results))
+        body.append("<h2>Tests</h2>" + _tests(results, drivers=drivers_named(doc)))
     else:
         body.append('<p class="empty">No sway results: no test in this run measured a probe.</p>')
     body.append(f"<footer>pytest-sway report, schema {esc(doc.get('schema', '?'))}</footer>")
@@ -142,19 +149,19 @@ def _legend() -> str:
 # -- per-test sections -----------------------------------------------------------
 
 
-def _tests(results: list[dict]) -> str:
+def _tests(results: list[dict], *, drivers: bool = True) -> str:
     by_test: dict[str, list[int]] = {}
     for i, r in enumerate(results):
         by_test.setdefault(str(r.get("nodeid", "")), []).append(i)
     return "\n".join(
         f'<section class="test"><h3 class="nodeid">{esc(nodeid)}</h3>'
-        + "".join(_result(i, results[i]) for i in members)
+        + "".join(_result(i, results[i], drivers=drivers) for i in members)
         + "</section>"
         for nodeid, members in by_test.items()
     )
 
 
-def _result(i: int, r: dict) -> str:
+def _result(i: int, r: dict, *, drivers: bool = True) -> str:
     outcome = str(r.get("outcome"))
     color = outcome_color(outcome)
     source = f" &middot; {esc(r['source'])}" if r.get("source") else ""
@@ -176,8 +183,13 @@ def _result(i: int, r: dict) -> str:
         out.append('<div class="plots">' + strip_plot(r, color) + (ablation_chart(curve) if curve else "") + "</div>")
     if r.get("message") and outcome != Outcome.PASSED:
         out.append(f'<pre class="message" style="border-left-color:{color}">{esc(r["message"])}</pre>')
-    if outcome in (Outcome.FAILED, Outcome.INCONCLUSIVE) and isinstance(r.get("drivers"), list):
+    if drivers and outcome in (Outcome.FAILED, Outcome.INCONCLUSIVE) and isinstance(r.get("drivers"), list):
         out.append(_gate_drivers(r))
+    evidence = [str(line) for line in r.get("evidence") or () if isinstance(line, str)]
+    if evidence and outcome in (Outcome.FAILED, Outcome.INCONCLUSIVE):  # the message's last lines
+        out.append(
+            f'<pre class="message evidence" style="border-left-color:{color}">{esc(chr(10).join(evidence))}</pre>'
+        )
     if isinstance(r.get("baseline"), dict) and r["baseline"]:
         out.append(_baseline(r["baseline"], r.get("n")))
     if isinstance(row_details(r).get("examples"), list) and row_details(r)["examples"]:
@@ -266,12 +278,10 @@ def _baseline(b: dict, n=None) -> str:
     out = '<p class="baseline">' + " &middot; ".join(parts) + "</p>"
     if b.get("message"):
         out += f'<pre class="message" style="border-left-color:{outcome_color(b.get("outcome"))}">{esc(b["message"])}</pre>'
-    drivers = b.get("drivers")
-    if isinstance(drivers, list) and b.get("direction") in ("higher", "lower"):
-        regressed = b.get("regressed_items")
-        heading = regression_heading(
-            b["direction"], regressed if isinstance(regressed, int) else len(drivers), n or 0, len(drivers)
-        )
+    drivers, regressed = b.get("drivers"), b.get("regressed_items")
+    # Drivers were looked for (a failed or inconclusive regression gate, --sway-drivers above 0).
+    if isinstance(drivers, list) and isinstance(regressed, int) and b.get("direction") in ("higher", "lower"):
+        heading = regression_heading(b["direction"], regressed, n or 0, len(drivers))
         out += _drivers_table(heading, [d for d in drivers if isinstance(d, dict)], baseline=True)
     return out
 

@@ -3,8 +3,8 @@ r"""The sway summary as GitHub-flavoured Markdown, for a pull request (pure).
 ``render_markdown(doc, footer=...)`` renders the JSON report document
 (``rows.json_document``): a table of every result (outcome, test, probe, n,
 estimate, CI, gate, and the baseline change when comparing), then a section
-per failed, inconclusive, errored or regressed result with its message and
-drivers (an inconclusive comparison with the baseline gets one too, and is counted
+per failed, inconclusive, errored or regressed result with its message,
+drivers and the lines the message ends with (an inconclusive comparison with the baseline gets one too, and is counted
 apart from the regressions), then the terminal summary's footer. It renders from the same rows as
 the JSON, so a row field added there can be shown here. The page starts with
 an HTML comment (invisible on GitHub) by which a later run recognises the file
@@ -26,13 +26,14 @@ from __future__ import annotations
 import re
 from collections.abc import Sequence
 
-from ..stats.drivers import regression_heading, row_sections, show_item
+from ..stats.drivers import regression_heading, row_sections, show_item, visible
 from ..stats.outcome import Outcome
 from .outputs import MARKDOWN_MARK
 from .summary import (
     INCONCLUSIVE_VS_BASELINE,
     REGRESSED,
     ci_header,
+    drivers_named,
     gate_text,
     interval_cell,
     n_text,
@@ -61,14 +62,14 @@ _ITEM_CHARS = 120
 
 def md(text: object) -> str:
     """``text`` as literal Markdown inline text on one line: punctuation that would format
-    or link is backslash-escaped, newlines become ``<br>``."""
-    escaped = _ESCAPED.sub(r"\\\1", str(text))
+    or link is backslash-escaped, newlines become ``<br>``, control characters are shown (``\\u001b``)."""
+    escaped = _ESCAPED.sub(r"\\\1", visible(str(text), keep="\r\n"))
     return re.sub(r"\r\n|\r|\n", "<br>", escaped)
 
 
 def code(text: object) -> str:
     """``text`` as a code span on one line: literal whatever it holds."""
-    text = re.sub(r"\r\n|\r|\n", " ", str(text))
+    text = visible(re.sub(r"\r\n|\r|\n", " ", str(text)))
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * (longest + 1)
     # CommonMark strips one space from each end of a span that has both, and a span
@@ -91,7 +92,9 @@ def _row(cells: Sequence[str]) -> str:
 
 
 def _fenced(text: str) -> str:
-    """``text`` in a fenced code block whose fence no backtick run inside can close."""
+    """``text`` in a fenced code block whose fence no backtick run inside can close (its control
+    characters shown, as everywhere)."""
+    text = visible(text, keep="\n\t")
     longest = max((len(run) for run in re.findall(r"`+", text)), default=0)
     fence = "`" * max(3, longest + 1)
     return f"{fence}text\n{text}\n{fence}"
@@ -112,7 +115,7 @@ def render_markdown(doc: dict, *, footer: str) -> str:
         out += _table(rows) + [""]
         for row, name in zip(rows, short_ids([r["nodeid"] for r in rows], width=_ID_CHARS)):
             if not Outcome(row["outcome"]).ok or _against_baseline(row):
-                out += _failure(row, name)
+                out += _failure(row, name, drivers=drivers_named(doc))
     for row, name in zip(rows, short_ids([r["nodeid"] for r in rows], width=_ID_CHARS)):
         for note in row.get("notes") or ():
             out += [f"> **Note** on {code(name)}: {md(str(note))}", ""]
@@ -137,7 +140,7 @@ def _counts(rows: list[dict]) -> str:
 
 
 def _table(rows: list[dict]) -> list[str]:
-    with_baseline = any("baseline" in r for r in rows)
+    with_baseline = any(r.get("baseline") is not None for r in rows)
     header = ["outcome", "test", "probe", "n", "estimate", ci_header(rows), "gate"]
     align = ["---", "---", "---", "--:", "--:", "---", "---"]
     if with_baseline:
@@ -162,9 +165,9 @@ def _table(rows: list[dict]) -> list[str]:
     return lines
 
 
-def _failure(row: dict, name: str) -> list[str]:
+def _failure(row: dict, name: str, *, drivers: bool = True) -> list[str]:
     """A failed, inconclusive, errored or regressed result (or one whose comparison with the
-    baseline was inconclusive): its message and drivers."""
+    baseline was inconclusive): its message, drivers and the lines the message ends with."""
     outcome = row["outcome"]
     # Else only the regression gate failed or was inconclusive: its icon (❌ or ⚠️).
     worst = outcome if not Outcome(outcome).ok else row["baseline"]["outcome"]
@@ -173,17 +176,18 @@ def _failure(row: dict, name: str) -> list[str]:
     if not Outcome(outcome).ok:
         if row.get("message"):
             out += [_fenced(row["message"]), ""]
-        if "drivers" in row and "values" in row:
-            sections = row_sections(row, row["values"])
-            for heading, drivers in sections:
+        if drivers and outcome != Outcome.ERROR:  # as the message: with --sway-drivers=0, none
+            for heading, named in row_sections(row, row.get("values") or []):
                 out += [md("Drivers: " + heading), ""]
-                if drivers:
-                    out += _drivers_table(drivers) + [""]
+                if named:
+                    out += _drivers_table(named) + [""]
+        if row.get("evidence"):  # what the message says after its drivers: tokens, examples
+            out += [_fenced("\n".join(map(str, row["evidence"]))), ""]
     if _against_baseline(row):
         baseline = row["baseline"]
         if baseline.get("message"):
             out += [_fenced(baseline["message"]), ""]
-        if "drivers" in baseline:
+        if baseline.get("regressed_items") is not None:  # drivers were looked for
             heading = regression_heading(
                 baseline["direction"], baseline["regressed_items"], row.get("n", 0), len(baseline["drivers"])
             )

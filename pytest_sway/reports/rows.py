@@ -8,6 +8,7 @@ terminal table, ``html`` for the page).
 
 from __future__ import annotations
 
+import copy
 import itertools
 import json
 import math
@@ -19,14 +20,16 @@ from ..stats.gate import Verdict
 from ..stats.outcome import Outcome
 from .outputs import JSON_KIND
 
-SCHEMA = 1
+#: The JSON report's schema: ``report-v{SCHEMA}.schema.json`` beside this module describes it.
+#: 2: every result row (and slice, and baseline comparison) has every key, whatever the options.
+SCHEMA = 2
 
 
 class SliceRow(TypedDict, total=False):
     """One slice of a sliced result: ``ResultRow["slices"][name]``."""
 
     n: int
-    n_groups: int
+    n_groups: int | None
     estimate: float
     ci_low: float
     ci_high: float
@@ -50,7 +53,7 @@ class ResultRow(TypedDict, total=False):
     label: str
     params: dict[str, Any]
     n: int
-    n_groups: int
+    n_groups: int | None
     estimate: float
     ci_low: float
     ci_high: float
@@ -73,6 +76,7 @@ class ResultRow(TypedDict, total=False):
     slices: dict[str, SliceRow]
     drivers: list[dict[str, Any]]
     drivers_scope: dict[str, Any]
+    evidence: list[str]
     baseline: dict[str, Any]
 
 
@@ -108,9 +112,11 @@ def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> R
         "duration_s": result.duration_s,
         "details": jsonable(result.details),
     }
-    if result.notes:
-        row["notes"] = list(result.notes)
+    row["notes"] = list(result.notes)
     _add_layout(row, result)
+    # What a failed gate's message says after its drivers: every report shows these lines too.
+    row["evidence"] = result.evidence_lines() if gate is not None and not verdict.ok else []
+    row["drivers"] = []
     if result.max_drivers > 0:
         # Only a failed or inconclusive gate has drivers: a passing one has no wrong side to name,
         # and its weakest items can be read from values and items.
@@ -135,16 +141,16 @@ def support_json(support) -> list | None:
 
 
 def _add_layout(out: ResultRow, result) -> None:
-    """``n_groups`` with groups, ``slices`` (name -> n, estimate, CI, outcome) with slices."""
-    if result.n_groups is not None:
-        out["n_groups"] = result.n_groups
+    """``n_groups`` (None without groups), ``slices`` (name -> n, estimate, CI, outcome; empty without)."""
+    out["n_groups"] = result.n_groups
+    out["slices"] = {}
     if result.slices:
-        out["slices"] = {}
         for name, s in result.slices.items():
             verdicts = [dict(verdict.slices).get(name, Verdict(Outcome.REPORTED)) for _, verdict in result.checks]
             worst = min(verdicts or [Verdict(Outcome.REPORTED)], key=lambda v: _SEVERITY.index(v.outcome))
             part: SliceRow = {
                 "n": s.n,
+                "n_groups": s.n_groups,
                 "estimate": s.estimate,
                 "ci_low": s.ci.low,
                 "ci_high": s.ci.high,
@@ -153,8 +159,6 @@ def _add_layout(out: ResultRow, result) -> None:
                 "ci_method": s.method,
                 "seed": s.seed,
             }
-            if s.n_groups is not None:
-                part["n_groups"] = s.n_groups
             out["slices"][name] = part
 
 
@@ -227,7 +231,9 @@ def junit_properties(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]
         # Compact: [[item, value], ...] of a failed gate's drivers; empty where none.
         drivers = [[d["item"], d["value"]] for d in row.get("drivers") or ()]
         props.append((f"{prefix}.drivers", json.dumps(drivers, ensure_ascii=False) if drivers else ""))
-        props.append((f"{prefix}.slices", json.dumps(jsonable(row["slices"])) if "slices" in row else ""))
+        props.append((f"{prefix}.slices", json.dumps(jsonable(row["slices"])) if row.get("slices") else ""))
+        # The lines a failed gate's message ends with (examples, tokens), one per line; empty where none.
+        props.append((f"{prefix}.evidence", "\n".join(row.get("evidence") or ())))
     return props
 
 
@@ -309,11 +315,34 @@ def sort_rows(rows: Iterable[dict]) -> list[dict]:
 
 # -- JSON ---------------------------------------------------------------------------
 
-_JSON_FIELDS = (
-    "nodeid", "kind", "label", "source", "params", "n", "n_groups", "estimate", "ci_low", "ci_high", "confidence",
-    "ci_method", "resamples", "seed", "support", "notes", "above", "below", "outcome", "items_needed", "message", "values",
-    "slices", "duration_s", "details", "drivers", "drivers_scope", "baseline",
-)  # fmt: skip
+#: Every key of a result in the JSON, in order, with what it holds where it does not apply: the
+#: same keys in every result, whatever the options and outcome (an error row: nulls and empties).
+_JSON_FIELDS: dict[str, Any] = {
+    "nodeid": None, "kind": None, "label": None, "source": None, "params": {}, "n": None, "n_groups": None,
+    "estimate": None, "ci_low": None, "ci_high": None, "confidence": None, "ci_method": None, "resamples": None,
+    "seed": None, "support": None, "notes": [], "above": None, "below": None, "outcome": None, "items_needed": None,
+    "message": "", "values": [], "slices": {}, "duration_s": None, "details": {}, "drivers": [],
+    "drivers_scope": None, "evidence": [], "baseline": None,
+}  # fmt: skip
+
+#: The keys of a result's ``baseline`` (a comparison with the saved run), each always present:
+#: a comparison that did not happen (no saved values, another model) has its status and message.
+_BASELINE_FIELDS: dict[str, Any] = {
+    "status": None, "outcome": None, "message": "", "delta": None, "ci_method": None, "ci_low": None,
+    "ci_high": None, "baseline_estimate": None, "max_regression": None, "direction": None, "drivers": [],
+    "regressed_items": None,
+}  # fmt: skip
+
+
+def _json_row(row: Mapping[str, Any]) -> dict[str, Any]:
+    """A row as the JSON holds it: every key of ``_JSON_FIELDS``, in that order."""
+    out = {k: jsonable(row[k], packed=False) if k in row else copy.deepcopy(empty) for k, empty in _JSON_FIELDS.items()}
+    if isinstance(out["baseline"], dict):
+        out["baseline"] = {
+            **{k: out["baseline"].get(k, copy.deepcopy(empty)) for k, empty in _BASELINE_FIELDS.items()},
+            **out["baseline"],
+        }
+    return out
 
 
 def json_document(
@@ -331,13 +360,20 @@ def json_document(
         "schema": SCHEMA,
         "backend": jsonable(backend),
         "settings": jsonable(settings),
-        "results": [{k: jsonable(row[k], packed=False) for k in _JSON_FIELDS if k in row} for row in sort_rows(rows)],
+        # Always present: null without --sway-html, a baseline or a correction.
+        "provenance": jsonable(provenance) if provenance else None,
+        "correction": jsonable(correction) if correction and correction.get("method") not in (None, "none") else None,
+        "results": [_json_row(row) for row in sort_rows(rows)],
     }
-    if provenance:
-        doc["provenance"] = jsonable(provenance)
-    if correction and correction.get("method") not in (None, "none"):
-        doc["correction"] = jsonable(correction)
     return doc
+
+
+def report_schema() -> dict[str, Any]:
+    """The JSON Schema (draft 2020-12) of the report ``json_document`` makes: the package's
+    ``reports/report-v{SCHEMA}.schema.json``, for a CI script to validate a report against."""
+    from importlib.resources import files
+
+    return json.loads(files(__package__).joinpath(f"report-v{SCHEMA}.schema.json").read_text(encoding="utf-8"))
 
 
 class _Encoder(json.JSONEncoder):

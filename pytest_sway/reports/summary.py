@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 
+from ..stats.drivers import visible
 from ..stats.outcome import Outcome
 from .rows import sort_rows
 
@@ -17,7 +18,7 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
         return []
     rows = sort_rows(rows)
     names = short_ids([r["nodeid"] for r in rows])
-    with_baseline = any("baseline" in r for r in rows)
+    with_baseline = any(r.get("baseline") is not None for r in rows)
     table: list[tuple[str, ...]] = [("test", "probe", "n", "estimate", ci_header(rows), "gate", "outcome")]
     if with_baseline:
         table[0] += ("vs baseline",)
@@ -53,6 +54,7 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
                 )
                 + (("",) if with_baseline else ())
             )
+    table = [tuple(visible(c) for c in r) for r in table]  # labels and slice names: no raw ESC on a terminal
     widths = [max(len(r[i]) for r in table) for i in range(len(table[0]))]
     right = {2, 3}  # numbers align right
     lines = []
@@ -60,7 +62,7 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
         cells = [c.rjust(w) if i in right else c.ljust(w) for i, (c, w) in enumerate(zip(r, widths))]
         lines.append("  ".join(cells).rstrip())
     for name, row in zip(names, rows):
-        lines += [f"note: {name}: {note}" for note in row.get("notes") or ()]
+        lines += [visible(f"note: {name}: {note}") for note in row.get("notes") or ()]
     lines.append(footer)
     return lines
 
@@ -160,6 +162,13 @@ def outcome_text(row) -> str:
         needed = row.get("items_needed")
         return f"FAILED (inconclusive: ~{needed} items)" if needed else "FAILED (inconclusive)"
     return outcome
+
+
+def drivers_named(doc: dict) -> bool:
+    """Whether the run named drivers (``--sway-drivers`` above 0): a failed gate's rows then
+    carry them, and a report shows its headings (the JSON's ``drivers`` is ``[]`` either way)."""
+    k = (doc.get("settings") or {}).get("drivers")
+    return not isinstance(k, int) or k > 0
 
 
 REGRESSED = "regressed"

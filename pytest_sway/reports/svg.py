@@ -17,6 +17,7 @@ from html import escape
 from typing import Any
 
 from ..errors import is_number
+from ..stats.drivers import visible
 from ..stats.outcome import Outcome
 
 #: By outcome value: rows hold plain strings.
@@ -281,4 +282,7 @@ def clip(text: str, limit: int) -> str:
 
 
 def esc(x) -> str:
-    return escape(str(x), quote=True)
+    """``x`` as HTML text or an attribute value: markup escaped, and every character HTML rejects
+    or hides (NUL, ESC, BEL, bidirectional overrides, lone surrogates, ...) written visibly as
+    ``\\u001b`` (``stats.drivers.visible``); newlines and tabs stay."""
+    return escape(visible(str(x), keep="\n\r\t"), quote=True)

@@ -37,19 +37,43 @@ ITEM_CHARS = 80
 
 _VISIBLE = {"\n": "\\n", "\r": "\\r", "\t": "\\t"}
 
+#: Unicode categories no report writes raw: controls (NUL, ESC, BEL, DEL, C1), format characters
+#: (bidirectional overrides and isolates, zero-width marks), line and paragraph separators, and
+#: lone surrogates (which no UTF-8 file can hold).
+_HIDDEN = frozenset(("Cc", "Cf", "Zl", "Zp", "Cs"))
+
+
+def _shown(ch: str) -> bool:
+    """Whether ``ch`` may be written as it is: not hidden, and not a noncharacter (U+FDD0..U+FDEF,
+    U+xFFFE, U+xFFFF), which HTML and XML reject."""
+    code = ord(ch)
+    if 0xFDD0 <= code <= 0xFDEF or (code & 0xFFFE) == 0xFFFE:
+        return False
+    return unicodedata.category(ch) not in _HIDDEN
+
+
+def visible(text: str, keep: str = "") -> str:
+    """``text`` with every character a page would hide or reject written as an escape: ``\\n``,
+    ``\\t``, ``\\r`` and ``\\u001b`` (``\\U0001xxxx`` beyond the BMP); the characters in
+    ``keep`` (say a newline, in a block that shows lines) stay as they are. Every report shows
+    an item's text through it, so what the terminal shows is what each file shows."""
+    if all(_shown(ch) or ch in keep for ch in text):  # the common case: nothing to do
+        return text
+    out = []
+    for ch in text:
+        if _shown(ch) or ch in keep:
+            out.append(ch)
+        elif ch in _VISIBLE:
+            out.append(_VISIBLE[ch])
+        else:
+            out.append(f"\\u{ord(ch):04x}" if ord(ch) <= 0xFFFF else f"\\U{ord(ch):08x}")
+    return "".join(out)
+
 
 def show_item(text: str, limit: int = ITEM_CHARS) -> str:
     """``text`` on one line: newlines, tabs and other control characters made visible
-    (``\\n``), cut to ``limit`` characters with an ellipsis."""
-    out = []
-    for ch in str(text):
-        if ch in _VISIBLE:
-            out.append(_VISIBLE[ch])
-        elif unicodedata.category(ch) in ("Cc", "Cf", "Zl", "Zp"):
-            out.append(f"\\u{ord(ch):04x}")
-        else:
-            out.append(ch)
-    line = "".join(out)
+    (``\\n``, :func:`visible`), cut to ``limit`` characters with an ellipsis."""
+    line = visible(str(text))
     return line if len(line) <= limit else line[: limit - 1] + "\u2026"
 
 
