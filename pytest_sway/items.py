@@ -75,9 +75,45 @@ def _check_messages(messages):
         yield role, content
 
 
+def label(value, kind: str, where: str) -> str:
+    """A slice or group label in its one form, text; ``kind`` is "slice" or "group", ``where``
+    names the label in a refusal (``'"slice"'``, ``"slice name"``, ``"groups: label 3"``).
+
+    The one rule for every path (a file's ``"slice"``/``"group"`` fields, a mapping's slice names,
+    ``groups=``): an integer (not a bool) becomes its decimal text, so ``1`` and ``"1"`` are one
+    label for the intervals, the Bonferroni count and the reports alike; a string is kept as
+    written. Refused: any other type, a blank or whitespace-only string, a string with leading or
+    trailing whitespace (``"billing "`` beside ``"billing"`` would be a second slice that looks
+    like the first), and a lone surrogate (no report could be written with it).
+    """
+    if is_whole(value):
+        return str(int(value))
+    if not isinstance(value, str):
+        raise ValueError(f"{where} is {short_repr(value, 40)}; a {kind} label is a string or an integer")
+    if not value.strip():
+        raise ValueError(f"{where} is {value!r}; a {kind} label must not be blank")
+    if value != value.strip():
+        raise ValueError(
+            f"{where} {short_repr(value, 40)} has leading or trailing whitespace; write {short_repr(value.strip(), 40)}"
+        )
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError:
+        raise ValueError(
+            f"{where} {short_repr(value, 40)} holds a lone surrogate; a {kind} label must be text"
+        ) from None
+    return str(value)
+
+
+def labels(values, kind: str) -> tuple:
+    """Each of ``values`` as :func:`label` makes it (None stays None: no label)."""
+    return tuple(None if v is None else label(v, kind, f"{kind} label {i}") for i, v in enumerate(values))
+
+
 class ItemList(tuple):
-    """Items read from a file: a tuple, plus where they came from and their
-    optional ``group`` and ``slice`` fields (``None`` where a line has none)."""
+    """Items with a layout: a tuple, plus where they came from (the items file, as given) and
+    their optional group and slice labels (``None`` where an item has none), each in the one form
+    :func:`label` gives."""
 
     source: str | None = None
     groups: tuple = ()
@@ -85,8 +121,13 @@ class ItemList(tuple):
 
     def __new__(cls, items, *, source=None, groups=(), slices=()):
         self = super().__new__(cls, items)
-        self.source, self.groups, self.slices = source, tuple(groups), tuple(slices)
+        self.source, self.groups, self.slices = source, labels(groups, "group"), labels(slices, "slice")
         return self
+
+    @property
+    def slice_names(self) -> tuple[str, ...]:
+        """The slices' names, in order of first appearance: what is judged, counted and shown."""
+        return tuple(dict.fromkeys(s for s in self.slices if s is not None))
 
     def __reduce__(self):
         return (_rebuild_item_list, (tuple(self), self.source, self.groups, self.slices))
@@ -173,6 +214,4 @@ def _field(name: str, value):
 
 
 def _optional(name: str, value):
-    if value is not None and (isinstance(value, bool) or not isinstance(value, (str, int))):
-        raise ValueError(f'"{name}" must be a string or an integer, got {short_repr(value)}')
-    return value
+    return None if value is None else label(value, name, f'"{name}"')

@@ -154,7 +154,17 @@ def test_every_probe_reads_its_items_from_jsonl(tmp_path):
     sway = Sway(DummyBackend(), base_dir=tmp_path)
     d = sway.delta_kl("prompts.jsonl", chat=True)
     assert d.n == 9 and d.items[8] == str(Conversation(CHAT))
-    assert isinstance(d.params["prompts"], ItemList) and d.params["prompts"].groups == (0, 0, 1, 1, 2, 2, 3, 3, None)
+    assert isinstance(d.params["prompts"], ItemList) and d.params["prompts"].groups == (
+        "0",
+        "0",
+        "1",
+        "1",
+        "2",
+        "2",
+        "3",
+        "3",
+        None,
+    )
     assert d.n_groups == 5  # a line without a group is a group of its own
     assert d.params["prompts"].source == "prompts.jsonl"
     inline = sway.delta_kl([f"Ticket {i}" for i in range(8)] + [CHAT], chat=True)
@@ -183,7 +193,7 @@ def test_every_probe_reads_its_items_from_jsonl(tmp_path):
         ),
         (
             ['{"prompt": "a"}', '{"prompt": "b", "group": [1]}'],
-            r"bad.jsonl:2: \"group\" must be a string or an integer",
+            r"bad.jsonl:2: \"group\" is \[1\]; a group label is a string or an integer",
         ),
         (
             ['{"prompt": "a"}', "", '{"prompt": [{"role": "user"}]}'],

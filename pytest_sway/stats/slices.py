@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import short_repr
-from ..items import ItemList
+from ..items import ItemList, label
 from .gate import Gate, IntervalEstimate, Verdict
 from .methods import groups_note, interval_how
 from .outcome import Outcome
@@ -51,9 +51,15 @@ def _sliced(param, mapping: Mapping) -> ItemList:
     """``{"billing": [...], "refunds": [...]}`` as one list of items, in the mapping's order,
     each labelled with its slice; errors name the slice and its item."""
     names, flat = [], []
-    for name, items in mapping.items():
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"slice names must be non-empty strings, got {name!r}")
+    given: dict[str, Any] = {}
+    for key, items in mapping.items():
+        name = label(key, "slice", "slice name")
+        if name in given:
+            raise ValueError(
+                f"slice names {given[name]!r} and {key!r} are the same label {name!r} (a label is text: an integer "
+                "is read as its digits); give each slice one name"
+            )
+        given[name] = key
         if isinstance(items, (str, bytes, Mapping)) or not hasattr(items, "__iter__"):
             raise ValueError(
                 f"slice {name!r} is {short_repr(items, 40)}; each slice is a list of items (a JSONL file of items "
@@ -115,8 +121,9 @@ def apply_layout(probe, params: dict, groups) -> dict:
                 f"items' order{order}"
             )
         source = items.source if isinstance(items, ItemList) else None
+        groups = tuple(None if g is None else label(g, "group", f"groups: label {i}") for i, g in enumerate(groups))
         params = dict(params)
-        params[param.name] = ItemList(items, source=source, groups=tuple(groups), slices=_slices_of(items))
+        params[param.name] = ItemList(items, source=source, groups=groups, slices=_slices_of(items))
     layout = layout_of(probe, params)
     for name, indices in layout.slice_indices().items():
         if len(indices) < 2:
@@ -166,7 +173,7 @@ class Layout:
         out: dict[str, list[int]] = {}
         for i, name in enumerate(self.slices or ()):
             if name is not None:
-                out.setdefault(str(name), []).append(i)
+                out.setdefault(name, []).append(i)
         return out
 
 
@@ -176,15 +183,16 @@ def layout_of(probe, params: dict) -> Layout:
     if not isinstance(items, ItemList):
         return Layout()
     groups = items.groups if any(g is not None for g in items.groups) else None
-    slices = tuple(None if s is None else str(s) for s in items.slices) if _slices_of(items) else None
+    slices = items.slices if _slices_of(items) else None
     return Layout(groups=groups, slices=slices)
 
 
 def slice_count(params: dict) -> int:
-    """How many slices a request's validated items have (0: not sliced)."""
+    """How many slices a request's validated items have (0: not sliced): the Bonferroni count's
+    slices, the same names as the intervals' (``ItemList.slice_names``)."""
     for value in params.values():
-        if isinstance(value, ItemList) and _slices_of(value):
-            return len({s for s in value.slices if s is not None})
+        if isinstance(value, ItemList) and value.slice_names:
+            return len(value.slice_names)
     return 0
 
 

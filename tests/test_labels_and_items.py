@@ -1,0 +1,82 @@
+"""One label, one meaning; items files read as JSON reads them; one repeat check for every probe;
+one shape for an item, inline or from a file (issue 23, classes 1, 2, 3 and 8)."""
+
+import json
+
+import pytest
+
+from pytest_sway import DummyBackend, run_probe
+from pytest_sway.errors import ProbeParamError
+from pytest_sway.markers import gates_of
+from pytest_sway.measure.request import parse_marker
+from pytest_sway.probes.registry import default_registry
+from pytest_sway.reports.rows import summarize_params
+
+TICKETS = [f"Ticket {i}: where is my parcel?" for i in range(12)]
+
+
+def _write(path, lines, end="\n"):
+    path.write_text(end.join(line if isinstance(line, str) else json.dumps(line) for line in lines) + end)
+    return path
+
+
+# -- class 1: one label, one meaning --------------------------------------------------------------
+
+
+def test_a_label_given_as_a_number_or_as_text_is_one_label_in_every_path(tmp_path):
+    """Slice 1 and slice "1" are one slice for the intervals, the Bonferroni count and the params
+    shown; group 1 and group "1" are one family; file and code take labels by the same rule."""
+    lines = [
+        {"prompt": p, "slice": 1 if i % 2 else "1", "group": i // 2 if i % 4 else str(i // 2)}
+        for i, p in enumerate(TICKETS)
+    ]
+    _write(tmp_path / "t.jsonl", lines)
+    request = parse_marker(("delta_kl",), {"prompts": "t.jsonl", "above": 0.01}, default_registry(), base_dir=tmp_path)
+    items = request.params["prompts"]
+    assert items.slices == ("1",) * 12 and items.groups == tuple(str(i // 2) for i in range(12))
+    assert gates_of(request, 0, baseline=False, max_regression=None) == 2  # overall + one slice
+    assert summarize_params(request.params)["prompts"]["slices"] == 1
+    result = run_probe("delta_kl", DummyBackend(), prompts="t.jsonl", base_dir=tmp_path)
+    assert list(result.slices) == ["1"] and result.n_groups == 6 and result.gates_per_check == 2
+    # In code: integer keys and labels are their text, the same as in a file.
+    inline = run_probe("delta_kl", DummyBackend(), prompts={1: TICKETS[:6], 2: TICKETS[6:]}, groups=list(range(12)))
+    assert list(inline.slices) == ["1", "2"] and inline.groups == tuple(str(i) for i in range(12))
+    mixed = run_probe(
+        "delta_kl", DummyBackend(), prompts=TICKETS, groups=[i // 2 if i % 2 else str(i // 2) for i in range(12)]
+    )
+    assert mixed.n_groups == 6
+    with pytest.raises(ProbeParamError, match="slice names 1 and '1' are the same label '1'"):
+        run_probe("delta_kl", DummyBackend(), prompts={1: TICKETS[:6], "1": TICKETS[6:]})
+
+
+@pytest.mark.parametrize(
+    "label, message",
+    [
+        ("", "is ''; a slice label must not be blank"),
+        ("  ", "is '  '; a slice label must not be blank"),
+        (" billing", "' billing' has leading or trailing whitespace; write 'billing'"),
+        (True, "is True; a slice label is a string or an integer"),
+        (1.5, "is 1.5; a slice label is a string or an integer"),
+    ],
+)
+def test_labels_from_a_file_are_validated_exactly_like_labels_in_code(tmp_path, label, message):
+    lines = [{"prompt": p, **({"slice": label} if i == 2 else {"slice": "a"})} for i, p in enumerate(TICKETS)]
+    _write(tmp_path / "t.jsonl", lines)
+    with pytest.raises(ProbeParamError, match=r"t\.jsonl:3: \"slice\" " + _re(message)):
+        run_probe("delta_kl", DummyBackend(), prompts="t.jsonl", base_dir=tmp_path)
+    if not isinstance(label, (bool, float)):  # a dict key of either kind would be refused the same way
+        with pytest.raises(ProbeParamError, match="slice name " + _re(message)):
+            run_probe("delta_kl", DummyBackend(), prompts={label: TICKETS[:6], "a": TICKETS[6:]})
+    group = message.replace("slice label", "group label")
+    with pytest.raises(ProbeParamError, match=r"groups: label 2 " + _re(group)):
+        run_probe("delta_kl", DummyBackend(), prompts=TICKETS, groups=[0, 1, label, 3, 4, 5] * 2)
+    lines = [{"prompt": p, "group": label if i == 2 else i} for i, p in enumerate(TICKETS)]
+    _write(tmp_path / "g.jsonl", lines)
+    with pytest.raises(ProbeParamError, match=r"g\.jsonl:3: \"group\" " + _re(group)):
+        run_probe("delta_kl", DummyBackend(), prompts="g.jsonl", base_dir=tmp_path)
+
+
+def _re(text: str) -> str:
+    import re
+
+    return re.escape(text)
