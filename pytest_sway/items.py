@@ -137,6 +137,52 @@ def _rebuild_item_list(items, source, groups, slices):
     return ItemList(items, source=source, groups=groups, slices=slices)
 
 
+def item_key(shape: str | None, item):
+    """What makes two items the same measurement: the item itself (lists compared as tuples); for
+    a question, its text and its set of choices (the same question with its choices in another
+    order, or with another answer, scores the same choices again)."""
+    if shape == "question" and isinstance(item, tuple) and len(item) == 3 and isinstance(item[1], (tuple, list)):
+        return (_frozen(item[0]), frozenset(_frozen(c) for c in item[1]))
+    return _frozen(item)
+
+
+def _frozen(value):
+    if isinstance(value, (list, tuple)) and not isinstance(value, str):
+        return tuple(_frozen(v) for v in value)
+    if isinstance(value, dict):
+        return tuple(sorted((repr(k), _frozen(v)) for k, v in value.items()))
+    try:
+        hash(value)
+    except TypeError:
+        return repr(value)
+    return value
+
+
+def distinct(items, shape: str | None = None) -> None:
+    """The one repeat check every probe's items pass (built-in probes and yours alike), or
+    ValueError naming the repeats by position ("item 5 repeats item 1").
+
+    A repeated item is the same measurement counted twice: the interval would narrow as if it were
+    new evidence (6 prompts repeated 10 times is not n=60).
+    """
+    first: dict = {}
+    repeats = []
+    for i, item in enumerate(items):
+        key = item_key(shape, item)
+        if key in first:
+            repeats.append((i, first[key]))
+        else:
+            first[key] = i
+    if repeats:
+        shown = "; ".join(f"item {i} repeats item {j} ({short_repr(items[i], 40)})" for i, j in repeats[:3])
+        more = f"; and {len(repeats) - 3} more" if len(repeats) > 3 else ""
+        same = " (a question with the same choices, in any order, is the same question)" if shape == "question" else ""
+        raise ValueError(
+            f"{len(repeats)} repeated item(s): {shown}{more}{same}. Each item must appear once: a repeat would count "
+            "as independent evidence and narrow the interval; remove the repeats (e.g. list(dict.fromkeys(items)))"
+        )
+
+
 def resolve(path: str, base_dir=None) -> Path:
     """``path`` relative to ``base_dir`` (the test file's folder), unless absolute."""
     p = Path(path).expanduser()

@@ -3,12 +3,14 @@ one shape for an item, inline or from a file (issue 23, classes 1, 2, 3 and 8)."
 
 import json
 
+import numpy as np
 import pytest
 
-from pytest_sway import DummyBackend, run_probe
+from pytest_sway import DummyBackend, Measurement, Param, Probe, ProbeRegistry, run_probe
 from pytest_sway.errors import ProbeParamError
 from pytest_sway.markers import gates_of
 from pytest_sway.measure.request import parse_marker
+from pytest_sway.probes.base import text_list
 from pytest_sway.probes.registry import default_registry
 from pytest_sway.reports.rows import summarize_params
 
@@ -80,3 +82,42 @@ def _re(text: str) -> str:
     import re
 
     return re.escape(text)
+
+
+# -- class 3: every probe refuses repeated items, through one code path ------------------------------
+
+QUESTIONS = [(f"Question {i}: the capital of country {i} is", [" Paris", " Rome", " Oslo"], i % 3) for i in range(8)]
+
+
+def _echo(backend, params, bootstrap):
+    items = params["prompts"]
+    return Measurement(np.arange(len(items), dtype=float), items=items)
+
+
+@pytest.mark.parametrize(
+    "repeat",
+    [
+        QUESTIONS[1],  # the same question, counted twice
+        (QUESTIONS[1][0], [" Oslo", " Paris", " Rome"], 2),  # its choices in another order: the same scores
+    ],
+)
+def test_choice_accuracy_refuses_a_repeated_question(repeat):
+    with pytest.raises(ProbeParamError, match=r"questions': 1 repeated item\(s\): item 8 repeats item 1"):
+        run_probe("choice_accuracy", DummyBackend(), questions=[*QUESTIONS, repeat])
+
+
+@pytest.mark.parametrize(
+    "param",
+    [
+        Param("prompts", lambda value: tuple(value), items="prompt"),  # a check of its own: the common check
+        Param("prompts", text_list),  # the library's check, no items=: an items parameter all the same
+    ],
+    ids=["own-check", "text_list"],
+)
+def test_a_probe_of_yours_refuses_repeats_the_same_way(param):
+    registry = ProbeRegistry([Probe("echo", "", (param,), _echo)])
+    with pytest.raises(ProbeParamError, match=r"echo: parameter 'prompts': 2 repeated item\(s\): item 12 repeats"):
+        run_probe("echo", DummyBackend(), registry=registry, prompts=TICKETS + TICKETS[:2])
+    with pytest.raises(ProbeParamError, match=r"slice 'b' item 0 repeats slice 'a' item 3"):
+        run_probe("echo", DummyBackend(), registry=registry, prompts={"a": TICKETS[:6], "b": TICKETS[3:]})
+    assert run_probe("echo", DummyBackend(), registry=registry, prompts=TICKETS).n == 12

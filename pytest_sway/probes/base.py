@@ -37,6 +37,11 @@ class Param:
     #: ``pytest_sway.items.SHAPES``: "prompt", "case", "triple", "pair", "question", "text").
     items: str | None = None
 
+    def __post_init__(self):
+        shape = getattr(self.check, "items_shape", None)  # text_list, prompt_list, ...
+        if self.items is None and shape:
+            object.__setattr__(self, "items", shape)
+
     @property
     def required(self) -> bool:
         return self.default is REQUIRED
@@ -151,10 +156,11 @@ def _from_file(param: Param, path: str, base_dir):
     import re
 
     from ..items import ItemList, load_jsonl, resolve
+    from ..stats.slices import checked_items
 
     items, lines, groups, slices = load_jsonl(path, str(param.items), base_dir=base_dir)
     try:
-        checked = param.check(items)
+        checked = checked_items(param, items)
     except ValueError as exc:
         message = str(exc)
         found = re.match(r"item (\d+)(:| is)", message)
@@ -197,27 +203,16 @@ def _items(value, what: str, minimum: int = MIN_ITEMS) -> tuple:
     return items
 
 
-def _distinct(items: tuple) -> tuple:
-    """``items`` if none repeats; else ValueError naming the repeats.
+def items_of(shape: str):
+    """Marks a check as one that checks items of ``shape``: a :class:`Param` with this check and no
+    ``items=`` holds items of that shape (read from files, sliced, grouped, refused when repeated),
+    so a probe of yours built on ``text_list`` gets what the built-in probes get."""
 
-    A repeated item is the same measurement counted twice: the interval would
-    narrow as if it were new evidence (6 prompts repeated 10 times is not n=60).
-    """
-    first: dict = {}
-    repeats = []
-    for i, item in enumerate(items):
-        if item in first:
-            repeats.append((i, first[item]))
-        else:
-            first[item] = i
-    if repeats:
-        shown = "; ".join(f"item {i} repeats item {j} ({short_repr(items[i], 40)})" for i, j in repeats[:3])
-        more = f"; and {len(repeats) - 3} more" if len(repeats) > 3 else ""
-        raise ValueError(
-            f"{len(repeats)} repeated item(s): {shown}{more}. Each item must appear once: a repeat would count as "
-            f"independent evidence and narrow the interval; remove the repeats (e.g. list(dict.fromkeys(items)))"
-        )
-    return items
+    def mark(check):
+        setattr(check, "items_shape", shape)  # noqa: B010 (a function's attribute; mypy cannot see it)
+        return check
+
+    return mark
 
 
 def _text(value, where: str) -> str:
@@ -236,19 +231,24 @@ def _text(value, where: str) -> str:
     return value
 
 
+@items_of("text")
 def text_list(value) -> tuple[str, ...]:
-    """A list of at least two distinct non-empty strings."""
+    """A list of at least two non-empty strings (repeats are refused for every items parameter,
+    by ``Probe.validate``)."""
     items = _items(value, "strings")
     for i, item in enumerate(items):
         _text(item, f"item {i}")
-    return _distinct(items)
+    return items
 
 
 def tuple_list(*fields: str):
-    """A list of at least two distinct tuples of non-empty strings, e.g. ``(prompt, completion)``.
+    """A list of at least two tuples of non-empty strings, e.g. ``(prompt, completion)``.
     A ``prompt`` field may also be a conversation (a list of messages; it needs chat=True)."""
+    from ..items import SHAPES
+
     shape = "(" + ", ".join(fields) + ")"
 
+    @items_of(next((name for name, names in SHAPES.items() if names == fields), ""))
     def check(value) -> tuple[tuple[str, ...], ...]:
         out = []
         for i, item in enumerate(_items(value, f"{shape} tuples")):
@@ -262,7 +262,7 @@ def tuple_list(*fields: str):
                     _text(part, f"item {i}: {name}")
                 parts.append(part)
             out.append(tuple(parts))
-        return _distinct(tuple(out))
+        return tuple(out)
 
     return check
 
@@ -289,10 +289,11 @@ def is_prompt(value) -> bool:
     return isinstance(value, str) and bool(value)
 
 
+@items_of("prompt")
 def prompt_list(value) -> tuple[str, ...]:
     """A list of at least two prompts: non-empty strings, or conversations
     (lists of ``{"role", "content"}`` messages, for chat=True)."""
-    return _distinct(tuple(_prompt(item, i) for i, item in enumerate(_items(value, "prompts"))))
+    return tuple(_prompt(item, i) for i, item in enumerate(_items(value, "prompts")))
 
 
 def check_chat_prompts(name: str):
@@ -346,7 +347,8 @@ def optional(check):
     def optional_check(value):
         return None if value is None else check(value)
 
-    return optional_check
+    shape = getattr(check, "items_shape", None)
+    return items_of(shape)(optional_check) if shape else optional_check
 
 
 def number_list(*, min_len: int):

@@ -21,11 +21,12 @@ from ..backends.base import BASE, FINETUNED
 from ..errors import is_whole, short_repr
 from ..stats.paired import tango_interval
 from ..stats.shapes import clopper_pearson
-from .base import CHAT, Measurement, Param, Probe, _items, _prompt, check_chat_prompts, choice
+from .base import CHAT, Measurement, Param, Probe, _items, _prompt, check_chat_prompts, choice, items_of
 
 _EXAMPLES = 3
 
 
+@items_of("question")
 def question_list(value) -> tuple:
     """A list of at least two ``(question, choices, answer_index)`` items."""
     out = []

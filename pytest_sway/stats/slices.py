@@ -23,7 +23,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import short_repr
-from ..items import ItemList, label
+from ..items import ItemList, distinct, label
 from .gate import Gate, IntervalEstimate, Verdict
 from .methods import groups_note, interval_how
 from .outcome import Outcome
@@ -43,8 +43,24 @@ def check_items(param, value, *, base_dir, from_file) -> Any:
     if isinstance(value, Mapping):
         return _sliced(param, value)
     if isinstance(value, ItemList):
-        return ItemList(param.check(tuple(value)), source=value.source, groups=value.groups, slices=value.slices)
-    return param.check(value)
+        return ItemList(
+            checked_items(param, tuple(value)), source=value.source, groups=value.groups, slices=value.slices
+        )
+    return checked_items(param, value)
+
+
+def checked_items(param, items):
+    """``param.check(items)``, then the one repeat check that every probe's items pass (a probe of
+    yours included): a repeat would count twice as evidence and narrow the interval."""
+    checked = param.check(items)
+    try:
+        iter(checked)
+    except TypeError:
+        raise ValueError(
+            f"the check of an items parameter returned {short_repr(checked, 40)}, not a list of items"
+        ) from None
+    distinct(checked, param.items)
+    return checked
 
 
 def _sliced(param, mapping: Mapping) -> ItemList:
@@ -79,7 +95,7 @@ def _sliced(param, mapping: Mapping) -> ItemList:
     for i, name in enumerate(names):
         starts.setdefault(name, i)
     try:
-        checked = param.check(flat)
+        checked = checked_items(param, flat)
     except ValueError as exc:
 
         def where(found) -> str:
