@@ -14,6 +14,7 @@ Pure: no pytest, no numpy. Probes' parameter checks use it.
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 from .errors import is_whole, short_repr
@@ -59,6 +60,19 @@ def is_messages(value) -> bool:
     return isinstance(value, (list, tuple)) and bool(value) and all(isinstance(m, dict) for m in value)
 
 
+def encodable(value: str, where: str) -> str:
+    """``value`` if it can be encoded (a lone surrogate cannot), or ValueError: the one check of
+    every text an item holds."""
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        raise ValueError(
+            f"{where} holds {short_repr(value[exc.start : exc.end], 40)} at position {exc.start}, a lone surrogate that no "
+            "tokenizer can encode (text decoded with errors='surrogateescape'?); fix the text"
+        ) from None
+    return value
+
+
 def _check_messages(messages):
     if not is_messages(messages):
         raise ValueError(
@@ -72,7 +86,7 @@ def _check_messages(messages):
             raise ValueError(f"message {i}: role must be a non-empty string, got {role!r}")
         if not isinstance(content, str):
             raise ValueError(f"message {i}: content must be a string, got {short_repr(content)}")
-        yield role, content
+        yield encodable(role, f"message {i}: role"), encodable(content, f"message {i}: content")
 
 
 def label(value, kind: str, where: str) -> str:
@@ -96,13 +110,7 @@ def label(value, kind: str, where: str) -> str:
         raise ValueError(
             f"{where} {short_repr(value, 40)} has leading or trailing whitespace; write {short_repr(value.strip(), 40)}"
         )
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError(
-            f"{where} {short_repr(value, 40)} holds a lone surrogate; a {kind} label must be text"
-        ) from None
-    return str(value)
+    return str(encodable(value, where))
 
 
 def labels(values, kind: str) -> tuple:
@@ -111,30 +119,67 @@ def labels(values, kind: str) -> tuple:
 
 
 class ItemList(tuple):
-    """Items with a layout: a tuple, plus where they came from (the items file, as given) and
-    their optional group and slice labels (``None`` where an item has none), each in the one form
-    :func:`label` gives."""
+    """Items with a layout: a tuple, plus where they came from (``source``, the items file as
+    given; ``file`` and ``lines``, the file as read and each item's line) and their optional group
+    and slice labels (``None`` where an item has none), each in the one form :func:`label` gives."""
 
     source: str | None = None
+    file: str | None = None
+    lines: tuple = ()
     groups: tuple = ()
     slices: tuple = ()
 
-    def __new__(cls, items, *, source=None, groups=(), slices=()):
+    def __new__(cls, items, *, source=None, file=None, lines=(), groups=(), slices=()):
         self = super().__new__(cls, items)
-        self.source, self.groups, self.slices = source, labels(groups, "group"), labels(slices, "slice")
+        self.source, self.file, self.lines = source, file, tuple(lines)
+        self.groups, self.slices = labels(groups, "group"), labels(slices, "slice")
         return self
+
+    def replace(self, items=None, **layout) -> ItemList:
+        """A copy with other items (the same count) or another part of the layout."""
+        now = {"source": self.source, "file": self.file, "lines": self.lines, "groups": self.groups}
+        return ItemList(self if items is None else items, **{**now, "slices": self.slices, **layout})
 
     @property
     def slice_names(self) -> tuple[str, ...]:
         """The slices' names, in order of first appearance: what is judged, counted and shown."""
         return tuple(dict.fromkeys(s for s in self.slices if s is not None))
 
+    def place(self, i: int) -> str:
+        """Where item ``i`` was given: ``file:line`` for a file, ``slice 'name' item k`` in a dict of
+        slices, else ``item i``."""
+        if self.file is not None and i < len(self.lines):
+            return f"{self.file}:{self.lines[i]}"
+        if i < len(self.slices) and self.slices[i] is not None:
+            name = self.slices[i]
+            return f"slice {name!r} item {sum(s == name for s in self.slices[:i])}"
+        return f"item {i}"
+
+    def locate(self, message: str) -> str:
+        """A refusal's ``item N`` (0-based positions, as the checks name items) made
+        :meth:`place`; a refusal about a file that names no item names the file."""
+        named = False
+
+        def place(found) -> str:
+            nonlocal named
+            i = int(found.group(1))
+            if i >= len(self):
+                return found.group(0)
+            named = True
+            return self.place(i)
+
+        out = _ITEM.sub(place, message)
+        return out if named or self.file is None else f"{self.file}: {out}"
+
     def __reduce__(self):
-        return (_rebuild_item_list, (tuple(self), self.source, self.groups, self.slices))
+        return (_rebuild_item_list, (tuple(self), self.source, self.file, self.lines, self.groups, self.slices))
 
 
-def _rebuild_item_list(items, source, groups, slices):
-    return ItemList(items, source=source, groups=groups, slices=slices)
+_ITEM = re.compile(r"\bitem (\d+)\b")
+
+
+def _rebuild_item_list(items, source, file, lines, groups, slices):
+    return ItemList(items, source=source, file=file, lines=lines, groups=groups, slices=slices)
 
 
 def item_key(shape: str | None, item):
@@ -192,8 +237,11 @@ def resolve(path: str, base_dir=None) -> Path:
 def load_jsonl(path: str, shape: str, *, base_dir=None) -> tuple[list, list[int], list, list]:
     """``(items, line numbers, groups, slices)`` from a JSONL file of ``shape`` items.
 
-    Blank lines are skipped. Every line must be a JSON object with exactly the
-    shape's fields, plus optionally ``group`` and ``slice``.
+    A line is what ends in ``\n`` (or ``\r\n``), as JSON Lines defines it: the other characters
+    Python's ``str.splitlines`` splits on (U+2028, U+2029, U+0085, form feed, ...) are characters
+    JSON allows inside a string, and never end a line. Lines of JSON whitespace only are skipped.
+    Every other line must be a JSON object with exactly the shape's fields, plus optionally
+    ``group`` and ``slice``.
     """
     fields = SHAPES[shape]
     file = resolve(path, base_dir)
@@ -208,8 +256,9 @@ def load_jsonl(path: str, shape: str, *, base_dir=None) -> tuple[list, list[int]
         raise ValueError(f"cannot read items file {str(file)!r}: {exc}") from None
     want = ", ".join(f'"{f}"' for f in fields)
     items, lines, groups, slices = [], [], [], []
-    for number, line in enumerate(text.splitlines(), 1):
-        if not line.strip():
+    for number, line in enumerate(text.split("\n"), 1):
+        line = line.removesuffix("\r")
+        if not line.strip(" \t\r"):  # JSON's whitespace, not Python's
             continue
         where = f"{file}:{number}"
         try:

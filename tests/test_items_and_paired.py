@@ -218,7 +218,7 @@ def test_a_check_failing_after_loading_names_the_line(tmp_path):
             {"question": "Q2", "choices": [" a", " a"], "answer": 0},
         ],
     )
-    with pytest.raises(ValueError, match=r"q.jsonl:3: item 1: choices must be distinct"):
+    with pytest.raises(ValueError, match=r"q.jsonl:3: choices must be distinct"):
         run_probe("choice_accuracy", DummyBackend(), questions="q.jsonl", base_dir=tmp_path)
 
 

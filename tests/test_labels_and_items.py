@@ -2,12 +2,13 @@
 one shape for an item, inline or from a file (issue 23, classes 1, 2, 3 and 8)."""
 
 import json
+import re
 
 import numpy as np
 import pytest
 
 from pytest_sway import DummyBackend, Measurement, Param, Probe, ProbeRegistry, run_probe
-from pytest_sway.errors import ProbeParamError
+from pytest_sway.errors import ProbeError, ProbeParamError
 from pytest_sway.markers import gates_of
 from pytest_sway.measure.request import parse_marker
 from pytest_sway.probes.base import text_list
@@ -121,3 +122,72 @@ def test_a_probe_of_yours_refuses_repeats_the_same_way(param):
     with pytest.raises(ProbeParamError, match=r"slice 'b' item 0 repeats slice 'a' item 3"):
         run_probe("echo", DummyBackend(), registry=registry, prompts={"a": TICKETS[:6], "b": TICKETS[3:]})
     assert run_probe("echo", DummyBackend(), registry=registry, prompts=TICKETS).n == 12
+
+
+# -- class 2: items files read as JSON reads them; refusals name file:line -----------------------
+
+
+@pytest.mark.parametrize("separator", ["\u2028", "\u2029", "\x85"])  # JSON escapes the others (\\f, \\u001e)
+@pytest.mark.parametrize("end", ["\n", "\r\n"])
+def test_only_a_newline_ends_a_line_of_an_items_file(tmp_path, separator, end):
+    """Characters JSON allows inside a string split Python's lines, never a JSONL line."""
+    prompts = [f"Ticket {i}:{separator}where is my parcel?" for i in range(6)]
+    path = tmp_path / "t.jsonl"
+    path.write_bytes(end.join(json.dumps({"prompt": p}, ensure_ascii=False) for p in prompts).encode() + end.encode())
+    result = run_probe("delta_kl", DummyBackend(), prompts="t.jsonl", base_dir=tmp_path)
+    assert result.items == tuple(prompts)
+    # ... and a refusal counts lines as a reader does: the 5th line is line 5.
+    path.write_bytes(path.read_bytes().replace(b'"prompt": "Ticket 4', b'"prompt": 4, "x": "'))
+    with pytest.raises(ProbeParamError, match=r"t\.jsonl:5: unknown field"):
+        run_probe("delta_kl", DummyBackend(), prompts="t.jsonl", base_dir=tmp_path)
+
+
+CHAT = [{"role": "user", "content": "Where is my parcel?"}]
+
+
+@pytest.mark.parametrize(
+    "lines, kwargs, message",
+    [
+        (
+            [{"prompt": p} for p in TICKETS[:4]] + [{"prompt": TICKETS[1]}],
+            {},
+            r"1 repeated item\(s\): {f}:5 repeats {f}:2 \('Ticket 1",
+        ),
+        (
+            [{"prompt": p} for p in TICKETS[:4]] + [{"prompt": "bad \ud800 text"}],
+            {},
+            r"{f}:5 holds '\\ud800' at position 4",
+        ),
+        ([{"prompt": p} for p in TICKETS[:4]] + [{"prompt": CHAT}], {}, r"prompts: {f}:5 is a conversation"),
+        (
+            [{"prompt": p} for p in TICKETS[:4]] + [{"prompt": [{"role": "user", "content": "\ud800"}]}],
+            {"chat": True},
+            r"{f}:5: .*message 0: content holds '\\ud800'",
+        ),
+    ],
+    ids=["repeat", "lone-surrogate", "conversation-without-chat", "surrogate-in-a-conversation"],
+)
+def test_every_refusal_about_a_file_item_names_its_line(tmp_path, lines, kwargs, message):
+    path = tmp_path / "t.jsonl"
+    path.write_text("\n".join([json.dumps(lines[0]), ""] + [json.dumps(line) for line in lines[1:]]) + "\n")
+    # Line numbers after the blank line 2 are one more than the item's position plus one.
+    f = re.escape(str(path))
+    expected = message.replace("{f}:5", f + ":6").replace("{f}:2", f + ":3")
+    with pytest.raises(ProbeParamError, match=expected):
+        run_probe("delta_kl", DummyBackend(), prompts="t.jsonl", base_dir=tmp_path, **kwargs)
+    question = {"question": "Q", "choices": [" a", " b"], "answer": 0}
+    _write(path, [question, {**question, "question": "R"}, {**question, "choices": [" b", " a"]}])
+    with pytest.raises(ProbeParamError, match=re.escape(f"{path}:3 repeats {path}:1")):
+        run_probe("choice_accuracy", DummyBackend(), questions="t.jsonl", base_dir=tmp_path)
+
+
+def test_a_probe_failing_on_a_file_item_names_its_line(tmp_path):
+    def nan_on_third(backend, params, bootstrap):
+        values = np.zeros(len(params["prompts"]))
+        values[2] = np.nan
+        return Measurement(values, items=params["prompts"])
+
+    registry = ProbeRegistry([Probe("nan", "", (Param("prompts", text_list),), nan_on_third)])
+    path = _write(tmp_path / "t.jsonl", [{"text": p} for p in TICKETS[:4]])
+    with pytest.raises(ProbeError, match=re.escape(f"returned nan for {path}:3 ('Ticket 2")):
+        run_probe("nan", DummyBackend(), registry=registry, prompts="t.jsonl", base_dir=tmp_path)

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ProbeParamError, is_number, is_whole, short_repr
+from ..items import encodable
 
 REQUIRED = object()
 
@@ -101,7 +102,7 @@ class Probe:
         ``base_dir`` (the test file's folder; else the current folder); given
         as a mapping, its values are named slices of the items. ``groups``
         labels each item's group (see :mod:`pytest_sway.stats.slices`)."""
-        from ..stats.slices import GROUPS, apply_layout, check_items
+        from ..stats.slices import GROUPS, apply_layout, check_items, locate
 
         params = dict(params)
         groups = params.pop(GROUPS, None)
@@ -124,7 +125,7 @@ class Probe:
             try:
                 value = params[p.name]
                 if p.items is not None and value is not None:
-                    out[p.name] = check_items(p, value, base_dir=base_dir, from_file=_from_file)
+                    out[p.name] = check_items(p, value, base_dir=base_dir)
                 else:
                     out[p.name] = p.check(value)
             except ValueError as exc:
@@ -133,7 +134,7 @@ class Probe:
             try:
                 self.check(out)
             except ValueError as exc:
-                raise ProbeParamError(f"{self.kind}: {exc}") from None
+                raise ProbeParamError(f"{self.kind}: {locate(self, out, str(exc))}") from None
         try:
             return apply_layout(self, out, groups)
         except ValueError as exc:
@@ -149,28 +150,6 @@ class Probe:
         if any(p.items is not None for p in self.params):
             parts.append("groups=None")
         return f"{self.kind}({', '.join(parts)})"
-
-
-def _from_file(param: Param, path: str, base_dir):
-    """The items of a JSONL file, checked as if given inline; errors name the file and line."""
-    import re
-
-    from ..items import ItemList, load_jsonl, resolve
-    from ..stats.slices import checked_items
-
-    items, lines, groups, slices = load_jsonl(path, str(param.items), base_dir=base_dir)
-    try:
-        checked = checked_items(param, items)
-    except ValueError as exc:
-        message = str(exc)
-        found = re.match(r"item (\d+)(:| is)", message)
-        file = resolve(path, base_dir)
-        if found and int(found.group(1)) < len(lines):
-            message = f"{file}:{lines[int(found.group(1))]}: {message}"
-        else:
-            message = f"{file}: {message}"
-        raise ValueError(message) from None
-    return ItemList(checked, source=str(path), groups=groups, slices=slices)
 
 
 # -- parameter checks: each returns a normalised value or raises ValueError ---
@@ -221,14 +200,7 @@ def _text(value, where: str) -> str:
         raise ValueError(f"{where} is {type(value).__name__} {short_repr(value, 40)}, expected a string")
     if not value:
         raise ValueError(f"{where} is an empty string")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"{where} holds {short_repr(value[exc.start : exc.end], 40)} at position {exc.start}, a lone surrogate that no "
-            "tokenizer can encode (text decoded with errors='surrogateescape'?); fix the text"
-        ) from None
-    return value
+    return encodable(value, where)
 
 
 @items_of("text")

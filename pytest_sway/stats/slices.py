@@ -17,13 +17,12 @@ so a marker's validated parameters validate again to the same layout.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import short_repr
-from ..items import ItemList, distinct, label
+from ..items import ItemList, distinct, label, load_jsonl, resolve
 from .gate import Gate, IntervalEstimate, Verdict
 from .methods import groups_note, interval_how
 from .outcome import Outcome
@@ -35,18 +34,22 @@ GROUPS = "groups"
 # -- validation (at collection for markers) -------------------------------------------
 
 
-def check_items(param, value, *, base_dir, from_file) -> Any:
-    """An items parameter's value checked by ``param.check``: a JSONL path (``from_file``), a
-    mapping of slice names to lists of items, items already checked (an ``ItemList``), or a list."""
+def check_items(param, value, *, base_dir) -> Any:
+    """An items parameter's value checked by ``param.check`` and the repeat check: a JSONL path, a
+    mapping of slice names to lists of items, items already checked (an ``ItemList``), or a list.
+    A refusal names the item where it was given: ``file:line``, ``slice 'name' item k``, ``item i``."""
     if isinstance(value, str):
-        return from_file(param, value, base_dir)
-    if isinstance(value, Mapping):
-        return _sliced(param, value)
-    if isinstance(value, ItemList):
-        return ItemList(
-            checked_items(param, tuple(value)), source=value.source, groups=value.groups, slices=value.slices
-        )
-    return checked_items(param, value)
+        raw = _from_file(param, value, base_dir)
+    elif isinstance(value, Mapping):
+        raw = _sliced(value)
+    elif isinstance(value, ItemList):
+        raw = value
+    else:
+        return checked_items(param, value)
+    try:
+        return raw.replace(checked_items(param, tuple(raw)))
+    except ValueError as exc:
+        raise ValueError(raw.locate(str(exc))) from None
 
 
 def checked_items(param, items):
@@ -63,9 +66,24 @@ def checked_items(param, items):
     return checked
 
 
-def _sliced(param, mapping: Mapping) -> ItemList:
+def locate(probe, params: dict, message: str) -> str:
+    """A refusal from a probe's own check (which sees validated items) naming items where they were
+    given, as :func:`check_items` names them."""
+    param = items_param(probe, params)
+    items = params[param.name] if param is not None else None
+    return items.locate(message) if isinstance(items, ItemList) else message
+
+
+def _from_file(param, path: str, base_dir) -> ItemList:
+    """The items of a JSONL file, unchecked, with their lines and labels."""
+    items, lines, groups, slices = load_jsonl(path, str(param.items), base_dir=base_dir)
+    file = str(resolve(path, base_dir))
+    return ItemList(items, source=str(path), file=file, lines=lines, groups=groups, slices=slices)
+
+
+def _sliced(mapping: Mapping) -> ItemList:
     """``{"billing": [...], "refunds": [...]}`` as one list of items, in the mapping's order,
-    each labelled with its slice; errors name the slice and its item."""
+    each labelled with its slice."""
     names, flat = [], []
     given: dict[str, Any] = {}
     for key, items in mapping.items():
@@ -91,22 +109,7 @@ def _sliced(param, mapping: Mapping) -> ItemList:
         flat.extend(items)
     if not names:
         raise ValueError("an empty mapping of slices; give {'slice name': [items], ...}")
-    starts: dict[str, int] = {}
-    for i, name in enumerate(names):
-        starts.setdefault(name, i)
-    try:
-        checked = checked_items(param, flat)
-    except ValueError as exc:
-
-        def where(found) -> str:
-            i = int(found.group(1))
-            if i >= len(names):
-                return found.group(0)
-            return f"slice {names[i]!r} item {i - starts[names[i]]}{found.group(2)}"
-
-        # "item 5 repeats item 1" -> "slice 'refunds' item 2 repeats slice 'billing' item 1"
-        raise ValueError(re.sub(r"item (\d+)(\b)", where, str(exc))) from None
-    return ItemList(checked, slices=names)
+    return ItemList(flat, slices=names)
 
 
 def items_param(probe, params: dict):
@@ -136,10 +139,10 @@ def apply_layout(probe, params: dict, groups) -> dict:
                 f"groups: {len(groups)} label(s) for {len(items)} items; give one group label per item, in the "
                 f"items' order{order}"
             )
-        source = items.source if isinstance(items, ItemList) else None
         groups = tuple(None if g is None else label(g, "group", f"groups: label {i}") for i, g in enumerate(groups))
         params = dict(params)
-        params[param.name] = ItemList(items, source=source, groups=groups, slices=_slices_of(items))
+        laid = items if isinstance(items, ItemList) else ItemList(items)
+        params[param.name] = laid.replace(groups=groups, slices=_slices_of(items))
     layout = layout_of(probe, params)
     for name, indices in layout.slice_indices().items():
         if len(indices) < 2:
