@@ -9,6 +9,11 @@ Pure: no pytest, no numpy. Probes' parameter checks use it.
 * :func:`load_jsonl` reads a probe's items from a JSONL file, one object per
   line, so a suite's eval sets live outside Python. A line that is not what
   the probe needs is a ``ValueError`` naming the file and the line.
+  :func:`read_object` reads one such object, a line's or an item's given
+  inline as the same dict: an item has one shape wherever it is given.
+* :func:`label` is the one rule for slice and group labels; :func:`distinct`
+  the one repeat check; :meth:`ItemList.locate` names an item where it was
+  given (``file:line``) in every refusal.
 """
 
 from __future__ import annotations
@@ -243,7 +248,6 @@ def load_jsonl(path: str, shape: str, *, base_dir=None) -> tuple[list, list[int]
     Every other line must be a JSON object with exactly the shape's fields, plus optionally
     ``group`` and ``slice``.
     """
-    fields = SHAPES[shape]
     file = resolve(path, base_dir)
     try:
         text = file.read_text(encoding="utf-8")
@@ -254,7 +258,6 @@ def load_jsonl(path: str, shape: str, *, base_dir=None) -> tuple[list, list[int]
         ) from None
     except (OSError, UnicodeDecodeError) as exc:
         raise ValueError(f"cannot read items file {str(file)!r}: {exc}") from None
-    want = ", ".join(f'"{f}"' for f in fields)
     items, lines, groups, slices = [], [], [], []
     for number, line in enumerate(text.split("\n"), 1):
         line = line.removesuffix("\r")
@@ -265,37 +268,52 @@ def load_jsonl(path: str, shape: str, *, base_dir=None) -> tuple[list, list[int]
             obj = json.loads(line)
         except ValueError as exc:
             raise ValueError(f"{where}: not valid JSON ({exc})") from None
-        if not isinstance(obj, dict):
-            raise ValueError(f"{where}: expected a JSON object with {want}, got {short_repr(obj)}")
-        missing = [f for f in fields if f not in obj]
-        unknown = sorted(set(obj) - set(fields) - set(OPTIONAL))
-        if missing or unknown:
-            problem = (f"missing {', '.join(map(repr, missing))}" if missing else "") + (
-                ("; " if missing else "") + f"unknown field(s) {', '.join(map(repr, unknown))}" if unknown else ""
-            )
-            raise ValueError(
-                f"{where}: {problem}; each line of a {shape} file is an object with {want} "
-                f"(and optionally {', '.join(map(repr, OPTIONAL))})"
-            )
         try:
-            item = tuple(_field(name, obj[name]) for name in fields)
-            extra = [_optional(name, obj.get(name)) for name in OPTIONAL]
+            item, group, slice_ = read_object(obj, shape, f"each line of a {shape} file")
         except ValueError as exc:
-            raise ValueError(f"{where}: {exc}") from None
-        items.append(item[0] if len(item) == 1 else item)
+            raise ValueError(f"{where}{'' if str(exc).startswith('is ') else ':'} {exc}") from None
+        items.append(item)
         lines.append(number)
-        groups.append(extra[0])
-        slices.append(extra[1])
+        groups.append(group)
+        slices.append(slice_)
     if not items:
         raise ValueError(f"items file {str(file)!r} holds no items")
     return items, lines, groups, slices
+
+
+def read_object(obj, shape: str, what: str) -> tuple:
+    """``(item, group, slice)`` from one object of ``shape`` (``SHAPES``): a line of an items
+    file, or an item given inline as the same dict (``what`` says which, in a refusal). The one
+    reading of an item's fields, so an item has one shape wherever it is given."""
+    fields = SHAPES[shape]
+    want = ", ".join(f'"{f}"' for f in fields)
+    if not isinstance(obj, dict):
+        raise ValueError(f"expected a JSON object with {want}, got {short_repr(obj)}")
+    if shape == "prompt" and set(obj) == {"role", "content"}:
+        raise ValueError(
+            f"is a message ({short_repr(obj, 40)}), not a prompt: a conversation is a list of messages, and a "
+            "prompt may be one; wrap the conversation in a list (prompts=[[message, ...], ...]), or give "
+            '{"prompt": [message, ...]}'
+        )
+    missing = [f for f in fields if f not in obj]
+    unknown = sorted(map(str, set(obj) - set(fields) - set(OPTIONAL)))
+    if missing or unknown:
+        problem = (f"missing {', '.join(map(repr, missing))}" if missing else "") + (
+            ("; " if missing else "") + f"unknown field(s) {', '.join(map(repr, unknown))}" if unknown else ""
+        )
+        raise ValueError(
+            f"{problem}; {what} is an object with {want} (and optionally {', '.join(map(repr, OPTIONAL))})"
+        )
+    item = tuple(_field(name, obj[name]) for name in fields)
+    group, slice_ = (_optional(name, obj.get(name)) for name in OPTIONAL)
+    return (item[0] if len(item) == 1 else item), group, slice_
 
 
 def _field(name: str, value):
     if name in ("prompt", "question") and is_messages(value):
         return Conversation(value)
     if name == "choices":
-        if not isinstance(value, list) or not all(isinstance(c, str) and c for c in value):
+        if not isinstance(value, (list, tuple)) or not all(isinstance(c, str) and c for c in value):
             raise ValueError(f'"choices" must be a list of non-empty strings, got {short_repr(value)}')
         return tuple(value)
     if name == "answer":

@@ -7,7 +7,7 @@ import re
 import numpy as np
 import pytest
 
-from pytest_sway import DummyBackend, Measurement, Param, Probe, ProbeRegistry, run_probe
+from pytest_sway import DummyBackend, Measurement, Param, Probe, ProbeRegistry, Sway, run_probe
 from pytest_sway.errors import ProbeError, ProbeParamError
 from pytest_sway.markers import gates_of
 from pytest_sway.measure.request import parse_marker
@@ -191,3 +191,82 @@ def test_a_probe_failing_on_a_file_item_names_its_line(tmp_path):
     path = _write(tmp_path / "t.jsonl", [{"text": p} for p in TICKETS[:4]])
     with pytest.raises(ProbeError, match=re.escape(f"returned nan for {path}:3 ('Ticket 2")):
         run_probe("nan", DummyBackend(), registry=registry, prompts="t.jsonl", base_dir=tmp_path)
+
+
+# -- class 8: items have one shape everywhere ------------------------------------------------------
+
+
+def test_the_objects_a_file_holds_are_items_inline_too(tmp_path):
+    """Each shape's JSONL object, given inline, is the same item as its tuple, with the same checks
+    and the same optional "group" and "slice"."""
+    sway = Sway(DummyBackend(), seed=1)
+    as_dicts = [{"question": q, "choices": c, "answer": a} for q, c, a in QUESTIONS]
+    assert sway.choice_accuracy(as_dicts).ci == sway.choice_accuracy(QUESTIONS).ci
+    pairs = [(p, " It ships today.") for p in TICKETS]
+    same = {
+        "delta_kl": ([{"prompt": p} for p in TICKETS], TICKETS),
+        "completion_lift": ([{"prompt": p, "completion": c} for p, c in pairs], pairs),
+        "preference_shift": (
+            [{"prompt": p, "chosen": c, "rejected": " No."} for p, c in pairs],
+            [(*x, " No.") for x in pairs],
+        ),
+        "response_divergence": ([{"prompt": p, "response": c} for p, c in pairs], pairs),
+        "perplexity_shift": ([{"text": p} for p in TICKETS], TICKETS),
+    }
+    for kind, (dicts, tuples) in same.items():
+        assert (
+            run_probe(kind, DummyBackend(), seed=1, **_first(kind, dicts)).ci
+            == run_probe(kind, DummyBackend(), seed=1, **_first(kind, tuples)).ci
+        ), kind
+    # Mixed with tuples, and carrying a slice and a group as a line does.
+    mixed = [{"prompt": p, "slice": "even" if i % 2 == 0 else "odd", "group": i} for i, p in enumerate(TICKETS)]
+    lines = _write(tmp_path / "t.jsonl", mixed)
+    from_file = run_probe("delta_kl", DummyBackend(), seed=1, prompts="t.jsonl", base_dir=lines.parent)
+    inline = run_probe("delta_kl", DummyBackend(), seed=1, prompts=mixed)
+    assert list(inline.slices) == ["even", "odd"] and inline.n_groups == 12
+    assert inline.ci == from_file.ci and inline.slices["odd"].ci == from_file.slices["odd"].ci
+
+
+def _first(kind, items):
+    name = {
+        "delta_kl": "prompts",
+        "completion_lift": "cases",
+        "preference_shift": "triples",
+        "response_divergence": "pairs",
+        "perplexity_shift": "texts",
+    }[kind]
+    return {name: items}
+
+
+@pytest.mark.parametrize(
+    "kind, items, message",
+    [
+        (
+            "choice_accuracy",
+            [QUESTIONS[0], {"question": "Q", "choices": [" a"], "answer": 0}],
+            "item 1: choices must be a list of at least 2",
+        ),
+        (
+            "choice_accuracy",
+            [QUESTIONS[0], {"question": "Q", "choice": [" a", " b"], "answer": 0}],
+            "item 1: missing 'choices'; unknown field\\(s\\) 'choice'",
+        ),
+        ("delta_kl", [TICKETS[0], {"prompt": TICKETS[0]}], "item 1 repeats item 0"),
+        (
+            "delta_kl",
+            [{"role": "user", "content": "Hi"}, {"role": "assistant", "content": "Hello"}],
+            "item 0 is a message .* wrap the conversation in a list",
+        ),
+        (
+            "delta_kl",
+            [TICKETS[0], {"prompt": TICKETS[1], "slice": " a"}],
+            "item 1: \"slice\" ' a' has leading or trailing whitespace",
+        ),
+    ],
+)
+def test_inline_objects_are_checked_as_a_file_line_is(kind, items, message):
+    name = "questions" if kind == "choice_accuracy" else "prompts"
+    with pytest.raises(ProbeParamError, match=message):
+        run_probe(kind, DummyBackend(), **{name: items})
+    with pytest.raises(ProbeParamError, match='a dict of slices and its items\' "slice" fields both give slices'):
+        run_probe("delta_kl", DummyBackend(), prompts={"a": [{"prompt": p, "slice": "b"} for p in TICKETS]})

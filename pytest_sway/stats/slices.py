@@ -22,7 +22,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import short_repr
-from ..items import ItemList, distinct, label, load_jsonl, resolve
+from ..items import ItemList, distinct, label, load_jsonl, read_object, resolve
 from .gate import Gate, IntervalEstimate, Verdict
 from .methods import groups_note, interval_how
 from .outcome import Outcome
@@ -44,12 +44,39 @@ def check_items(param, value, *, base_dir) -> Any:
         raw = _sliced(value)
     elif isinstance(value, ItemList):
         raw = value
+    elif isinstance(value, (list, tuple)) and any(isinstance(item, dict) for item in value):
+        raw = ItemList(value)
     else:
         return checked_items(param, value)
     try:
-        return raw.replace(checked_items(param, tuple(raw)))
+        read = _read_dicts(raw, str(param.items))
+        return read.replace(checked_items(param, tuple(read)))
     except ValueError as exc:
         raise ValueError(raw.locate(str(exc))) from None
+
+
+def _read_dicts(items: ItemList, shape: str) -> ItemList:
+    """Items given inline as the objects an items file holds, read as a file's lines are (the same
+    fields and checks, and the same optional "group" and "slice"): one shape for an item."""
+    if not any(isinstance(item, dict) for item in items):
+        return items
+    out, groups, slices = [], list(items.groups or [None] * len(items)), list(items.slices or [None] * len(items))
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            out.append(item)
+            continue
+        try:
+            item, group, slice_ = read_object(item, shape, f"an item given as a dict of {shape} fields")
+        except ValueError as exc:
+            raise ValueError(f"item {i}{'' if str(exc).startswith('is ') else ':'} {exc}") from None
+        if slice_ is not None and slices[i] is not None:
+            raise ValueError(
+                f'item {i}: a dict of slices and its items\' "slice" fields both give slices; give them once'
+            )
+        out.append(item)
+        groups[i] = group if group is not None else groups[i]
+        slices[i] = slice_ if slice_ is not None else slices[i]
+    return items.replace(out, groups=groups, slices=slices)
 
 
 def checked_items(param, items):
