@@ -84,7 +84,8 @@ def checked_items(param, items):
     yours included): a repeat would count twice as evidence and narrow the interval."""
     checked = param.check(items)
     try:
-        iter(checked)
+        if iter(checked) is checked:  # an iterator (a generator): read once, kept as a tuple
+            checked = tuple(checked)
     except TypeError:
         raise ValueError(
             f"the check of an items parameter returned {short_repr(checked, 40)}, not a list of items"
