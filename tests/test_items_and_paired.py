@@ -154,7 +154,17 @@ def test_every_probe_reads_its_items_from_jsonl(tmp_path):
     sway = Sway(DummyBackend(), base_dir=tmp_path)
     d = sway.delta_kl("prompts.jsonl", chat=True)
     assert d.n == 9 and d.items[8] == str(Conversation(CHAT))
-    assert isinstance(d.params["prompts"], ItemList) and d.params["prompts"].groups == (0, 0, 1, 1, 2, 2, 3, 3, None)
+    assert isinstance(d.params["prompts"], ItemList) and d.params["prompts"].groups == (
+        "0",
+        "0",
+        "1",
+        "1",
+        "2",
+        "2",
+        "3",
+        "3",
+        None,
+    )
     assert d.n_groups == 5  # a line without a group is a group of its own
     assert d.params["prompts"].source == "prompts.jsonl"
     inline = sway.delta_kl([f"Ticket {i}" for i in range(8)] + [CHAT], chat=True)
@@ -183,7 +193,7 @@ def test_every_probe_reads_its_items_from_jsonl(tmp_path):
         ),
         (
             ['{"prompt": "a"}', '{"prompt": "b", "group": [1]}'],
-            r"bad.jsonl:2: \"group\" must be a string or an integer",
+            r"bad.jsonl:2: \"group\" is \[1\]; a group label is a string or an integer",
         ),
         (
             ['{"prompt": "a"}', "", '{"prompt": [{"role": "user"}]}'],
@@ -208,7 +218,7 @@ def test_a_check_failing_after_loading_names_the_line(tmp_path):
             {"question": "Q2", "choices": [" a", " a"], "answer": 0},
         ],
     )
-    with pytest.raises(ValueError, match=r"q.jsonl:3: item 1: choices must be distinct"):
+    with pytest.raises(ValueError, match=r"q.jsonl:3: choices must be distinct"):
         run_probe("choice_accuracy", DummyBackend(), questions="q.jsonl", base_dir=tmp_path)
 
 

@@ -206,8 +206,8 @@ def test_a_passing_gate_passes_every_slice():
     [
         ({"billing": BILLING, "refunds": []}, {}, "slice 'refunds' has 0 item(s)"),
         ({"billing": BILLING, "refunds": REFUNDS[:1]}, {}, "slice 'refunds' has 1 item(s)"),
-        ({"": BILLING, "refunds": REFUNDS}, {}, "slice names must be non-empty strings, got ''"),
-        ({1: BILLING, "refunds": REFUNDS}, {}, "slice names must be non-empty strings, got 1"),
+        ({"": BILLING, "refunds": REFUNDS}, {}, "slice name is ''; a slice label must not be blank"),
+        ({1.5: BILLING, "refunds": REFUNDS}, {}, "slice name is 1.5; a slice label is a string or an integer"),
         (
             {"billing": "billing.jsonl", "refunds": REFUNDS},
             {},
@@ -251,7 +251,7 @@ def test_grouped_intervals_resample_groups_overall_and_per_slice():
     values_of = run_probe("delta_kl", DummyBackend(), prompts=BILLING + REFUNDS + GENERAL).values
     groups = [0, 0, 1, 2, 3, 4] + [5, 6, 7, 8, 9] + [10, 10, 11, 12, 13, 14, 14]  # 5 groups in each slice
     result = run_probe("delta_kl", DummyBackend(), prompts=SLICES, groups=groups, seed=2)
-    assert result.n_groups == 15 and result.groups == tuple(groups)
+    assert result.n_groups == 15 and result.groups == tuple(map(str, groups))  # labels are text
     assert result.ci == bootstrap_ci(values_of, seed=2, support=(0, math.log(2)), groups=groups)
     for (name, s), (lo, hi) in zip(result.slices.items(), [(0, 6), (6, 11), (11, 18)]):
         assert s.n_groups == len(set(groups[lo:hi]))

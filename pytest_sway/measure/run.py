@@ -19,7 +19,7 @@ from ..stats.bootstrap import Bootstrap
 from ..stats.drivers import DEFAULT_DRIVERS
 from ..stats.methods import DEFAULT_CONFIDENCE
 from ..stats.shapes import few_levels
-from ..stats.slices import count_groups, layout_of, slice_results
+from ..stats.slices import count_groups, layout_of, locate, slice_results
 from .result import ProbeResult
 
 
@@ -88,9 +88,13 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap, *, drivers: int 
     if bad.size:
         i = int(bad[0])
         raise ProbeError(
-            f"probe {probe.kind!r} returned {values[i]} for item {i} ({short_repr(items[i])})"
-            + (f" and {bad.size - 1} more non-finite value(s)" if bad.size > 1 else "")
-            + "; every value must be a finite number"
+            locate(
+                probe,
+                params,
+                f"probe {probe.kind!r} returned {values[i]} for item {i} ({short_repr(items[i])})"
+                + (f" and {bad.size - 1} more non-finite value(s)" if bad.size > 1 else "")
+                + "; every value must be a finite number",
+            )
         )
     support = (0.0, 1.0) if m.binary else _checked_support(probe.kind, m.support)
     low, high = support if support is not None else (-math.inf, math.inf)
@@ -98,14 +102,23 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap, *, drivers: int 
     if outside.size:
         i = int(outside[0])
         raise ProbeError(
-            f"probe {probe.kind!r} returned {values[i]!r} for item {i} ({short_repr(items[i])}), outside its declared "
-            f"support {support!r}"
+            locate(
+                probe,
+                params,
+                f"probe {probe.kind!r} returned {values[i]!r} for item {i} ({short_repr(items[i])}), outside its "
+                f"declared support {support!r}",
+            )
         )
     if m.binary and not np.all((values == 0) | (values == 1)):
         i = int(np.flatnonzero((values != 0) & (values != 1))[0])
         raise ProbeError(
-            f"probe {probe.kind!r} declared binary values (0/1 outcomes) and returned {values[i]!r} for item {i} "
-            f"({short_repr(items[i])}); return 0 or 1 per item, or declare support=(low, high) instead of binary=True"
+            locate(
+                probe,
+                params,
+                f"probe {probe.kind!r} declared binary values (0/1 outcomes) and returned {values[i]!r} for item {i} "
+                f"({short_repr(items[i])}); return 0 or 1 per item, or declare support=(low, high) instead of "
+                "binary=True",
+            )
         )
     layout = layout_of(probe, params)
     if layout.groups is not None and m.interval is not None:

@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from ..errors import ProbeParamError, is_number, is_whole, short_repr
+from ..items import encodable
 
 REQUIRED = object()
 
@@ -36,6 +37,11 @@ class Param:
     #: file: a string value is a path, read as items of this shape (a key of
     #: ``pytest_sway.items.SHAPES``: "prompt", "case", "triple", "pair", "question", "text").
     items: str | None = None
+
+    def __post_init__(self):
+        shape = getattr(self.check, "items_shape", None)  # text_list, prompt_list, ...
+        if self.items is None and shape:
+            object.__setattr__(self, "items", shape)
 
     @property
     def required(self) -> bool:
@@ -96,7 +102,7 @@ class Probe:
         ``base_dir`` (the test file's folder; else the current folder); given
         as a mapping, its values are named slices of the items. ``groups``
         labels each item's group (see :mod:`pytest_sway.stats.slices`)."""
-        from ..stats.slices import GROUPS, apply_layout, check_items
+        from ..stats.slices import GROUPS, apply_layout, check_items, locate
 
         params = dict(params)
         groups = params.pop(GROUPS, None)
@@ -119,7 +125,7 @@ class Probe:
             try:
                 value = params[p.name]
                 if p.items is not None and value is not None:
-                    out[p.name] = check_items(p, value, base_dir=base_dir, from_file=_from_file)
+                    out[p.name] = check_items(p, value, base_dir=base_dir)
                 else:
                     out[p.name] = p.check(value)
             except ValueError as exc:
@@ -128,7 +134,7 @@ class Probe:
             try:
                 self.check(out)
             except ValueError as exc:
-                raise ProbeParamError(f"{self.kind}: {exc}") from None
+                raise ProbeParamError(f"{self.kind}: {locate(self, out, str(exc))}") from None
         try:
             return apply_layout(self, out, groups)
         except ValueError as exc:
@@ -144,27 +150,6 @@ class Probe:
         if any(p.items is not None for p in self.params):
             parts.append("groups=None")
         return f"{self.kind}({', '.join(parts)})"
-
-
-def _from_file(param: Param, path: str, base_dir):
-    """The items of a JSONL file, checked as if given inline; errors name the file and line."""
-    import re
-
-    from ..items import ItemList, load_jsonl, resolve
-
-    items, lines, groups, slices = load_jsonl(path, str(param.items), base_dir=base_dir)
-    try:
-        checked = param.check(items)
-    except ValueError as exc:
-        message = str(exc)
-        found = re.match(r"item (\d+)(:| is)", message)
-        file = resolve(path, base_dir)
-        if found and int(found.group(1)) < len(lines):
-            message = f"{file}:{lines[int(found.group(1))]}: {message}"
-        else:
-            message = f"{file}: {message}"
-        raise ValueError(message) from None
-    return ItemList(checked, source=str(path), groups=groups, slices=slices)
 
 
 # -- parameter checks: each returns a normalised value or raises ValueError ---
@@ -197,27 +182,16 @@ def _items(value, what: str, minimum: int = MIN_ITEMS) -> tuple:
     return items
 
 
-def _distinct(items: tuple) -> tuple:
-    """``items`` if none repeats; else ValueError naming the repeats.
+def items_of(shape: str):
+    """Marks a check as one that checks items of ``shape``: a :class:`Param` with this check and no
+    ``items=`` holds items of that shape (read from files, sliced, grouped, refused when repeated),
+    so a probe of yours built on ``text_list`` gets what the built-in probes get."""
 
-    A repeated item is the same measurement counted twice: the interval would
-    narrow as if it were new evidence (6 prompts repeated 10 times is not n=60).
-    """
-    first: dict = {}
-    repeats = []
-    for i, item in enumerate(items):
-        if item in first:
-            repeats.append((i, first[item]))
-        else:
-            first[item] = i
-    if repeats:
-        shown = "; ".join(f"item {i} repeats item {j} ({short_repr(items[i], 40)})" for i, j in repeats[:3])
-        more = f"; and {len(repeats) - 3} more" if len(repeats) > 3 else ""
-        raise ValueError(
-            f"{len(repeats)} repeated item(s): {shown}{more}. Each item must appear once: a repeat would count as "
-            f"independent evidence and narrow the interval; remove the repeats (e.g. list(dict.fromkeys(items)))"
-        )
-    return items
+    def mark(check):
+        setattr(check, "items_shape", shape)  # noqa: B010 (a function's attribute; mypy cannot see it)
+        return check
+
+    return mark
 
 
 def _text(value, where: str) -> str:
@@ -226,29 +200,27 @@ def _text(value, where: str) -> str:
         raise ValueError(f"{where} is {type(value).__name__} {short_repr(value, 40)}, expected a string")
     if not value:
         raise ValueError(f"{where} is an empty string")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError as exc:
-        raise ValueError(
-            f"{where} holds {short_repr(value[exc.start : exc.end], 40)} at position {exc.start}, a lone surrogate that no "
-            "tokenizer can encode (text decoded with errors='surrogateescape'?); fix the text"
-        ) from None
-    return value
+    return encodable(value, where)
 
 
+@items_of("text")
 def text_list(value) -> tuple[str, ...]:
-    """A list of at least two distinct non-empty strings."""
+    """A list of at least two non-empty strings (repeats are refused for every items parameter,
+    by ``Probe.validate``)."""
     items = _items(value, "strings")
     for i, item in enumerate(items):
         _text(item, f"item {i}")
-    return _distinct(items)
+    return items
 
 
 def tuple_list(*fields: str):
-    """A list of at least two distinct tuples of non-empty strings, e.g. ``(prompt, completion)``.
+    """A list of at least two tuples of non-empty strings, e.g. ``(prompt, completion)``.
     A ``prompt`` field may also be a conversation (a list of messages; it needs chat=True)."""
+    from ..items import SHAPES
+
     shape = "(" + ", ".join(fields) + ")"
 
+    @items_of(next((name for name, names in SHAPES.items() if names == fields), ""))
     def check(value) -> tuple[tuple[str, ...], ...]:
         out = []
         for i, item in enumerate(_items(value, f"{shape} tuples")):
@@ -262,7 +234,7 @@ def tuple_list(*fields: str):
                     _text(part, f"item {i}: {name}")
                 parts.append(part)
             out.append(tuple(parts))
-        return _distinct(tuple(out))
+        return tuple(out)
 
     return check
 
@@ -289,10 +261,11 @@ def is_prompt(value) -> bool:
     return isinstance(value, str) and bool(value)
 
 
+@items_of("prompt")
 def prompt_list(value) -> tuple[str, ...]:
     """A list of at least two prompts: non-empty strings, or conversations
     (lists of ``{"role", "content"}`` messages, for chat=True)."""
-    return _distinct(tuple(_prompt(item, i) for i, item in enumerate(_items(value, "prompts"))))
+    return tuple(_prompt(item, i) for i, item in enumerate(_items(value, "prompts")))
 
 
 def check_chat_prompts(name: str):
@@ -346,7 +319,8 @@ def optional(check):
     def optional_check(value):
         return None if value is None else check(value)
 
-    return optional_check
+    shape = getattr(check, "items_shape", None)
+    return items_of(shape)(optional_check) if shape else optional_check
 
 
 def number_list(*, min_len: int):

@@ -19,13 +19,15 @@ import numpy as np
 
 from ..backends.base import BASE, FINETUNED
 from ..errors import is_whole, short_repr
+from ..items import encodable
 from ..stats.paired import tango_interval
 from ..stats.shapes import clopper_pearson
-from .base import CHAT, Measurement, Param, Probe, _items, _prompt, check_chat_prompts, choice
+from .base import CHAT, Measurement, Param, Probe, _items, _prompt, check_chat_prompts, choice, items_of
 
 _EXAMPLES = 3
 
 
+@items_of("question")
 def question_list(value) -> tuple:
     """A list of at least two ``(question, choices, answer_index)`` items."""
     out = []
@@ -36,11 +38,12 @@ def question_list(value) -> tuple:
         question = _prompt(question, i)
         if isinstance(choices, str) or not hasattr(choices, "__len__") or len(choices) < 2:
             raise ValueError(f"item {i}: choices must be a list of at least 2 strings, got {short_repr(choices, 40)}")
-        for choice_text in choices:
+        for k, choice_text in enumerate(choices):
             if not isinstance(choice_text, str) or not choice_text:
                 raise ValueError(
                     f"item {i}: every choice must be a non-empty string, got {short_repr(choice_text, 40)}"
                 )
+            encodable(choice_text, f"item {i}: choice {k}")
         if len(set(choices)) != len(choices):
             raise ValueError(f"item {i}: choices must be distinct, got {short_repr(list(choices), 80)}")
         if not is_whole(answer) or not 0 <= answer < len(choices):

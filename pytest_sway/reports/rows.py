@@ -246,7 +246,7 @@ def summarize_params(params: dict[str, Any]) -> dict[str, Any]:
             source = getattr(value, "source", None)
             if source:  # items read from a JSONL file
                 out[name]["file"] = source
-            slices = {s for s in getattr(value, "slices", ()) if s is not None}
+            slices = getattr(value, "slice_names", ())  # the names judged and counted (ItemList)
             if slices:
                 out[name]["slices"] = len(slices)
         else:

@@ -24,6 +24,7 @@ from typing import NamedTuple
 import numpy as np
 
 from ..errors import is_number, is_whole, short_repr
+from ..items import label as as_label
 from . import shapes
 from .methods import (
     DEFAULT_CONFIDENCE,
@@ -209,7 +210,8 @@ def bootstrap_ci(
 def check_groups(groups, n: int) -> np.ndarray:
     """Each of ``n`` values' group as an index 0..G-1 (in order of first appearance), or ``ValueError``.
 
-    A label is a string or an integer; None makes the value a group of its own.
+    A label is a string or an integer, in the one form ``pytest_sway.items.label`` gives (an
+    integer is its text: 1 and "1" are one group); None makes the value a group of its own.
     """
     if isinstance(groups, (str, bytes)) or not hasattr(groups, "__len__"):
         raise ValueError(f"groups: expected a list of group labels, one per item, got {short_repr(groups, 40)}")
@@ -223,9 +225,7 @@ def check_groups(groups, n: int) -> np.ndarray:
             codes[i] = len(seen)
             seen[object()] = codes[i]
             continue
-        if not (isinstance(label, str) or is_whole(label)):
-            raise ValueError(f"groups: label {i} is {short_repr(label, 40)}; a group label is a string or an integer")
-        key = label if isinstance(label, str) else int(label)
+        key = as_label(label, "group", f"groups: label {i}")  # the one form: 1 and "1" are one group
         codes[i] = seen.setdefault(key, len(seen))
     if len(seen) < MIN_GROUPS:
         raise ValueError(

@@ -17,13 +17,12 @@ so a marker's validated parameters validate again to the same layout.
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Mapping
 from dataclasses import dataclass, replace
 from typing import Any
 
 from ..errors import short_repr
-from ..items import ItemList
+from ..items import ItemList, distinct, label, load_jsonl, read_object, resolve
 from .gate import Gate, IntervalEstimate, Verdict
 from .methods import groups_note, interval_how
 from .outcome import Outcome
@@ -35,25 +34,94 @@ GROUPS = "groups"
 # -- validation (at collection for markers) -------------------------------------------
 
 
-def check_items(param, value, *, base_dir, from_file) -> Any:
-    """An items parameter's value checked by ``param.check``: a JSONL path (``from_file``), a
-    mapping of slice names to lists of items, items already checked (an ``ItemList``), or a list."""
+def check_items(param, value, *, base_dir) -> Any:
+    """An items parameter's value checked by ``param.check`` and the repeat check: a JSONL path, a
+    mapping of slice names to lists of items, items already checked (an ``ItemList``), or a list.
+    A refusal names the item where it was given: ``file:line``, ``slice 'name' item k``, ``item i``."""
     if isinstance(value, str):
-        return from_file(param, value, base_dir)
-    if isinstance(value, Mapping):
-        return _sliced(param, value)
-    if isinstance(value, ItemList):
-        return ItemList(param.check(tuple(value)), source=value.source, groups=value.groups, slices=value.slices)
-    return param.check(value)
+        raw = _from_file(param, value, base_dir)
+    elif isinstance(value, Mapping):
+        raw = _sliced(value)
+    elif isinstance(value, ItemList):
+        raw = value
+    elif isinstance(value, (list, tuple)) and any(isinstance(item, dict) for item in value):
+        raw = ItemList(value)
+    else:
+        return checked_items(param, value)
+    try:
+        read = _read_dicts(raw, str(param.items))
+        return read.replace(checked_items(param, tuple(read)))
+    except ValueError as exc:
+        raise ValueError(raw.locate(str(exc))) from None
 
 
-def _sliced(param, mapping: Mapping) -> ItemList:
+def _read_dicts(items: ItemList, shape: str) -> ItemList:
+    """Items given inline as the objects an items file holds, read as a file's lines are (the same
+    fields and checks, and the same optional "group" and "slice"): one shape for an item."""
+    if not any(isinstance(item, dict) for item in items):
+        return items
+    out, groups, slices = [], list(items.groups or [None] * len(items)), list(items.slices or [None] * len(items))
+    for i, item in enumerate(items):
+        if not isinstance(item, dict):
+            out.append(item)
+            continue
+        try:
+            item, group, slice_ = read_object(item, shape, f"an item given as a dict of {shape} fields")
+        except ValueError as exc:
+            raise ValueError(f"item {i}{'' if str(exc).startswith('is ') else ':'} {exc}") from None
+        if slice_ is not None and slices[i] is not None:
+            raise ValueError(
+                f'item {i}: a dict of slices and its items\' "slice" fields both give slices; give them once'
+            )
+        out.append(item)
+        groups[i] = group if group is not None else groups[i]
+        slices[i] = slice_ if slice_ is not None else slices[i]
+    return items.replace(out, groups=groups, slices=slices)
+
+
+def checked_items(param, items):
+    """``param.check(items)``, then the one repeat check that every probe's items pass (a probe of
+    yours included): a repeat would count twice as evidence and narrow the interval."""
+    checked = param.check(items)
+    try:
+        if iter(checked) is checked:  # an iterator (a generator): read once, kept as a tuple
+            checked = tuple(checked)
+    except TypeError:
+        raise ValueError(
+            f"the check of an items parameter returned {short_repr(checked, 40)}, not a list of items"
+        ) from None
+    distinct(checked, param.items)
+    return checked
+
+
+def locate(probe, params: dict, message: str) -> str:
+    """A refusal from a probe's own check (which sees validated items) naming items where they were
+    given, as :func:`check_items` names them."""
+    param = items_param(probe, params)
+    items = params[param.name] if param is not None else None
+    return items.locate(message) if isinstance(items, ItemList) else message
+
+
+def _from_file(param, path: str, base_dir) -> ItemList:
+    """The items of a JSONL file, unchecked, with their lines and labels."""
+    items, lines, groups, slices = load_jsonl(path, str(param.items), base_dir=base_dir)
+    file = str(resolve(path, base_dir))
+    return ItemList(items, source=str(path), file=file, lines=lines, groups=groups, slices=slices)
+
+
+def _sliced(mapping: Mapping) -> ItemList:
     """``{"billing": [...], "refunds": [...]}`` as one list of items, in the mapping's order,
-    each labelled with its slice; errors name the slice and its item."""
+    each labelled with its slice."""
     names, flat = [], []
-    for name, items in mapping.items():
-        if not isinstance(name, str) or not name.strip():
-            raise ValueError(f"slice names must be non-empty strings, got {name!r}")
+    given: dict[str, Any] = {}
+    for key, items in mapping.items():
+        name = label(key, "slice", "slice name")
+        if name in given:
+            raise ValueError(
+                f"slice names {given[name]!r} and {key!r} are the same label {name!r} (a label is text: an integer "
+                "is read as its digits); give each slice one name"
+            )
+        given[name] = key
         if isinstance(items, (str, bytes, Mapping)) or not hasattr(items, "__iter__"):
             raise ValueError(
                 f"slice {name!r} is {short_repr(items, 40)}; each slice is a list of items (a JSONL file of items "
@@ -69,22 +137,7 @@ def _sliced(param, mapping: Mapping) -> ItemList:
         flat.extend(items)
     if not names:
         raise ValueError("an empty mapping of slices; give {'slice name': [items], ...}")
-    starts: dict[str, int] = {}
-    for i, name in enumerate(names):
-        starts.setdefault(name, i)
-    try:
-        checked = param.check(flat)
-    except ValueError as exc:
-
-        def where(found) -> str:
-            i = int(found.group(1))
-            if i >= len(names):
-                return found.group(0)
-            return f"slice {names[i]!r} item {i - starts[names[i]]}{found.group(2)}"
-
-        # "item 5 repeats item 1" -> "slice 'refunds' item 2 repeats slice 'billing' item 1"
-        raise ValueError(re.sub(r"item (\d+)(\b)", where, str(exc))) from None
-    return ItemList(checked, slices=names)
+    return ItemList(flat, slices=names)
 
 
 def items_param(probe, params: dict):
@@ -114,9 +167,10 @@ def apply_layout(probe, params: dict, groups) -> dict:
                 f"groups: {len(groups)} label(s) for {len(items)} items; give one group label per item, in the "
                 f"items' order{order}"
             )
-        source = items.source if isinstance(items, ItemList) else None
+        groups = tuple(None if g is None else label(g, "group", f"groups: label {i}") for i, g in enumerate(groups))
         params = dict(params)
-        params[param.name] = ItemList(items, source=source, groups=tuple(groups), slices=_slices_of(items))
+        laid = items if isinstance(items, ItemList) else ItemList(items)
+        params[param.name] = laid.replace(groups=groups, slices=_slices_of(items))
     layout = layout_of(probe, params)
     for name, indices in layout.slice_indices().items():
         if len(indices) < 2:
@@ -166,7 +220,7 @@ class Layout:
         out: dict[str, list[int]] = {}
         for i, name in enumerate(self.slices or ()):
             if name is not None:
-                out.setdefault(str(name), []).append(i)
+                out.setdefault(name, []).append(i)
         return out
 
 
@@ -176,15 +230,16 @@ def layout_of(probe, params: dict) -> Layout:
     if not isinstance(items, ItemList):
         return Layout()
     groups = items.groups if any(g is not None for g in items.groups) else None
-    slices = tuple(None if s is None else str(s) for s in items.slices) if _slices_of(items) else None
+    slices = items.slices if _slices_of(items) else None
     return Layout(groups=groups, slices=slices)
 
 
 def slice_count(params: dict) -> int:
-    """How many slices a request's validated items have (0: not sliced)."""
+    """How many slices a request's validated items have (0: not sliced): the Bonferroni count's
+    slices, the same names as the intervals' (``ItemList.slice_names``)."""
     for value in params.values():
-        if isinstance(value, ItemList) and _slices_of(value):
-            return len({s for s in value.slices if s is not None})
+        if isinstance(value, ItemList) and value.slice_names:
+            return len(value.slice_names)
     return 0
 
 
