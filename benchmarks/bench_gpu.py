@@ -176,6 +176,7 @@ def make_backend(peft_model, tokenizer, batch_size: int = BATCH):
 
     base = peft_model.get_base_model()
     patches = dict(
+        _locate=lambda *args, **kwargs: None,  # the names below are not folders: nothing to find
         _load_tokenizer=lambda *args, **kwargs: tokenizer,
         _load_model=lambda *args, **kwargs: base,
         _attach_adapter=lambda *args, **kwargs: peft_model,

@@ -135,4 +135,5 @@ def test_the_unequal_groups_table_refuses_one_dominant_group(bench, capsys):
                 rule, cr2 = c.stats[bench.RULE], c.stats["CR2-BM t"]
                 assert rule.coverage >= cr2.coverage and rule.width >= cr2.width
         else:
-            assert set(c.choices) <= {"betting", "all-equal"}  # 0/1 values in groups: betting on group means
+            # 0/1 values in groups: betting on group means where they pile up, else the cluster bootstrap
+            assert set(c.choices) <= {"betting", "all-equal", "studentized"}

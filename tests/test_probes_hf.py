@@ -131,7 +131,9 @@ def test_adapter_ablation_endpoints_and_trend(backend):
     curves = np.array(result.details["divergences"])
     assert np.all(curves[:, 0] == 0.0)  # scale 0 is the base, exactly
     np.testing.assert_array_equal(curves[:, 4], run_probe("delta_kl", backend, prompts=prompts).values)
-    assert result.ci.low > 0.8  # divergence grows with the adapter's strength on its targets
+    # Divergence grows with the adapter's strength on its targets: rank correlations at (or piled at) 1, whose
+    # interval over 8 prompts is the all-equal bound (-1 + 2 * 0.025 ** (1 / 8) = 0.26) or the betting one.
+    assert result.estimate > 0.95 and result.method in ("all-equal", "betting") and result.ci.low > 0.2
     means = [p["mean"] for p in result.details["curve"]]
     assert means == sorted(means)
 

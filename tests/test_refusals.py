@@ -783,18 +783,22 @@ def test_a_run_with_a_collection_error_leaves_every_report_and_the_baseline_as_t
     )
 
 
-def test_a_run_in_which_an_xdist_worker_crashed_leaves_every_report_as_it_was(pytester):
+def test_a_run_in_which_an_xdist_worker_crashed_leaves_every_report_as_it_was(pytester, monkeypatch):
     # xdist restarts the worker and runs the rest: the crashed test has no result, and the baseline
     # would lose its entry (a serial run that crashes writes nothing).
     pytest.importorskip("xdist")
+    # Only the subprocess run below crashes: this test may itself run on an xdist worker, whose
+    # in-process pytester runs see PYTEST_XDIST_WORKER too.
     pytester.makepyfile(
         test_sway=SUITE + "\n@pytest.mark.sway_probe('delta_kl', prompts=PROMPTS)\ndef test_crashes():\n"
-        "    import os\n    if 'PYTEST_XDIST_WORKER' in os.environ:\n        os._exit(1)\n"
+        "    import os\n    if os.environ.get('SWAY_TEST_CRASH') == '1' and 'PYTEST_XDIST_WORKER' in os.environ:\n"
+        "        os._exit(1)\n"
     )
     flags = ["--sway-json=out.json", "--sway-save-baseline=base.json"]
     pytester.runpytest(*flags).assert_outcomes(passed=2)
     before = {name: (pytester.path / name).read_bytes() for name in ("out.json", "base.json")}
     assert b"test_crashes" in before["base.json"]
+    monkeypatch.setenv("SWAY_TEST_CRASH", "1")
     result = pytester.runpytest_subprocess(*flags, "-n", "2", "-p", "no:cacheprovider")
     assert result.ret == FAILED
     assert {name: (pytester.path / name).read_bytes() for name in before} == before
