@@ -115,7 +115,8 @@ class Bootstrap:
         if chosen != shapes.BOOTSTRAP and bounded is not None:
             x = (data - low) / (high - low)
             if codes is None and chosen == shapes.CLOPPER_PEARSON:
-                successes = (data == high).sum()  # every value is at one end: the rule checked
+                # Every value is at one end (within rounding: the rule checked): count those at the upper one.
+                successes = int(np.sum(np.abs(data - high) < np.abs(data - low)))
                 bounds01 = shapes.clopper_pearson(successes, data.size, confidence=self.confidence)
             else:
                 weights = None
