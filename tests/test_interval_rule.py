@@ -61,6 +61,10 @@ def test_each_shape_gets_its_method(values, support, method):
 def test_clopper_pearson_is_scipys_exact_binomial_interval():
     from scipy.stats import binomtest
 
+    # A value a rounding step below the upper end is at that end, for the count as for the rule.
+    nearly = [1.0, 1.0, 1.0, 1.0 - 2**-52, 0.0, 0.0]
+    assert bootstrap_ci(nearly, support=(0, 1)) == bootstrap_ci([1.0] * 4 + [0.0] * 2, support=(0, 1))
+
     for k, n in [(0, 10), (3, 10), (9, 12), (12, 12)]:
         exact = binomtest(k, n).proportion_ci(0.95, method="exact")
         assert tuple(clopper_pearson(k, n, confidence=0.95)) == pytest.approx((exact.low, exact.high), abs=1e-12)
