@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import time
+from typing import Any
 
 import pytest
 
@@ -77,6 +78,10 @@ def pytest_configure(config):
         )
     except SettingsError as exc:
         raise pytest.UsageError(f"pytest-sway: {exc}") from None
+    if hasattr(config, "workerinput"):
+        from .workers import as_worker
+
+        settings = as_worker(config.workerinput, settings)
     run = RunState(settings)
     if settings.baseline is not None:
         from .reports.baseline import load_baseline
@@ -96,6 +101,27 @@ def pytest_unconfigure(config):
     reporter = config.pluginmanager.get_plugin(_REPORTER)
     if reporter is not None:
         config.pluginmanager.unregister(reporter, _REPORTER)
+    shared = config.stash.get(_SHARED, None)
+    if shared is not None:
+        shared.cleanup()
+
+
+_SHARED = pytest.StashKey[Any]()
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_configure_node(node):
+    """xdist's controller, per worker: a run-scoped folder where workers share the base model's answers."""
+    from .workers import SHARED_CACHE_KEY
+
+    config = node.config
+    if config.stash[RUN].settings.cache_dir is not None:
+        return  # the user's cache already is shared
+    if _SHARED not in config.stash:
+        import tempfile
+
+        config.stash[_SHARED] = tempfile.TemporaryDirectory(prefix="sway-run-")
+    node.workerinput[SHARED_CACHE_KEY] = config.stash[_SHARED].name
 
 
 _REPORTER = "sway-reporter"

@@ -18,7 +18,19 @@ LAYERS = (
     ("reports", ("reports",)),
     (
         "surface",
-        ("", "__main__", "plugin", "hookspecs", "settings", "state", "markers", "sway", "progress", "reporter"),
+        (
+            "",
+            "__main__",
+            "plugin",
+            "hookspecs",
+            "settings",
+            "state",
+            "markers",
+            "sway",
+            "progress",
+            "reporter",
+            "workers",
+        ),
     ),
 )
 MAX_LINES = 600

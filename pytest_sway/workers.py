@@ -1,0 +1,64 @@
+"""xdist workers: how many threads each one's torch uses, and the base answers they share.
+
+Plain functions (no pytest): the plugin calls them from its hooks.
+
+Each xdist worker is a process whose torch would use every core; on a machine with as many cores as
+workers, two workers then run four or more busy threads on two cores, and the demo took 2.2x the
+serial wall time with ``-n 2`` (``benchmarks/bench_workers.py``). A worker therefore gets the cores
+divided among the workers, unless the user chose (``OMP_NUM_THREADS`` set).
+
+Workers also share the base model's answers through a run-scoped folder of the disk cache
+(``backends/cache.py``: entries are written to a temporary name and renamed, and a torn or foreign
+file is a miss), unless ``--sway-cache-dir`` names one already: a prompt's base answer that one
+worker computed is read, not recomputed, by a worker that needs it later.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import sys
+from collections.abc import MutableMapping
+from pathlib import Path
+
+#: The environment variable that says the user chose the thread count.
+THREADS_VARIABLE = "OMP_NUM_THREADS"
+#: The key of the shared folder in xdist's ``workerinput``.
+SHARED_CACHE_KEY = "sway_shared_cache"
+
+
+def worker_threads(cpus: int | None, workers: int, environ: MutableMapping[str, str]) -> int | None:
+    """Threads for one of ``workers`` workers on ``cpus`` cores; None where the user set
+    ``OMP_NUM_THREADS`` (theirs stands) or there is only one worker."""
+    if THREADS_VARIABLE in environ or workers <= 1:
+        return None
+    return max(1, (cpus or 1) // workers)
+
+
+def limit_threads(threads: int, environ: MutableMapping[str, str], modules) -> None:
+    """Apply ``threads``: for a torch not imported yet through the environment, for one already
+    imported (a conftest may have) through ``torch.set_num_threads``."""
+    environ[THREADS_VARIABLE] = str(threads)
+    torch = modules.get("torch")
+    if torch is not None:
+        torch.set_num_threads(threads)
+
+
+def available_cpus() -> int | None:
+    """The cores this process may run on (its affinity, where the platform says), else all of them."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except (AttributeError, OSError):
+        return os.cpu_count()
+
+
+def as_worker(workerinput: dict, settings):
+    """A worker's settings, and its threads: its share of the cores (applied here), and the run's
+    shared folder of base answers as its cache folder where the user named none."""
+    threads = worker_threads(available_cpus(), int(workerinput.get("workercount", 1)), os.environ)
+    if threads is not None:
+        limit_threads(threads, os.environ, sys.modules)
+    shared = workerinput.get(SHARED_CACHE_KEY)
+    if shared and settings.cache_dir is None:
+        settings = dataclasses.replace(settings, cache_dir=Path(shared))
+    return settings
