@@ -123,3 +123,41 @@ def test_a_worker_reads_the_base_answers_another_worker_computed(pytester, tiny)
         f"--sway-model={model}", f"--sway-adapter={adapter}", "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider"
     )
     result.assert_outcomes(passed=2)
+
+
+KILLED_WRITER = """
+import os, signal, sys
+import numpy as np
+import pytest_sway.files as files
+from pytest_sway.backends.cache import ResultCache
+
+cache = ResultCache(sys.argv[1], {"model_sha256": "m"})
+if sys.argv[2] == "mid-write":  # killed with half the entry written
+    def write_pieces(fh, data):
+        fh.write(data[: len(data) // 2])
+        fh.flush()
+        os.kill(os.getpid(), signal.SIGKILL)
+    files.write_pieces = write_pieces
+else:  # killed with the entry written, before it is renamed into place
+    os.replace = lambda *args: os.kill(os.getpid(), signal.SIGKILL)
+cache.put(("next", [1, 2, 3]), np.arange(1000, dtype=np.float32))
+"""
+
+
+@pytest.mark.parametrize("when", ["mid-write", "before-rename"])
+def test_a_worker_killed_while_writing_leaves_no_torn_shared_entry(tmp_path, when):
+    import signal
+    import subprocess
+    import sys
+
+    import numpy as np
+
+    from pytest_sway.backends.cache import ResultCache
+
+    done = subprocess.run([sys.executable, "-c", KILLED_WRITER, str(tmp_path), when])
+    assert done.returncode == -signal.SIGKILL
+    cache = ResultCache(tmp_path, {"model_sha256": "m"})
+    assert not list(cache.folder.rglob("*.npz"))  # only a temporary file, which no reader opens
+    assert cache.get(("next", [1, 2, 3])) is None and (cache.misses, cache.rejected) == (1, 0)
+    cache.put(("next", [1, 2, 3]), np.arange(1000, dtype=np.float32))  # another worker writes it whole
+    np.testing.assert_array_equal(cache.get(("next", [1, 2, 3])), np.arange(1000, dtype=np.float32))
