@@ -22,6 +22,8 @@ import sys
 import time
 from pathlib import Path
 
+from pytest_sway.workers import available_cpus
+
 ROOT = Path(__file__).resolve().parents[1]
 
 
@@ -62,7 +64,7 @@ def main(argv=None) -> list[tuple]:
         "--every-core", action="store_true", help="also run each worker count with every core per worker"
     )
     args = parser.parse_args(argv)
-    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cpus = available_cpus()
     configs = [("serial", 0, None)]
     for n in (int(x) for x in args.workers.split(",")):
         configs.append((f"-n {n}", n, None))

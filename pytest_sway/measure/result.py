@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, field, replace
 from typing import Any, NamedTuple
 
@@ -12,7 +11,7 @@ from ..stats.bootstrap import Interval
 from ..stats.drivers import DEFAULT_DRIVERS, gate_drivers, gate_sections, gate_text
 from ..stats.gate import Gate, IntervalEstimate, Verdict
 from ..stats.methods import groups_note, interval_how
-from ..stats.shapes import BOUNDED_METHODS, items_needed
+from ..stats.shapes import needed_by
 
 
 class DriverScope(NamedTuple):
@@ -86,16 +85,9 @@ class ProbeResult:
     def needed_by(self, method: str, values: np.ndarray, seed: int):
         """The gate's n-needed by ``method`` for ``values`` (these items or a slice's), where it is
         not the bootstrap's 1 / sqrt(n) rule: ``needed(threshold, side)``, or None."""
-        if method not in BOUNDED_METHODS or self.groups is not None:
+        if self.groups is not None:
             return None
-        support = self.support or (-math.inf, math.inf)
-
-        def needed(threshold: float, side: str):
-            return items_needed(
-                method, values, support, confidence=self.confidence, threshold=threshold, side=side, seed=seed
-            )
-
-        return needed
+        return needed_by(method, values, self.support, confidence=self.confidence, seed=seed)
 
     def describe(self) -> str:
         """Estimate, CI and everything needed to reproduce them."""

@@ -214,7 +214,7 @@ def compare(
 
     from ..stats.methods import groups_note, interval_how
     from ..stats.paired import change_interval
-    from ..stats.shapes import at_ends
+    from ..stats.shapes import at_ends, needed_by
 
     current, before = np.asarray(result.values, dtype=np.float64), np.asarray(saved, dtype=np.float64)
     values = current - before
@@ -236,7 +236,9 @@ def compare(
         confidence=bootstrap.confidence,
         n=values.size,
         how=interval_how(method, resamples, bootstrap.seed) + groups_note(method, result.n_groups),
-        needed=_needed(method, values, (-width, width), bootstrap, grouped=result.groups is not None),
+        needed=None
+        if result.groups is not None
+        else needed_by(method, values, (-width, width), confidence=bootstrap.confidence, seed=bootstrap.seed),
     )
     out = {
         "status": COMPARED,
@@ -271,27 +273,6 @@ def compare(
                     result.items, result.values, saved, direction=direction, k=k
                 )
     return out
-
-
-def _needed(method: str, values, support, bootstrap, *, grouped: bool):
-    """The gate's n-needed by the change interval's own method, where it is a bounded one."""
-    from ..stats.shapes import BOUNDED_METHODS, items_needed
-
-    if method not in BOUNDED_METHODS or grouped:
-        return None
-
-    def needed(threshold: float, side: str):
-        return items_needed(
-            method,
-            values,
-            support,
-            confidence=bootstrap.confidence,
-            threshold=threshold,
-            side=side,
-            seed=bootstrap.seed,
-        )
-
-    return needed
 
 
 def comparison_failure(comparison: dict, n: int) -> str:

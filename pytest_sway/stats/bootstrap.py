@@ -115,8 +115,9 @@ class Bootstrap:
         if chosen != shapes.BOOTSTRAP and bounded is not None:
             x = (data - low) / (high - low)
             if codes is None and chosen == shapes.CLOPPER_PEARSON:
-                # Every value is at one end (within rounding: the rule checked): count those at the upper one.
-                successes = int(np.sum(np.abs(data - high) < np.abs(data - low)))
+                at_high = shapes.at_ends(data, bounded)  # not None: the rule chose Clopper-Pearson for it
+                assert at_high is not None
+                successes = int(at_high.sum())
                 bounds01 = shapes.clopper_pearson(successes, data.size, confidence=self.confidence)
             else:
                 weights = None

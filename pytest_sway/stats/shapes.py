@@ -383,6 +383,19 @@ def items_needed(method: str, values, support, *, confidence: float, threshold: 
     return min(MAX_ITEMS_NEEDED, math.ceil(cap * (spread / margin) ** 2))
 
 
+def needed_by(method: str, values, support, *, confidence: float, seed: int = 0):
+    """A gate's ``needed(threshold, side)`` by :func:`items_needed` for ``values`` on ``support``,
+    where ``method`` is one of the rule's bounded methods; None (the gate's 1 / sqrt(n) rule) otherwise."""
+    if method not in BOUNDED_METHODS:
+        return None
+    support = support if support is not None else (-math.inf, math.inf)
+
+    def needed(threshold: float, side: str):
+        return items_needed(method, values, support, confidence=confidence, threshold=threshold, side=side, seed=seed)
+
+    return needed
+
+
 def _bound_at(method: str, data: np.ndarray, support, n: int, *, confidence: float, seed: int, side: str) -> float:
     """``method``'s bound on ``side`` for ``n`` items distributed as ``data``."""
     low, high = support
