@@ -28,12 +28,7 @@ def null_adapter(peft_model, seed: int):
                 a = layer.lora_A[adapter].weight
                 b = layer.lora_B[adapter].weight
                 saved.append((a, a.detach().clone(), b, b.detach().clone()))
-                target = update_norm(a, b)
-                new_a = torch.randn(a.shape, generator=generator, dtype=torch.float32)
-                new_b = torch.randn(b.shape, generator=generator, dtype=torch.float32)
-                now = update_norm(new_a, new_b)
-                if now > 0:
-                    new_b *= target / now
+                new_a, new_b = null_pair(a, b, generator)
                 a.copy_(new_a.to(a.dtype))
                 b.copy_(new_b.to(b.dtype))
         yield peft_model
@@ -42,6 +37,21 @@ def null_adapter(peft_model, seed: int):
             for a, a_saved, b, b_saved in saved:
                 a.copy_(a_saved)
                 b.copy_(b_saved)
+
+
+def null_pair(a, b, generator):
+    """Gaussian ``(A, B)`` (float32, A drawn first) of ``a`` and ``b``'s shapes, ``B`` rescaled so
+    that ``||B A||_F`` is the trained ``||b a||_F``. Every engine draws its null adapters here, in
+    the modules' sorted order, so a null adapter is the same weights whichever engine serves it."""
+    import torch
+
+    target = update_norm(a, b)
+    new_a = torch.randn(a.shape, generator=generator, dtype=torch.float32)
+    new_b = torch.randn(b.shape, generator=generator, dtype=torch.float32)
+    now = update_norm(new_a, new_b)
+    if now > 0:
+        new_b *= target / now
+    return new_a, new_b
 
 
 def update_norm(a, b) -> float:
