@@ -142,7 +142,8 @@ def _pair(ft: _Side, base: _Side, vocab_size: int, kinds: Sequence[str]) -> dict
     if ft.covers and base.covers:  # both rows are known in full: the exact value, by the exact path
         full_p, full_q = np.empty(vocab_size), np.empty(vocab_size)
         full_p[ft.ids], full_q[base.ids] = ft.logp, base.logp
-        exact = all_divergences(full_q, full_p, np, kinds=tuple(kinds))
+        with np.errstate(invalid="ignore", divide="ignore"):  # a token at -inf on both sides: 0 * nan, masked
+            exact = all_divergences(full_q, full_p, np, kinds=tuple(kinds))
         return {kind: (float(exact[kind]), float(exact[kind])) for kind in kinds}
     _, in_p, in_q = np.intersect1d(ft.ids, base.ids, assume_unique=True, return_indices=True)
     only_p = np.ones(len(ft.ids), dtype=bool)
@@ -258,7 +259,8 @@ def width_cost(ft_logp_full: Any, base_logp_full: Any, k: int, kind: str) -> tup
         raise ValueError(
             f"expected two 1-D rows of one length, got shapes {ft_logp_full.shape} and {base_logp_full.shape}"
         )
-    exact = float(all_divergences(base_logp_full, ft_logp_full, np, kinds=(kind,))[kind])
+    with np.errstate(invalid="ignore", divide="ignore"):
+        exact = float(all_divergences(base_logp_full, ft_logp_full, np, kinds=(kind,))[kind])
     low, high = topk_bounds(
         *top_k(ft_logp_full, k), *top_k(base_logp_full, k), vocab_size=len(ft_logp_full), kinds=(kind,)
     )[kind]
