@@ -7,6 +7,11 @@ spread is not. What it does determine is an interval per prompt that
 contains the exact value. Missing mass is never spread over unseen tokens
 (that guess inflates Jensen-Shannon by one to two orders of magnitude on a
 real vocabulary).
+
+The intervals hold for the distributions the returned log-probabilities come
+from, taken as summing to 1 to float64 rounding; an engine that normalises in
+float32 (sums off by ~1e-7) can leave the exact value outside by about that
+much times a log-ratio.
 """
 
 from __future__ import annotations
@@ -21,9 +26,10 @@ from pytest_sway.backends.divergence import DIVERGENCES, SUPPORT, all_divergence
 
 #: How far a returned log-probability may sit above 0, or a side's returned mass above 1, before it is an error.
 ROUNDING = 1e-6
-#: How far a missing mass computed as ``1 - sum(returned)`` may sit from the true one (float64 sums of <= 1e5 terms).
-#: Only the KL lower bounds use it: their cell terms ``x log(x / y)`` blow up as an inferred mass ``y`` nears 0, so
-#: there the inferred denominator masses are taken at their largest (which can only lower the bound).
+#: How far a mass computed as ``1 - sum(returned)``, or an ``exp`` that underflowed, may sit below the true one
+#: (float64 sums of <= 1e5 terms). Only the KL lower bounds use it: their cell terms ``x log(x / y)`` blow up as
+#: ``y`` nears 0, so there every denominator-side mass is raised by it (which can only lower the bound). Without
+#: it the property tests find KL lows of ``inf`` where the exact value is finite (a missing mass of 1e-34, say).
 SLACK = 1e-12
 _LN2 = math.log(2)
 
