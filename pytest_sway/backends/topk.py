@@ -22,7 +22,8 @@ from typing import Any, NamedTuple
 
 import numpy as np
 
-from pytest_sway.backends.divergence import DIVERGENCES, SUPPORT, all_divergences
+from ..errors import BackendError
+from .divergence import DIVERGENCES, SUPPORT, all_divergences
 
 #: How far a returned log-probability may sit above 0, or a side's returned mass above 1, before it is an error.
 ROUNDING = 1e-6
@@ -271,3 +272,27 @@ def width_cost(ft_logp_full: Any, base_logp_full: Any, k: int, kind: str) -> tup
         *top_k(ft_logp_full, k), *top_k(base_logp_full, k), vocab_size=len(ft_logp_full), kinds=(kind,)
     )[kind]
     return exact, low, high
+
+
+def split_bounds(values) -> tuple[Any, DivergenceBounds | None]:
+    """What a probe does with a backend's divergences: ``(per-item values, bounds)``.
+
+    Exact values give ``(float64 array, None)``; a :class:`DivergenceBounds` gives its lower ends
+    (as a float64 array) and itself, so a probe can pass the bounds on in its ``Measurement``."""
+    if isinstance(values, DivergenceBounds):
+        return np.asarray(values.low, dtype=np.float64), values
+    return np.asarray(values, dtype=np.float64), None
+
+
+def refuse_bounds(kind: str, values) -> Any:
+    """``values`` as a float64 array, or ``BackendError`` when they are bounds: for probes that
+    compare the divergences of several variants (a difference or a rank of intervals is not an
+    interval a gate can judge on one end)."""
+    if isinstance(values, DivergenceBounds):
+        raise BackendError(
+            f"{kind}: the backend returned divergences bounded from the top-{values.k} log-probabilities of each "
+            f"side, not exact values; {kind} compares the divergences of several variants and needs exact ones. "
+            "Exact divergences need the engine's full vocabulary: start the vLLM engine without a logprobs cap "
+            "(--sway-vllm-args max_logprobs=-1), or use a backend that computes them (hf)"
+        )
+    return split_bounds(values)[0]

@@ -14,6 +14,39 @@ from ..stats.methods import groups_note, interval_how
 from ..stats.shapes import needed_by
 
 
+class BoundedEnds(NamedTuple):
+    """A bounded result's two ends (each item's value lies between its low and high end): the
+    means of each end, their intervals, and the upper ends per item (the lower ends are ``values``)."""
+
+    #: Log-probabilities per side the bounds came from (the engine's top-k).
+    k: int
+    mean_low: float
+    mean_high: float
+    #: The interval of the mean of the lower ends: what an ``above=`` gate judges.
+    ci_of_low: Interval
+    #: The interval of the mean of the upper ends: what a ``below=`` gate judges (high ``inf`` when
+    #: an upper end is unbounded).
+    ci_of_high: Interval
+    high: np.ndarray
+
+    def judged(self, above: float | None, below: float | None) -> str | None:
+        """Which ends a gate with these thresholds judged, in words (None: no gate)."""
+        parts = (["low ends (above)"] if above is not None else []) + (
+            ["high ends (below)"] if below is not None else []
+        )
+        return ", ".join(parts) or None
+
+    def unbounded_why(self) -> str:
+        """What a ``below=`` gate says when the upper ends' interval is open (empty when it is not)."""
+        if np.isfinite(self.ci_of_high.high):
+            return ""
+        return (
+            f"the engine returned only the top-{self.k} log-probabilities of each side, which bound this divergence "
+            "from below only; exact divergences need the engine's full vocabulary (start the vLLM engine without a "
+            "logprobs cap, --sway-vllm-args max_logprobs=-1), or gate a divergence bounded on both ends (js, tv)"
+        )
+
+
 class DriverScope(NamedTuple):
     """The items a failed gate's drivers are drawn from, and the interval bounds that failed it."""
 
@@ -23,6 +56,9 @@ class DriverScope(NamedTuple):
     ci_high: float
     #: The failing slices the items come from; empty when the overall interval failed.
     slices: tuple[str, ...] = ()
+    #: A bounded result's upper ends of the same items: a ``below=`` side's drivers are drawn from
+    #: them (``values`` then holds the lower ends, an ``above=`` side's). None: exact values.
+    highs: np.ndarray | None = None
 
 
 @dataclass(frozen=True, eq=False)
@@ -63,6 +99,10 @@ class ProbeResult:
     support: tuple[float, float] | None = None
     #: What a reader of the result should know about its interval (e.g. an undeclared support).
     notes: tuple[str, ...] = ()
+    #: A bounded result (each item's value known only to lie in an interval): its two ends. ``values``,
+    #: ``estimate`` and every interval's low end are the lower ends'; every interval's high end is the
+    #: upper ends', so ``above=`` judges the lower ends and ``below=`` the upper ends. None: exact values.
+    bounds: BoundedEnds | None = None
 
     def __post_init__(self):
         if not self.label:
@@ -78,15 +118,44 @@ class ProbeResult:
             ci=self.ci,
             confidence=self.confidence,
             n=self.n,
-            how=interval_how(self.method, self.resamples, self.seed) + groups,
-            needed=self.needed_by(self.method, self.values, self.seed),
+            how=interval_how(self.method, self.resamples, self.seed) + groups + self._bounded_how(),
+            needed=self.needed_by(self.method, self.values, self.seed) if self.bounds is None else self._ends_needed(),
+            unbounded_high=self.bounds.unbounded_why() if self.bounds is not None else "",
+        )
+
+    def _ends_needed(self, slice_name: str | None = None):
+        """A bounded result's n-needed: the 1 / sqrt(n) rule on the judged end alone (its own mean and
+        interval end), None where that end's mean is on the wrong side (more items would not pass)."""
+        assert self.bounds is not None
+        part = self.slices[slice_name] if slice_name is not None else None
+        if part is None:
+            n, ci, means = self.n, self.ci, (self.bounds.mean_low, self.bounds.mean_high)
+        else:
+            picked = [i for i, s in enumerate(self.item_slices or ()) if s == slice_name]
+            n, ci, means = part.n, part.ci, (part.estimate, float(self.bounds.high[picked].mean()))
+
+        def needed(threshold: float, side: str) -> int | None:
+            mean, end = (means[0], ci.low) if side == "above" else (means[1], ci.high)
+            margin, spread = (mean - threshold, mean - end) if side == "above" else (threshold - mean, end - mean)
+            if margin <= 0 or not np.isfinite(spread):
+                return None
+            return int(np.ceil(round(n * (spread / margin) ** 2, 6)))
+
+        return needed
+
+    def _bounded_how(self) -> str:
+        if self.bounds is None:
+            return ""
+        return (
+            f"; bounded from the top-{self.bounds.k} log-probabilities: CI low from the items' low ends, "
+            f"CI high from their high ends (mean {self.bounds.mean_high:.4g})"
         )
 
     def needed_by(self, method: str, values: np.ndarray, seed: int):
         """The gate's n-needed by ``method`` for ``values`` (these items or a slice's), where it is
         not the bootstrap's 1 / sqrt(n) rule: ``needed(threshold, side)``, or None."""
-        if self.groups is not None:
-            return None
+        if self.groups is not None or self.bounds is not None:
+            return None  # a bounded result: how its ends would narrow with more items is not modelled
         return needed_by(method, values, self.support, confidence=self.confidence, seed=seed)
 
     def describe(self) -> str:
@@ -109,9 +178,13 @@ class ProbeResult:
         """What a gate judges for slice ``name``."""
         part = self.slices[name]
         values = self.values[[i for i, s in enumerate(self.item_slices or ()) if s == name]]
-        return replace(
-            part.interval_estimate(self.label, self.confidence), needed=self.needed_by(part.method, values, part.seed)
-        )
+        estimate = part.interval_estimate(self.label, self.confidence)
+        if self.bounds is not None:
+            why = self.bounds.unbounded_why() if not np.isfinite(part.ci.high) else ""
+            return replace(
+                estimate, how=estimate.how + self._bounded_how(), needed=self._ends_needed(name), unbounded_high=why
+            )
+        return replace(estimate, needed=self.needed_by(part.method, values, part.seed))
 
     @property
     def gates_per_check(self) -> int:
@@ -140,21 +213,25 @@ class ProbeResult:
         side, furthest on the wrong side of the threshold first (see ``pytest_sway.stats.drivers``).
         Empty when the gate passes. ``scope``: ``driver_scope(gate)``, when the caller has it."""
         scope = scope if scope is not None else self.driver_scope(gate)
-        return gate_drivers(
-            scope.values,
-            scope.items,
-            above=gate.above,
-            below=gate.below,
-            ci_low=scope.ci_low,
-            ci_high=scope.ci_high,
-            k=self.max_drivers,
-        )
+        out = []
+        for above, below, values in _sides(gate, scope):
+            out += gate_drivers(
+                values,
+                scope.items,
+                above=above,
+                below=below,
+                ci_low=scope.ci_low,
+                ci_high=scope.ci_high,
+                k=self.max_drivers,
+            )
+        return out
 
     def driver_scope(self, gate: Gate) -> DriverScope:
         """Where a failed ``gate``'s drivers come from: every item when the overall interval
         fails it; when only slices fail, the items of those slices, with the widest of their
         intervals (a side fails if any failing slice's interval crosses it)."""
-        whole = DriverScope(self.values, self.items, self.ci.low, self.ci.high)
+        highs = self.bounds.high if self.bounds is not None else None
+        whole = DriverScope(self.values, self.items, self.ci.low, self.ci.high, highs=highs)
         if not self.slices or self.item_slices is None or not gate.judge(self.interval_estimate).ok:
             return whole
         failing = [name for name in self.slices if not gate.judge(self.slice_estimate(name)).ok]
@@ -167,6 +244,7 @@ class ProbeResult:
             min(self.slices[name].ci.low for name in failing),
             max(self.slices[name].ci.high for name in failing),
             tuple(failing),
+            highs=None if highs is None else highs[picked],
         )
 
     def failure_message(self, gate: Gate, verdict: Verdict) -> str:
@@ -175,15 +253,18 @@ class ProbeResult:
         text = verdict.message
         if self.max_drivers > 0:
             scope = self.driver_scope(gate)
-            sections = gate_sections(
-                self.drivers(gate, scope),
-                scope.values,
-                above=gate.above,
-                below=gate.below,
-                ci_low=scope.ci_low,
-                ci_high=scope.ci_high,
-                slices=scope.slices,
-            )
+            found = self.drivers(gate, scope)
+            sections = []
+            for above, below, values in _sides(gate, scope):
+                sections += gate_sections(
+                    found,
+                    values,
+                    above=above,
+                    below=below,
+                    ci_low=scope.ci_low,
+                    ci_high=scope.ci_high,
+                    slices=scope.slices,
+                )
             drivers = gate_text(sections)
             text += "\n" + drivers if drivers else ""
         return text + self.failure_evidence()
@@ -200,3 +281,17 @@ class ProbeResult:
 
     def __repr__(self) -> str:
         return f"ProbeResult({self.label}: {self.describe()})"
+
+
+def _sides(gate: Gate, scope: DriverScope) -> list[tuple[float | None, float | None, np.ndarray]]:
+    """``(above, below, values)`` to draw ``gate``'s drivers from: the gate and the scope's values at
+    once for exact values; for a bounded result, the ``above=`` side over the lower ends and the
+    ``below=`` side over the upper ends (the items that hold each judged end on the wrong side)."""
+    if scope.highs is None:
+        return [(gate.above, gate.below, scope.values)]
+    sides: list[tuple[float | None, float | None, np.ndarray]] = []
+    if gate.above is not None:
+        sides.append((gate.above, None, scope.values))
+    if gate.below is not None:
+        sides.append((None, gate.below, scope.highs))
+    return sides

@@ -9,18 +9,20 @@ from __future__ import annotations
 import hashlib
 import math
 import time
+from dataclasses import replace
 from typing import Any
 
 import numpy as np
 
+from ..backends.topk import DivergenceBounds
 from ..errors import ProbeError, ProbeParamError, SwayError, is_whole, short_repr
 from ..probes import Measurement, ProbeRegistry, default_registry
-from ..stats.bootstrap import Bootstrap
+from ..stats.bootstrap import Bootstrap, Interval
 from ..stats.drivers import DEFAULT_DRIVERS
 from ..stats.methods import DEFAULT_CONFIDENCE
 from ..stats.shapes import few_levels
 from ..stats.slices import count_groups, layout_of, locate, slice_results
-from .result import ProbeResult
+from .result import BoundedEnds, ProbeResult
 
 
 def run_probe(
@@ -120,6 +122,7 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap, *, drivers: int 
                 "binary=True",
             )
         )
+    highs = None if m.bounds is None else _checked_highs(probe, params, items, values, m.bounds, support)
     layout = layout_of(probe, params)
     if layout.groups is not None and m.interval is not None:
         raise ProbeError(
@@ -134,9 +137,29 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap, *, drivers: int 
             return ci, m.interval_method or getattr(m.interval, "__name__", "closed-form"), 0
         return part_bootstrap.estimate(part, support=support, groups=groups)
 
+    def high_interval(part, part_bootstrap, groups):
+        # An unbounded upper end leaves the mean of the upper ends unbounded: nothing to resample.
+        if not np.all(np.isfinite(part)):
+            return Interval(-math.inf if support is None else support[0], math.inf), "", 0
+        return interval(part, part_bootstrap, groups)
+
+    bounds = None
     try:
         ci, method, resamples = interval(values, bootstrap, layout.groups)
         slices = slice_results(values, layout, bootstrap, interval)
+        if highs is not None and m.bounds is not None:
+            ci_of_high = high_interval(highs, bootstrap, layout.groups)[0]
+            bounds = BoundedEnds(
+                k=int(m.bounds.k),
+                mean_low=float(values.mean()),
+                mean_high=float(highs.mean()),
+                ci_of_low=ci,
+                ci_of_high=ci_of_high,
+                high=highs,
+            )
+            ci = Interval(ci.low, ci_of_high.high)  # above= judges the low ends' interval, below= the high ends'
+            upper = slice_results(highs, layout, bootstrap, high_interval)
+            slices = {name: replace(s, ci=Interval(s.ci.low, upper[name].ci.high)) for name, s in slices.items()}
     except ValueError as exc:
         raise ProbeError(f"probe {probe.kind!r}: {exc}") from None
     return ProbeResult(
@@ -161,7 +184,48 @@ def measure(probe, params: dict, backend, bootstrap: Bootstrap, *, drivers: int 
         item_slices=layout.slices,
         support=support,
         notes=_notes(probe.kind, values, m),
+        bounds=bounds,
     )
+
+
+def _checked_highs(probe, params, items, values: np.ndarray, bounds, support) -> np.ndarray:
+    """A bounded measurement's upper ends as a float64 array, or ``ProbeError``: one per item, each at
+    or above its lower end (which ``values`` holds) and inside the support, or ``inf`` (unbounded)."""
+    kind = probe.kind
+    if not isinstance(bounds, DivergenceBounds):
+        raise ProbeError(
+            f"probe {kind!r} returned bounds={short_repr(bounds)}; bounds are a "
+            "pytest_sway.backends.topk.DivergenceBounds(low, high, k), or None for exact values"
+        )
+    try:
+        lows = np.asarray(bounds.low, dtype=np.float64)
+        highs = np.asarray(bounds.high, dtype=np.float64)
+    except (TypeError, ValueError) as exc:
+        raise ProbeError(f"probe {kind!r} returned bounds that are not numbers ({exc})") from None
+    if lows.shape != values.shape or highs.shape != values.shape or not np.array_equal(lows, values):
+        raise ProbeError(
+            f"probe {kind!r} returned {highs.size} upper and {lows.size} lower end(s) for {values.size} values; a "
+            "bounded measurement has one (low, high) per item and its values are the low ends (bounds.low)"
+        )
+    if not is_whole(bounds.k) or bounds.k < 1:
+        raise ProbeError(f"probe {kind!r} returned bounds with k={short_repr(bounds.k)}; k counts log-probabilities")
+    top = math.inf if support is None else support[1]
+    bad = np.flatnonzero(np.isnan(highs) | (highs < lows) | ((highs > top) & (highs != math.inf)))
+    if bad.size:
+        i = int(bad[0])
+        raise ProbeError(
+            locate(
+                probe,
+                params,
+                f"probe {kind!r} returned the interval [{lows[i]!r}, {highs[i]!r}] for item {i} "
+                f"({short_repr(items[i])})"
+                + (f" and {bad.size - 1} more bad one(s)" if bad.size > 1 else "")
+                + "; each item's upper end must be a number at or above its lower end"
+                + (f" and within the support {support!r}" if support is not None else "")
+                + " (inf where unbounded)",
+            )
+        )
+    return highs
 
 
 def _notes(kind: str, values: np.ndarray, m: Measurement) -> tuple[str, ...]:

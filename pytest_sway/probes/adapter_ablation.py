@@ -14,6 +14,7 @@ import numpy as np
 
 from ..backends.base import Variant, divergences_by_variant
 from ..backends.divergence import SUPPORT
+from ..backends.topk import refuse_bounds
 from .base import (
     CHAT,
     Measurement,
@@ -49,7 +50,7 @@ def measure(backend, params, bootstrap) -> Measurement:
         variants=[Variant(scale=s) for s in scales],
         chat=params["chat"],
     )
-    curves = np.stack([np.asarray(v, dtype=float) for v in per_scale], axis=1)  # prompts x scales
+    curves = np.stack([refuse_bounds("adapter_ablation", v) for v in per_scale], axis=1)  # prompts x scales
     curve = []
     for j, s in enumerate(scales):
         ci = bootstrap.interval(curves[:, j], support=SUPPORT[params["divergence"]])

@@ -18,6 +18,7 @@ from collections.abc import Set as AbcSet
 from dataclasses import dataclass, field
 from typing import Any
 
+from ..backends.topk import DivergenceBounds
 from ..errors import ProbeParamError, is_number, is_whole, short_repr
 from ..items import encodable
 
@@ -70,6 +71,12 @@ class Measurement:
     #: names it in reports (e.g. ``"tango"``).
     interval: Callable | None = None
     interval_method: str = ""
+    #: Per item, an interval that contains the exact value instead of the value itself (an engine that
+    #: returned only the top-k log-probabilities, ``pytest_sway.backends.topk``): ``values`` then holds the
+    #: lower ends (``bounds.low``), ``bounds.high`` the upper ends (``inf`` where unbounded). The result gets
+    #: one interval for the mean of the lower ends and one for the upper ends; an ``above=`` gate judges
+    #: the first, a ``below=`` gate the second. None: the values are exact.
+    bounds: DivergenceBounds | None = None
 
 
 @dataclass(frozen=True)

@@ -17,6 +17,7 @@ import numpy as np
 from ..backends.base import FINETUNED, divergences_with_tokens
 from ..backends.divergence import SUPPORT
 from ..backends.token_changes import TOP_TOKENS, evidence_lines, token_details
+from ..backends.topk import split_bounds
 from .base import CHAT, Measurement, Param, Probe, check_chat_prompts, divergence_param, prompt_list
 
 # How many of the most-moved prompts to keep in the details.
@@ -34,13 +35,15 @@ def measure(backend, params, bootstrap, *, top_tokens: int = TOP_TOKENS) -> Meas
     else:
         values = backend.divergences(prompts, divergence=params["divergence"], variant=FINETUNED, chat=params["chat"])
         tops = None
-    values = np.asarray(values, dtype=np.float64)
+    values, bounds = split_bounds(values)  # bounds: an engine that returned only the top-k log-probabilities
     order = np.argsort(-values, kind="stable")[:_TOP]
     details: dict = {"most_moved": [{"prompt": prompts[i], "value": float(values[i])} for i in order]}
     if tops is not None:
         details.update(token_details(prompts, tops, k=top_tokens))
         details["evidence"] = evidence_lines(details, len(prompts))
-    return Measurement(values=values, items=prompts, details=details, support=SUPPORT[params["divergence"]])
+    return Measurement(
+        values=values, items=prompts, details=details, support=SUPPORT[params["divergence"]], bounds=bounds
+    )
 
 
 PROBE = Probe(

@@ -12,6 +12,7 @@ import numpy as np
 
 from ..backends.base import FINETUNED, Variant, divergences_by_variant
 from ..backends.divergence import SUPPORT
+from ..backends.topk import refuse_bounds
 from .base import CHAT, Measurement, Param, Probe, check_chat_prompts, divergence_param, integer, prompt_list
 
 
@@ -19,7 +20,7 @@ def measure(backend, params, bootstrap) -> Measurement:
     prompts, kind, chat = params["prompts"], params["divergence"], params["chat"]
     variants = [FINETUNED] + [Variant(null_seed=seed) for seed in range(1, params["seeds"] + 1)]
     real, *each = (
-        np.asarray(v, dtype=float)
+        refuse_bounds("null_contrast", v)
         for v in divergences_by_variant(backend, prompts, divergence=kind, variants=variants, chat=chat)
     )
     nulls = np.stack(each)

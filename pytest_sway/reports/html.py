@@ -209,12 +209,31 @@ def _meta(r: dict) -> str:
         from ..stats.methods import interval_how
 
         parts.append(interval_how(r["ci_method"], r.get("resamples") or 0, r.get("seed")))
+    bounds = r.get("bounds")
+    if isinstance(bounds, dict):
+        parts.append(bounded_text(bounds))
     gates = row_thresholds(r)
     parts.append("gate " + " and ".join(f"{name} {t:g}" for t, name in gates) if gates else "no gate")
     duration = finite(r.get("duration_s"))
     if duration is not None:
         parts.append(f"{duration * 1000:.0f} ms" if duration < 1 else f"{duration:.2f} s")
     return " · ".join(parts)
+
+
+def bounded_text(bounds: dict) -> str:
+    """A bounded result's two ends, in the metadata line: what each interval is and which the gate judged."""
+
+    def pair(ends) -> str:
+        low, high = (list(ends) + [None, None])[:2] if isinstance(ends, list) else (None, None)
+        return f"[{number(low, NEG_INF)}, {number(high, POS_INF)}]"
+
+    judged = bounds.get("judged")
+    return (
+        f"bounded from the top-{bounds.get('k')} log-probabilities: low ends' mean {number(bounds.get('mean_low'))} "
+        f"CI {pair(bounds.get('ci_of_low'))}, high ends' mean {number(bounds.get('mean_high'), POS_INF)} "
+        f"CI {pair(bounds.get('ci_of_high'))}; "
+        + (f"the gate judged the {judged}" if judged else "no gate judged them")
+    )
 
 
 def _slice_lines(r: dict) -> list[str]:

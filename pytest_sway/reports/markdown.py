@@ -160,7 +160,8 @@ def _table(rows: list[dict]) -> list[str]:
         lines.append(_row(cells))
         for slice_name, part in (row.get("slices") or {}).items():  # one row per slice, under its test
             cells = [_ICONS.get(part.get("outcome"), "") + md(outcome_text(part)), "↳ slice " + code(slice_name), "",
-                     n_text(part), number_text(part.get("estimate")), interval_cell(part), gate_text(row)]  # fmt: skip
+                     n_text(part), number_text(part.get("estimate")), interval_cell(part, row.get("bounds")),
+                     gate_text(row)]  # fmt: skip
             lines.append(_row(cells + ([""] if with_baseline else [])))
     return lines
 

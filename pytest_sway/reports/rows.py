@@ -76,6 +76,7 @@ class ResultRow(TypedDict, total=False):
     slices: dict[str, SliceRow]
     drivers: list[dict[str, Any]]
     drivers_scope: dict[str, Any]
+    bounds: dict[str, Any] | None
     evidence: list[str]
     baseline: dict[str, Any]
 
@@ -113,6 +114,7 @@ def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> R
         "details": jsonable(result.details),
     }
     row["notes"] = list(result.notes)
+    row["bounds"] = bounds_json(result.bounds, above, below)
     _add_layout(row, result)
     # What a failed gate's message says after its drivers: every report shows these lines too.
     row["evidence"] = result.evidence_lines() if gate is not None and not verdict.ok else []
@@ -122,14 +124,37 @@ def result_row(result, *, nodeid: str, index: int, order: int, source: str) -> R
         # and its weakest items can be read from values and items.
         scope = result.driver_scope(gate) if gate is not None and not verdict.ok else None
         row["drivers"] = result.drivers(gate, scope) if scope is not None else []
-        if scope is not None and scope.slices:  # only slices failed: the drivers are theirs
+        # Only slices failed: the drivers are theirs. A bounded result gated below= only: its drivers
+        # are upper ends, and the reports count the items past the threshold among those.
+        upper_only = scope is not None and scope.highs is not None and gate.above is None
+        if scope is not None and (scope.slices or upper_only):
+            values = scope.highs if upper_only and scope.highs is not None else scope.values
             row["drivers_scope"] = {
                 "slices": list(scope.slices),
-                "values": [float(v) for v in scope.values],
+                "values": [float(v) for v in values],
                 "ci_low": scope.ci_low,
                 "ci_high": scope.ci_high,
             }
     return row
+
+
+def bounds_json(bounds, above: float | None, below: float | None) -> dict[str, Any] | None:
+    """A bounded result's two ends as the JSON holds them (an unbounded end: null, JSON has no
+    infinity), and which of them the gate judged; None for exact values."""
+    if bounds is None:
+        return None
+    return {
+        "k": bounds.k,
+        "mean_low": _finite(bounds.mean_low),
+        "mean_high": _finite(bounds.mean_high),
+        "ci_of_low": [_finite(x) for x in bounds.ci_of_low],
+        "ci_of_high": [_finite(x) for x in bounds.ci_of_high],
+        "judged": bounds.judged(above, below),
+    }
+
+
+def _finite(x) -> float | None:
+    return float(x) if math.isfinite(x) else None
 
 
 def support_json(support) -> list | None:
@@ -232,6 +257,8 @@ def junit_properties(rows: Sequence[Mapping[str, Any]]) -> list[tuple[str, str]]
         drivers = [[d["item"], d["value"]] for d in row.get("drivers") or ()]
         props.append((f"{prefix}.drivers", json.dumps(drivers, ensure_ascii=False) if drivers else ""))
         props.append((f"{prefix}.slices", json.dumps(jsonable(row["slices"])) if row.get("slices") else ""))
+        # A bounded result's two ends and which the gate judged (JSON, as in the report); empty for exact values.
+        props.append((f"{prefix}.bounds", json.dumps(row["bounds"]) if row.get("bounds") else ""))
         # The lines a failed gate's message ends with (examples, tokens), one per line; empty where none.
         props.append((f"{prefix}.evidence", "\n".join(row.get("evidence") or ())))
     return props
@@ -322,7 +349,7 @@ _JSON_FIELDS: dict[str, Any] = {
     "estimate": None, "ci_low": None, "ci_high": None, "confidence": None, "ci_method": None, "resamples": None,
     "seed": None, "support": None, "notes": [], "above": None, "below": None, "outcome": None, "items_needed": None,
     "message": "", "values": [], "slices": {}, "duration_s": None, "details": {}, "drivers": [],
-    "drivers_scope": None, "evidence": [], "baseline": None,
+    "drivers_scope": None, "bounds": None, "evidence": [], "baseline": None,
 }  # fmt: skip
 
 #: The keys of a result's ``baseline`` (a comparison with the saved run), each always present:

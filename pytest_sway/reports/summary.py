@@ -48,7 +48,7 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
                     "",
                     n_text(part),
                     number_text(part["estimate"]),
-                    interval_cell(part),
+                    interval_cell(part, row.get("bounds")),
                     gate_text(row),
                     outcome_text(part),
                 )
@@ -71,10 +71,28 @@ def summary_lines(rows: Sequence[dict], *, footer: str) -> list[str]:
 METHOD_TAGS = {"all-equal": "all-equal", "clopper-pearson": "CP", "betting": "betting", "tango": "tango"}
 
 
-def interval_cell(row) -> str:
-    """A row's (or slice's) interval, tagged with its method where that is not the bootstrap."""
-    tag = METHOD_TAGS.get(row.get("ci_method", ""), "")
+def interval_cell(row, bounds: dict | None = None) -> str:
+    """A row's (or slice's) interval, tagged with its method where that is not the bootstrap, and
+    ``bounded k=20`` where it is a bounded result's (``bounds``: a slice's row's, else the row's own)."""
+    tags = [METHOD_TAGS.get(row.get("ci_method", ""), "")]
+    bounds = bounds if bounds is not None else row.get("bounds")
+    if isinstance(bounds, dict):
+        tags.append(bounded_tag(bounds))
+    tag = ", ".join(t for t in tags if t)
     return f"[{number_text(row['ci_low'])}, {number_text(row['ci_high'])}]" + (f" {tag}" if tag else "")
+
+
+def bounded_tag(bounds: dict) -> str:
+    """``bounded k=20``: the tag after a bounded result's interval."""
+    return f"bounded k={bounds.get('k')}"
+
+
+#: What the footer says a bounded interval is.
+BOUNDED_NOTE = (
+    "the engine returned only the top-k log-probabilities, so each item's value is known to lie between two ends; "
+    "the gate judged the conservative end: the interval's low is the low ends' (above=), its high the high ends' "
+    "(below=)"
+)
 
 
 def methods_text(rows: Sequence[dict], bootstrap: str) -> str:
@@ -86,7 +104,9 @@ def methods_text(rows: Sequence[dict], bootstrap: str) -> str:
     }
     names = [f"{tag}: {interval_how(m, 0, '').split(',')[0]}" for m, tag in METHOD_TAGS.items() if m in methods]
     bootstrapped = bool(methods - set(METHOD_TAGS))
-    return "; ".join(([bootstrap] if bootstrapped or not names else []) + names)
+    tags = sorted({bounded_tag(r["bounds"]) for r in rows if isinstance(r.get("bounds"), dict)})
+    bounded = [f"{', '.join(tags)}: {BOUNDED_NOTE}"] if tags else []
+    return "; ".join(([bootstrap] if bootstrapped or not names else []) + names + bounded)
 
 
 _BARS = "▁▂▃▄▅▆▇█"

@@ -31,6 +31,10 @@ class IntervalEstimate:
     #: ``threshold`` on ``side`` ("above"/"below") with the values' distribution held (None: no
     #: number would). Without it, the gate assumes half-widths shrink as 1 / sqrt(n).
     needed: Callable[[float, str], int | None] | None = field(default=None, compare=False, repr=False)
+    #: Why the interval's high end is infinite, where the values themselves say so (a bounded result
+    #: whose upper ends are unbounded) rather than an open support: a ``below=`` gate it cannot clear
+    #: says this instead. Empty: the generic explanation.
+    unbounded_high: str = ""
 
     def describe(self) -> str:
         """Estimate, CI and everything needed to reproduce them."""
@@ -124,6 +128,12 @@ def _judge_side(result: IntervalEstimate, threshold: float, *, side: str) -> Ver
         margin, spread = threshold - est, high - est
     ci = f"{result.confidence * 100:.4g}% CI [{low:.4g}, {high:.4g}]"
     how = f"{result.label}: {result.describe()}; gate needs {need}."
+    if side == "below" and result.unbounded_high and not wholly_wrong and not math.isfinite(high):
+        return Verdict(
+            Outcome.INCONCLUSIVE,
+            f"INCONCLUSIVE: {result.label} {ci}: its upper end is unbounded, so no number of items would bring "
+            f"the CI high down to {threshold:g}: {result.unbounded_high}.\n{how}",
+        )
     if wholly_wrong:
         where = "below" if side == "above" else "above"
         return Verdict(Outcome.FAILED, f"FAILED: {result.label} {ci} lies wholly {where} {threshold:g}.\n{how}")
