@@ -145,14 +145,20 @@ def _same_path(a: str, b: str) -> bool:
 
 
 def _backend(raw: str, base: Path) -> str:
-    if raw in ("auto", "dummy", "hf"):
+    if raw in ("auto", "dummy", "hf", "vllm"):
         return raw
     if ":" not in raw:
-        raise ValueError("expected auto, dummy, hf, or module:factory (e.g. mypkg.backends:make_backend)")
+        raise ValueError("expected auto, dummy, hf, vllm, or module:factory (e.g. mypkg.backends:make_backend)")
     from .backends import load_factory
 
     load_factory(raw)
     return raw
+
+
+def _engine_args(raw: str, base: Path) -> dict:
+    from .backends.vllm.engine import parse_engine_args
+
+    return parse_engine_args(raw)
 
 
 def _int(minimum: int):
@@ -330,11 +336,15 @@ class Settings:
         backend=True,
     )
     backend: str = option(
-        "auto (hf when a model is given, else dummy), dummy, hf, or module:factory (a callable returning a backend)",
+        "auto (hf when a model is given, else dummy), dummy, hf, vllm, or module:factory (a callable making one)",
         _backend,
         "auto",
         "NAME",
     )
+    vllm_args: dict | None = option(
+        "vLLM engine arguments by name (--sway-backend=vllm): tensor_parallel_size=8 max_logprobs=-1 ...",
+        _engine_args, None, "NAME=VALUE ...",
+    )  # fmt: skip
     seed: int = option("base seed; each test's bootstrap seed is derived from it and the test id", _int(0), "0", "INT")
     confidence: float = option("confidence level of every interval", _confidence, str(DEFAULT_CONFIDENCE), "LEVEL")
     #: None: 9999, or more where an interval's level needs more (see ci_methods).
@@ -432,7 +442,7 @@ class Settings:
                 raise SettingsError(f"{_where(opt, where)}={raw!r}: {exc}") from None
         settings = cls(**values, sources=sources)
         settings._check_combinations(pytest_outputs)
-        if settings.backend_name == "hf":
+        if settings.backend_name in ("hf", "vllm"):
             settings._locate_on_hub({"command line": cwd, "ini file": ini_dir, "default": cwd})
         return settings
 
@@ -501,6 +511,13 @@ class Settings:
                 f"{self._name('device_map')} and {self._name('device')} are both set: with a device map, "
                 "accelerate places the model; leave --sway-device at auto"
             )
+        if self.vllm_args is not None and self.backend_name != "vllm":
+            raise SettingsError(
+                f"{self._name('vllm_args')} is set, but the backend is {self.backend_name}: add --sway-backend=vllm "
+                "to serve the model with vLLM, or drop the engine arguments"
+            )
+        if self.backend_name == "vllm":
+            self._check_vllm()
         if self.backend_name == "hf":
             if self.model is None:
                 raise SettingsError(f"{self._name('backend')}=hf needs a model: add --sway-model=PATH|ID")
@@ -516,6 +533,18 @@ class Settings:
                     f"the hf backend needs {', '.join(missing)}, which {'is' if len(missing) == 1 else 'are'} not "
                     f"installed: {HF_INSTALL_HINT}"
                 )
+
+    def _check_vllm(self) -> None:
+        from .backends.vllm.engine import VLLM_INSTALL_HINT
+
+        if self.model is None or self.adapter is None:
+            raise SettingsError(
+                f"{self._name('backend')}=vllm serves a base model and a LoRA adapter: add --sway-model=PATH|ID "
+                "and --sway-adapter=PATH"
+                + (" (a fully fine-tuned checkpoint is compared by the hf backend)" if self.finetuned else "")
+            )
+        if importlib.util.find_spec("vllm") is None:
+            raise SettingsError(f"{self._name('backend')}=vllm needs vLLM, which is not installed: {VLLM_INSTALL_HINT}")
 
     def option_name(self, name: str) -> str:
         """How the user set ``name``: ``--sway-json`` or ``ini option sway_json``."""
@@ -534,7 +563,7 @@ class Settings:
 
     def loading(self) -> str:
         """What building the backend loads, in words."""
-        if self.backend_name != "hf":
+        if self.backend_name not in ("hf", "vllm"):
             return f"the {self.backend_name} backend"
         other = f"adapter {self.adapter}" if self.adapter is not None else f"fine-tuned model {self.finetuned}"
         return f"model {self.model} and {other}"

@@ -1,4 +1,4 @@
-"""Backends: the dummy (numpy) one, the Hugging Face one, or a user's factory."""
+"""Backends: the dummy (numpy) one, the Hugging Face one, the vLLM one, or a user's factory."""
 
 from __future__ import annotations
 
@@ -17,6 +17,10 @@ def make_backend(settings):
         from .hf import HFBackend
 
         return HFBackend.from_settings(settings)
+    if name == "vllm":
+        from .vllm.backend import VLLMBackend
+
+        return VLLMBackend.from_settings(settings)
     return load_factory(settings.backend)(settings)
 
 
