@@ -78,10 +78,12 @@ def pytest_configure(config):
         )
     except SettingsError as exc:
         raise pytest.UsageError(f"pytest-sway: {exc}") from None
-    if hasattr(config, "workerinput"):
-        from .workers import as_worker
+    from .workers import as_worker, check_workers
 
+    if hasattr(config, "workerinput"):
         settings = as_worker(config.workerinput, settings)
+    elif (refused := check_workers(config.option, settings)) is not None:
+        raise pytest.UsageError(f"pytest-sway: {refused}")
     run = RunState(settings)
     if settings.baseline is not None:
         from .reports.baseline import load_baseline

@@ -62,3 +62,16 @@ def as_worker(workerinput: dict, settings):
     if shared and settings.cache_dir is None:
         settings = dataclasses.replace(settings, cache_dir=Path(shared))
     return settings
+
+
+def check_workers(option, settings) -> str | None:
+    """Why this run cannot use xdist workers, or None. The vllm backend: each worker would start its
+    own engine (about a minute and 2.5 GB here for a 135M model; on a GPU, each engine reserves its
+    ``gpu_memory_utilization`` of the same devices), and one engine already batches every request."""
+    workers = getattr(option, "numprocesses", None)
+    if settings.backend_name != "vllm" or workers in (None, 0, "0") or getattr(option, "dist", "no") == "no":
+        return None
+    return (
+        f"-n {workers} would start one vLLM engine per worker, each loading the model and reserving its share of "
+        "the devices' memory, where one engine batches every request: run the vllm backend without -n (or -n 0)"
+    )

@@ -139,6 +139,8 @@ def describe_backend(info: dict) -> str:
     extras = [str(info[k]) for k in ("device", "dtype") if info.get(k)]
     if info.get("effect") is not None:
         extras.append(f"effect {info['effect']}")
+    if info.get("noise_floor") is not None:  # an engine's batch-composition noise, measured at startup
+        extras.append(f"batch noise {info['noise_floor']:.2g} nats")
     return text + (f" ({', '.join(extras)})" if extras else "")
 
 

@@ -52,6 +52,7 @@ class VLLMBackend:
         vllm_args: dict[str, Any] | None = None,
         engine: Any = None,
         adapter_root: str | Path | None = None,
+        top_logprobs: int | None = None,
     ):
         if finetuned is not None:
             raise BackendError(
@@ -76,8 +77,9 @@ class VLLMBackend:
         self.tokenizer = AutoTokenizer.from_pretrained(self.model_path)
         self.engine = engine if engine is not None else Engine(self.model_path, args)
         self.vocab_size = self.engine.vocab_size
-        #: Tokens per side a next-token question returns: the whole vocabulary (exact), or a cap (bounds).
-        cap = self.engine.max_logprobs
+        #: Tokens per side a next-token question returns: the whole vocabulary (-1: exact), or the
+        #: engine's cap (or ``top_logprobs``, at most the cap): divergences are then bounds.
+        cap = self.engine.max_logprobs if top_logprobs is None else top_logprobs
         self.k = -1 if cap in (-1, None) or cap >= self.vocab_size else int(cap)
         self._prompts = PromptEncoder(self.tokenizer, model_name=model, context_length=self.engine.context_length)
         self._memo: dict = {}

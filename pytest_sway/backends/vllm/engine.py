@@ -124,6 +124,8 @@ class Engine:
                 f"the vllm backend needs vLLM, which does not import ({exc}): {VLLM_INSTALL_HINT}"
             ) from None
         check_names(args)
+        if "dtype" not in args and _on_cpu():
+            args = {**args, "dtype": "float32"}  # as the hf backend: exact numbers on the CPU
         self.model = model
         self.args = dict(args)
         self.version = vllm.__version__
@@ -242,6 +244,12 @@ class Engine:
                 core.shutdown()
             except Exception:  # shutting down after a crash: nothing more to save
                 pass
+
+
+def _on_cpu() -> bool:
+    from vllm.platforms import current_platform
+
+    return bool(current_platform.is_cpu())
 
 
 def _entries(flat, position: int) -> tuple[Any, Any]:
