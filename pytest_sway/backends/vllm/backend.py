@@ -79,7 +79,10 @@ class VLLMBackend:
         self.vocab_size = self.engine.vocab_size
         #: Tokens per side a next-token question returns: the whole vocabulary (-1: exact), or the
         #: engine's cap (or ``top_logprobs``, at most the cap): divergences are then bounds.
-        cap = self.engine.max_logprobs if top_logprobs is None else top_logprobs
+        limit = self.engine.max_logprobs  # vLLM refuses a request for more than its cap
+        cap = limit if top_logprobs is None else top_logprobs
+        if limit not in (-1, None) and (cap in (-1, None) or cap > limit):
+            cap = limit
         self.k = -1 if cap in (-1, None) or cap >= self.vocab_size else int(cap)
         self._prompts = PromptEncoder(self.tokenizer, model_name=model, context_length=self.engine.context_length)
         self._memo: dict = {}

@@ -47,14 +47,16 @@ def run(backend) -> dict:
     "noise_floor"}`` (largest absolute differences, in nats), or ``BackendError``."""
     engine, adapter = backend.engine, backend.adapter_path
     seqs = [tuple(backend.tokenizer(text)["input_ids"]) for text in CHECK_TEXTS]
-    base = engine.next_logprobs(seqs, None, CHECK_TOKENS)
-    tuned = engine.next_logprobs(seqs, adapter, CHECK_TOKENS)
+    cap = engine.max_logprobs  # vLLM refuses a request for more log-probabilities than its cap
+    k = CHECK_TOKENS if cap in (-1, None) else min(CHECK_TOKENS, int(cap))
+    base = engine.next_logprobs(seqs, None, k)
+    tuned = engine.next_logprobs(seqs, adapter, k)
     change = max(_largest_change(b, t) for b, t in zip(base, tuned))
     moved = change > 0.0 or any(set(b[0].tolist()) != set(t[0].tolist()) for b, t in zip(base, tuned))
     if not moved and update_is_nonzero(adapter):
         raise BackendError(
             f"vLLM served adapter {adapter} and it changed nothing: on {len(seqs)} check prompts the base's and "
-            f"the adapter's top-{CHECK_TOKENS} next-token log-probabilities are identical, though the adapter's "
+            f"the adapter's top-{k} next-token log-probabilities are identical, though the adapter's "
             "LoRA weights are not zero. The engine is not applying it (check that its target modules are ones "
             "this vLLM version supports for the model, and the engine's log for LoRA warnings); the hf backend "
             "(--sway-backend=hf) applies it with peft"
@@ -79,8 +81,8 @@ def run(backend) -> dict:
     shuffled = list(reversed(seqs))
     noise = 0.0
     for served in (None, adapter):
-        forward = engine.next_logprobs(seqs, served, CHECK_TOKENS)
-        backward = dict(zip(shuffled, engine.next_logprobs(shuffled, served, CHECK_TOKENS)))
+        forward = engine.next_logprobs(seqs, served, k)
+        backward = dict(zip(shuffled, engine.next_logprobs(shuffled, served, k)))
         noise = max([noise] + [_largest_change(a, backward[seq]) for seq, a in zip(seqs, forward)])
     return {"adapter_change": change, "logprob_agreement": agreement, "noise_floor": noise}
 
