@@ -18,10 +18,10 @@ import pytest
 
 pytest.importorskip("vllm", reason="vLLM is not installed: the vllm backend's tests run in CI's vLLM environment")
 
-from pytest_sway.backends.base import BASE, FINETUNED, Variant  # noqa: E402
-from pytest_sway.backends.topk import DivergenceBounds  # noqa: E402
-from pytest_sway.errors import BackendError  # noqa: E402
-from pytest_sway.measure.run import run_probe  # noqa: E402
+from pytest_sway.backends.base import BASE, FINETUNED, Variant
+from pytest_sway.backends.topk import DivergenceBounds
+from pytest_sway.errors import BackendError
+from pytest_sway.measure.run import run_probe
 
 ROOT = Path(__file__).resolve().parents[2]
 EXAMPLES = ROOT / "conftest_examples"
