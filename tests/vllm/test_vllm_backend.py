@@ -60,7 +60,11 @@ def _questions(n):
 PROBES = {
     "delta_kl js, chat": ("delta_kl", dict(prompts=TARGET_QUESTIONS[:6], chat=True), DIVERGENCE_TOLERANCE),
     "delta_kl kl": ("delta_kl", dict(prompts=GENERAL_PROMPTS[:6], divergence="kl"), DIVERGENCE_TOLERANCE),
-    "delta_kl reverse_kl": ("delta_kl", dict(prompts=GENERAL_PROMPTS[:6], divergence="reverse_kl"), DIVERGENCE_TOLERANCE),
+    "delta_kl reverse_kl": (
+        "delta_kl",
+        dict(prompts=GENERAL_PROMPTS[:6], divergence="reverse_kl"),
+        DIVERGENCE_TOLERANCE,
+    ),
     "delta_kl tv": ("delta_kl", dict(prompts=GENERAL_PROMPTS[:6], divergence="tv"), DIVERGENCE_TOLERANCE),
     "completion_lift": ("completion_lift", dict(cases=FACT_CASES[:5], chat=True), LOGPROB_TOLERANCE),
     "perplexity_shift": ("perplexity_shift", dict(texts=GENERAL_TEXTS[:3]), LOGPROB_TOLERANCE),
