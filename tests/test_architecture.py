@@ -10,7 +10,7 @@ PACKAGE = Path(__file__).parent.parent / "pytest_sway"
 
 #: Bottom to top. A module may import from its own layer and the layers below it, never above.
 LAYERS = (
-    ("foundations", ("errors", "files", "items", "testing")),
+    ("foundations", ("errors", "files", "items", "testing", "suites")),
     ("stats", ("stats",)),
     ("backends", ("backends",)),
     ("probes", ("probes",)),
