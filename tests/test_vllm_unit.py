@@ -1,5 +1,5 @@
 """The vllm backend's logic without vLLM: a fake engine, deterministic from numpy, behind the real
-backend, its self-checks, its engine arguments and its settings (the real engine: tests/vllm)."""
+backend, its self-checks, its engine arguments and its settings (the real engine: tests/with_vllm)."""
 
 import importlib.util
 import types

