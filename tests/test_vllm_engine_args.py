@@ -113,3 +113,34 @@ def test_engine_failures_name_the_change_to_make():
     assert "hf backend" in head and "head" in head
     memory = _startup_message("m", {}, ValueError("Available memory on node 0 is less than desired"))
     assert "gpu_memory_utilization=0.3" in memory
+
+
+def test_the_engine_stops_on_sigterm_and_hands_the_signal_back(stand_in, monkeypatch):
+    """A cancelled CI job sends SIGTERM, which pytest does not handle: the engine's processes would
+    outlive it. The engine takes SIGTERM while it runs (only where nothing else handles it) and
+    gives it back on close."""
+    import signal
+
+    from pytest_sway.backends.vllm.engine import Engine
+
+    stopped = []
+    config = types.SimpleNamespace(get_vocab_size=lambda: 64, max_model_len=128)
+    core = types.SimpleNamespace(shutdown=lambda: stopped.append(True))
+
+    class LLM:
+        def __init__(self, **kwargs):
+            self.llm_engine = types.SimpleNamespace(model_config=config, engine_core=core)
+
+    monkeypatch.setattr(sys.modules["vllm"], "LLM", LLM)
+    assert signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    engine = Engine("m", {"max_logprobs": -1})
+    try:
+        assert signal.getsignal(signal.SIGTERM) == engine._terminated
+    finally:
+        engine.close()
+    assert stopped == [True] and signal.getsignal(signal.SIGTERM) == signal.SIG_DFL
+    # A handler someone else installed is left alone.
+    monkeypatch.setattr(signal, "getsignal", lambda signum: print)
+    kept = Engine("m", {"max_logprobs": -1})
+    assert kept._previous_term is None
+    kept.close()

@@ -26,6 +26,9 @@ from __future__ import annotations
 
 import json
 import math
+import os
+import signal
+import threading
 from collections.abc import Sequence
 from typing import Any
 
@@ -139,6 +142,7 @@ class Engine:
         self.max_logprobs = int(args.get("max_logprobs", 20))
         self._lora_ids: dict[str, int] = {}
         self.calls = 0  # generate() calls, for tests and benchmarks
+        self._previous_term = _on_signal(signal.SIGTERM, self._terminated)
 
     # -- requests ----------------------------------------------------------------------
 
@@ -226,7 +230,16 @@ class Engine:
         except Exception as exc:
             raise BackendError(_request_message(self.model, adapter, exc)) from exc
 
+    def _terminated(self, signum, frame) -> None:
+        """SIGTERM (a cancelled CI job): stop the engine's processes, then end as SIGTERM would. Without
+        this the engine core and its workers outlive the killed pytest, busy, as orphans."""
+        self.close()
+        os.kill(os.getpid(), signum)
+
     def close(self) -> None:
+        previous, self._previous_term = getattr(self, "_previous_term", None), None
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
         llm, self.llm = getattr(self, "llm", None), None
         core = getattr(getattr(llm, "llm_engine", None), "engine_core", None)
         if core is not None:
@@ -234,6 +247,15 @@ class Engine:
                 core.shutdown()
             except Exception:  # shutting down after a crash: nothing more to save
                 pass
+
+
+def _on_signal(signum, handler):
+    """Install ``handler`` for ``signum`` where nothing else handles it (the main thread, default
+    disposition); the disposition to restore, or None where it was left alone."""
+    if threading.current_thread() is not threading.main_thread() or signal.getsignal(signum) != signal.SIG_DFL:
+        return None
+    signal.signal(signum, handler)
+    return signal.SIG_DFL
 
 
 def _on_cpu() -> bool:
