@@ -43,6 +43,10 @@ CONFIG = {"ini", "toml", "yaml"}
 SKIPPED = {
     ("docs/performance.md", "python3 benchmarks/bench_gpu.py --device cuda --shapes 1b,8b --prompts 512 --out gpu.json"): "needs a CUDA GPU",
     ("docs/development.md", "mkdocs build --strict"): "test_the_site_builds builds the pages into a temporary folder",
+    ("README.md", 'pip install "pytest-sway[vllm]"'): "needs vLLM and its engine",
+    ("docs/scale.md", 'pip install "pytest-sway[vllm]"'): "needs vLLM and its engine",
+    ("docs/scale.md", "HF_HUB_OFFLINE=1 python benchmarks/bench_vllm.py --prompts 12 \\"): "needs vLLM and a minute of engine start",
+    ("docs/scale.md", "# node 1"): "needs a Ray cluster of GPU nodes",
 }  # fmt: skip
 
 _FENCE = re.compile(r"^(?P<indent> *)(?P<fence>`{3,})(?P<info>[^`]*)$")
