@@ -56,7 +56,7 @@ def run_json(pytester, *args):
         ),
         ("--sway-backend=nomodule_xyz:make", "--sway-backend='nomodule_xyz:make': cannot import module 'nomodule_xyz'"),
         ("--sway-backend=json:nothing_here", "module 'json' has no callable 'nothing_here'"),
-        ("--sway-backend=mystery", "expected auto, dummy, hf, or module:factory"),
+        ("--sway-backend=mystery", "expected auto, dummy, hf, vllm, or module:factory"),
         ("--sway-json=no/such/folder/out.json", "folder"),
         ("--sway-model=./no/such/model", "--sway-model='./no/such/model': no such folder"),
         ("--sway-adapter=./adapter", "no such folder"),
