@@ -96,7 +96,7 @@ def pytest_configure(config):
     if not hasattr(config, "workerinput"):  # the controller (or a plain run) reports
         from .reporter import SwayReporter
 
-        config.pluginmanager.register(SwayReporter(config, settings), _REPORTER)
+        config.pluginmanager.register(SwayReporter(config, settings, run.forwards), _REPORTER)
 
 
 def pytest_unconfigure(config):
@@ -124,6 +124,24 @@ def pytest_configure_node(node):
 
         config.stash[_SHARED] = tempfile.TemporaryDirectory(prefix="sway-run-")
     node.workerinput[SHARED_CACHE_KEY] = config.stash[_SHARED].name
+
+
+@pytest.hookimpl(optionalhook=True)
+def pytest_testnodedown(node, error):
+    """xdist's controller, per worker that finished: the forward passes it counted, for the report."""
+    from .workers import collect_forwards
+
+    collect_forwards(node.config.stash[RUN].forwards, getattr(node, "workeroutput", None))
+
+
+@pytest.hookimpl(trylast=True)  # after pytest's own sessionfinish tore down the session's fixtures (the backend)
+def pytest_sessionfinish(session):
+    """An xdist worker sends the forward passes it counted to the controller."""
+    config = session.config
+    if hasattr(config, "workeroutput") and RUN in config.stash:
+        from .workers import FORWARDS_KEY
+
+        config.workeroutput[FORWARDS_KEY] = config.stash[RUN].forwards
 
 
 _REPORTER = "sway-reporter"
@@ -276,6 +294,9 @@ def sway_backend(pytestconfig):
     if problem is not None:  # failed outside the except block: one message, no chained traceback
         pytest.fail(f"pytest-sway: the {settings.backend_name} backend could not be built: {problem}", pytrace=False)
     yield backend
+    from .workers import record_forwards
+
+    record_forwards(run.forwards, backend, getattr(pytestconfig, "workerinput", None))
     close = getattr(backend, "close", None)
     if close is not None:
         close()

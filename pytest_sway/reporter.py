@@ -21,9 +21,11 @@ class _Incomplete(Exception):
 
 
 class SwayReporter:
-    def __init__(self, config, settings):
+    def __init__(self, config, settings, forwards: dict | None = None):
         self.config = config
         self.settings = settings
+        #: Forward passes counted per process (the run's, filled in as backends close and workers finish).
+        self.forwards = forwards if forwards is not None else {}
         self.rows: list[dict] = []
         self.backend: dict | None = None
         self.provenance: dict | None = None
@@ -59,6 +61,9 @@ class SwayReporter:
         info.update({k: getattr(s, k) for k in ("model", "adapter", "finetuned") if getattr(s, k)})
         return info
 
+    # Last: a run stopped early (-x) tears its session fixtures down, closing the backend (whose
+    # forward passes the report counts), in pytest's own sessionfinish.
+    @pytest.hookimpl(trylast=True)
     def pytest_sessionfinish(self, session, exitstatus):
         from .reports.outputs import OUTPUTS
 
@@ -86,13 +91,17 @@ class SwayReporter:
             return
         from .reports.outputs import StepSummary, append_output, write_output
         from .reports.rows import json_document
+        from .workers import forward_report
 
+        forward_passes, forward_calls = forward_report(self.forwards)
         doc = json_document(
             self.rows,
             backend=self.backend_info(),
             settings=self.settings.as_json(),
             provenance=self.provenance,
             correction=self.correction,
+            forward_passes=forward_passes,
+            forward_calls=forward_calls,
         )
         for name, path, kind in outputs:
             try:

@@ -29,6 +29,9 @@ class RunState:
     family: int = 0
     #: The terminal line that shows what is loading and long work (a ``ProgressLine``), or None.
     progress: Any = None
+    #: Forward passes counted per process (``main``, or an xdist worker's id), kept when the backend
+    #: closes (``workers.forward_counts``); the controller adds each worker's as it finishes.
+    forwards: dict[str, dict] = field(default_factory=dict)
 
 
 @dataclass

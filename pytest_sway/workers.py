@@ -25,6 +25,12 @@ from pathlib import Path
 THREADS_VARIABLE = "OMP_NUM_THREADS"
 #: The key of the shared folder in xdist's ``workerinput``.
 SHARED_CACHE_KEY = "sway_shared_cache"
+#: The key of a worker's forward-pass counts in xdist's ``workeroutput``.
+FORWARDS_KEY = "sway_forwards"
+#: The process name of a run without workers.
+MAIN = "main"
+#: The entry of the report's forward-pass objects that sums every process.
+TOTAL = "total"
 
 
 def worker_threads(cpus: int | None, workers: int, environ: MutableMapping[str, str]) -> int | None:
@@ -75,3 +81,53 @@ def check_workers(option, settings) -> str | None:
         f"-n {workers} would start one vLLM engine per worker, each loading the model and reserving its share of "
         "the devices' memory, where one engine batches every request: run the vllm backend without -n (or -n 0)"
     )
+
+
+def process_name(workerinput: dict | None) -> str:
+    """The name this process's counts go under: the xdist worker's id, or ``main``."""
+    return str(workerinput["workerid"]) if workerinput else MAIN
+
+
+def forward_counts(backend) -> dict[str, dict[str, int] | None] | None:
+    """What ``backend`` forwarded: ``{"passes": {"question/variant": sequences}, "calls": {"variant":
+    forward calls}}`` (``calls`` None where the backend does not count them: vllm); None for a backend
+    that counts nothing (the dummy backend, most factories of one's own)."""
+    forwarded = getattr(backend, "forwarded", None)
+    if forwarded is None:
+        return None
+    calls = getattr(backend, "forward_calls", None)
+    return {
+        "passes": {f"{question}/{variant}": int(n) for (question, variant), n in sorted(forwarded.items())},
+        "calls": None if calls is None else {str(variant): int(n) for variant, n in sorted(calls.items())},
+    }
+
+
+def record_forwards(forwards: dict, backend, workerinput: dict | None) -> None:
+    """Keep what ``backend`` forwarded in ``forwards`` (the run's counts by process), under this
+    process's name; nothing for a backend that counts nothing."""
+    counts = forward_counts(backend)
+    if counts is not None:
+        forwards[process_name(workerinput)] = counts
+
+
+def collect_forwards(forwards: dict, workeroutput: dict | None) -> None:
+    """The controller's side: add the counts a finished worker sent (none from a worker that crashed,
+    or that never built its backend)."""
+    forwards.update((workeroutput or {}).get(FORWARDS_KEY) or {})
+
+
+def forward_report(by_process: dict[str, dict]) -> tuple[dict | None, dict | None]:
+    """The report's ``forward_passes`` and ``forward_calls``: each process's counts (``forward_counts``'
+    ``passes`` and ``calls``) by its name, and their ``total``; None where no process counted any."""
+    out: list[dict | None] = []
+    for part in ("passes", "calls"):
+        counted = {name: counts[part] for name, counts in sorted(by_process.items()) if counts.get(part) is not None}
+        if not counted:
+            out.append(None)
+            continue
+        total: dict[str, int] = {}
+        for counts in counted.values():
+            for key, n in counts.items():
+                total[key] = total.get(key, 0) + n
+        out.append({**counted, TOTAL: dict(sorted(total.items()))})
+    return out[0], out[1]

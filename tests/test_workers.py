@@ -1,4 +1,5 @@
-"""xdist workers: each gets its share of the cores, and all of them one run-scoped folder of base answers."""
+"""xdist workers: each gets its share of the cores, all of them one run-scoped folder of base answers, and
+the report counts each one's forward passes."""
 
 from __future__ import annotations
 
@@ -6,7 +7,16 @@ import json
 
 import pytest
 
-from pytest_sway.workers import THREADS_VARIABLE, limit_threads, worker_threads
+from pytest_sway.workers import (
+    FORWARDS_KEY,
+    THREADS_VARIABLE,
+    collect_forwards,
+    forward_counts,
+    forward_report,
+    limit_threads,
+    record_forwards,
+    worker_threads,
+)
 
 
 def test_each_worker_gets_its_share_of_the_cores_unless_the_user_chose():
@@ -123,6 +133,118 @@ def test_a_worker_reads_the_base_answers_another_worker_computed(pytester, tiny)
         f"--sway-model={model}", f"--sway-adapter={adapter}", "-n", "2", "--dist", "loadgroup", "-p", "no:cacheprovider"
     )
     result.assert_outcomes(passed=2)
+
+
+def _report(pytester, name="out.json") -> dict:
+    return json.loads((pytester.path / name).read_text())
+
+
+def test_counts_are_kept_per_process_and_summed():
+    from collections import Counter
+
+    from pytest_sway import DummyBackend
+
+    class Counting:
+        forwarded = Counter({("next", "base"): 4, ("score", "fine-tuned"): 2, ("next", "fine-tuned"): 4})
+        forward_calls = Counter({"base": 1, "fine-tuned": 2})
+
+    class Uncalled:  # vllm's shape: sequences, no calls
+        forwarded = {("greedy", "base"): 3}
+
+    assert forward_counts(DummyBackend()) is None
+    assert forward_counts(Counting()) == {
+        "passes": {"next/base": 4, "next/fine-tuned": 4, "score/fine-tuned": 2},
+        "calls": {"base": 1, "fine-tuned": 2},
+    }
+    forwards: dict = {}
+    record_forwards(forwards, DummyBackend(), None)  # counts nothing: contributes nothing
+    assert forward_report(forwards) == (None, None)
+    record_forwards(forwards, Counting(), {"workerid": "gw0"})
+    collect_forwards(forwards, {FORWARDS_KEY: {"gw1": forward_counts(Uncalled())}})
+    collect_forwards(forwards, None)  # a worker that crashed sent nothing
+    passes, calls = forward_report(forwards)
+    assert passes == {
+        "gw0": {"next/base": 4, "next/fine-tuned": 4, "score/fine-tuned": 2},
+        "gw1": {"greedy/base": 3},
+        "total": {"greedy/base": 3, "next/base": 4, "next/fine-tuned": 4, "score/fine-tuned": 2},
+    }
+    assert calls == {"gw0": {"base": 1, "fine-tuned": 2}, "total": {"base": 1, "fine-tuned": 2}}
+    record_forwards(forwards := {}, Counting(), None)
+    assert list(forward_report(forwards)[0]) == ["main", "total"]
+
+
+def test_a_dummy_run_reports_no_forward_passes(pytester):
+    pytester.makepyfile(TESTS)
+    pytester.runpytest("-p", "no:cacheprovider", "--sway-json=out.json").assert_outcomes(passed=4)
+    doc = _report(pytester)
+    assert doc["forward_passes"] is None and doc["forward_calls"] is None
+
+
+COUNTED = """
+import json
+from pathlib import Path
+
+PROMPTS = [f"The weather in town {i} is" for i in range(5)]
+
+def test_next(sway):
+    sway.delta_kl(PROMPTS)
+    sway.delta_kl(PROMPTS[:3], divergence="kl")  # asked again: memoised, not forwarded
+
+def test_score_and_greedy(sway):
+    sway.perplexity_shift([p + " It rains." for p in PROMPTS[:3]])
+    sway.greedy_change(PROMPTS[:2], max_new_tokens=2)
+
+def test_last(sway):  # runs last: what the backend counted by now is all it counts
+    backend = sway.backend
+    Path("counted.json").write_text(json.dumps({
+        "passes": {f"{q}/{v}": n for (q, v), n in backend.forwarded.items()},
+        "calls": dict(backend.forward_calls),
+    }))
+"""
+
+
+def test_a_serial_run_reports_what_its_backend_forwarded(pytester, tiny):
+    model, adapter = tiny["llama"]
+    pytester.makepyfile(COUNTED)
+    result = pytester.runpytest_subprocess(
+        f"--sway-model={model}", f"--sway-adapter={adapter}", "-p", "no:cacheprovider", "--sway-json=out.json"
+    )
+    result.assert_outcomes(passed=3)
+    counted = json.loads((pytester.path / "counted.json").read_text())
+    doc = _report(pytester)
+    assert doc["forward_passes"] == {"main": counted["passes"], "total": counted["passes"]}
+    assert doc["forward_calls"] == {"main": counted["calls"], "total": counted["calls"]}
+    passes = counted["passes"]
+    assert passes["next/base"] == passes["next/fine-tuned"] == 5  # each prompt once per variant
+    assert passes["score/base"] == passes["score/fine-tuned"] == 3
+    assert passes["greedy/base"] == passes["greedy/fine-tuned"] == 2
+
+
+def test_workers_report_their_forward_passes_and_share_the_bases(pytester, tiny):
+    pytest.importorskip("xdist")
+    model, adapter = tiny["llama"]
+    pytester.makepyfile(SHARING)
+    result = pytester.runpytest_subprocess(
+        f"--sway-model={model}",
+        f"--sway-adapter={adapter}",
+        "-n",
+        "2",
+        "--dist",
+        "loadgroup",
+        "-p",
+        "no:cacheprovider",
+        "--sway-json=out.json",
+    )
+    result.assert_outcomes(passed=2)
+    passes = _report(pytester)["forward_passes"]
+    assert sorted(passes) == ["gw0", "gw1", "total"]
+    workers = [passes["gw0"], passes["gw1"]]
+    keys = {key for counts in workers for key in counts}
+    assert passes["total"] == {key: sum(counts.get(key, 0) for counts in workers) for key in keys}
+    # Every base answer computed once over both workers: the second read them from the shared folder.
+    assert passes["total"]["next/base"] == 6
+    assert passes["total"]["next/fine-tuned"] == 12  # each worker's fine-tune answers its own tests
+    assert sorted(counts.get("next/base", 0) for counts in workers) == [0, 6]
 
 
 KILLED_WRITER = """

@@ -379,9 +379,13 @@ def json_document(
     settings: dict,
     provenance: dict | None = None,
     correction: dict | None = None,
+    forward_passes: dict | None = None,
+    forward_calls: dict | None = None,
 ) -> dict[str, Any]:
     """The JSON report's document: what ``json_pieces`` writes and the HTML and Markdown
-    pages read. Token lists in it are ``TokenChanges`` (sequences of the JSON's entries)."""
+    pages read. Token lists in it are ``TokenChanges`` (sequences of the JSON's entries).
+    ``forward_passes`` and ``forward_calls`` are what the backends counted, by process and in
+    total (``workers.forward_report``), or None."""
     doc = {
         "kind": JSON_KIND,
         "schema": SCHEMA,
@@ -390,6 +394,9 @@ def json_document(
         # Always present: null without --sway-html, a baseline or a correction.
         "provenance": jsonable(provenance) if provenance else None,
         "correction": jsonable(correction) if correction and correction.get("method") not in (None, "none") else None,
+        # Always present: null where no backend counted its forward passes (the dummy backend).
+        "forward_passes": forward_passes,
+        "forward_calls": forward_calls,
         "results": [_json_row(row) for row in sort_rows(rows)],
     }
     return doc
