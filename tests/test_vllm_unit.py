@@ -403,3 +403,13 @@ def test_workers_are_refused_for_vllm_only():
     assert check_workers(workers, Settings(backend="hf")) is None
     assert check_workers(types.SimpleNamespace(numprocesses=None, dist="no"), Settings(backend="vllm")) is None
     assert check_workers(types.SimpleNamespace(numprocesses=0, dist="load"), Settings(backend="vllm")) is None
+
+
+def test_token_lists_longer_than_the_kept_candidates_are_refused(folders, tmp_path):
+    from pytest_sway.backends.vllm.backend import CANDIDATES
+
+    backend = make(folders, tmp_path)
+    with pytest.raises(ValueError, match=f"at most {CANDIDATES} tokens per side"):
+        backend.divergences_and_tokens(PROMPTS[:2], divergence="js", top_tokens=CANDIDATES + 1)
+    _, tops = backend.divergences_and_tokens(PROMPTS[:2], divergence="js", top_tokens=CANDIDATES)
+    assert all(len(t.raised) <= CANDIDATES for t in tops)

@@ -38,6 +38,10 @@ from ..topk import DivergenceBounds, topk_bounds
 from . import adapters, checks
 from .engine import Engine, engine_args
 
+#: Token candidates kept per prompt and direction (largest rises, largest falls) for the token lists:
+#: a question's lists are picked from them, so a longer list than this would be silently cut.
+CANDIDATES = 64
+
 
 class VLLMBackend:
     """Base model in a vLLM engine + a LoRA adapter served per request."""
@@ -174,6 +178,11 @@ class VLLMBackend:
     ):
         if not is_whole(top_tokens) or top_tokens < 1:
             raise ValueError(f"top_tokens: expected an integer >= 1, got {top_tokens!r}")
+        if top_tokens > CANDIDATES:
+            raise ValueError(
+                f"top_tokens={top_tokens}: the vllm backend keeps the {CANDIDATES} largest rises and falls of each "
+                f"prompt, so it lists at most {CANDIDATES} tokens per side; ask for fewer"
+            )
         values = self.divergences(prompts, divergence=divergence, variant=variant, chat=chat)
         seqs = self.encode_prompts(prompts, chat=chat)
         if variant.is_base:
@@ -218,7 +227,7 @@ class VLLMBackend:
         if b_ids is None:
             values = all_divergences(b_logp[None, :], o_logp[None, :], np)
             change = np.exp(o_logp) - np.exp(b_logp)
-            k = min(64, change.size)
+            k = min(CANDIDATES, change.size)
             ids = np.concatenate([np.argpartition(-change, k - 1)[:k], np.argpartition(change, k - 1)[:k]])
             return {kind: float(v[0]) for kind, v in values.items()}, (ids, np.exp(b_logp[ids]), np.exp(o_logp[ids]))
         bounds = topk_bounds(o_ids, o_logp, b_ids, b_logp, vocab_size=self.vocab_size)
