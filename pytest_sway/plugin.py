@@ -219,6 +219,20 @@ def _parse_markers(item) -> None:
     item.stash[ITEM] = state
 
 
+@pytest.hookimpl(tryfirst=True)  # before -k and -m deselect, so that they apply to the battery too
+def pytest_collection_modifyitems(session, config, items):
+    """--sway-suite: the built-in battery's tests join the collected items."""
+    settings = config.stash[RUN].settings
+    if settings.suite is None:
+        return
+    from .suites.collect import battery_items
+
+    try:
+        items.extend(battery_items(session, settings.suite, settings.suite_thresholds, _parse_markers))
+    except (SwayError, pytest.Collector.CollectError) as exc:
+        raise pytest.UsageError(f"pytest-sway: {settings.option_name('suite')}={settings.suite}: {exc}") from None
+
+
 def pytest_collection_finish(session):
     from .markers import body_allowance, gates_of
 

@@ -23,6 +23,7 @@ from .reports.outputs import StepSummary
 from .stats.drivers import DEFAULT_DRIVERS
 from .stats.methods import DEFAULT_CONFIDENCE, DEFAULT_METHOD, DEFAULT_RESAMPLES, MAX_RESAMPLES, check_resamples
 from .stats.methods import METHODS as CI_METHODS
+from .suites.spec import SUITE_HELP, Suite, parse_suite, parse_thresholds
 
 
 class SettingsError(ValueError):
@@ -180,14 +181,22 @@ def _device(raw: str, base: Path) -> str:
     raise ValueError("expected auto, cpu, cuda, cuda:N or mps")
 
 
-def _dtype(raw: str, base: Path) -> str:
-    if raw in ("auto", "float32", "bfloat16", "float16"):
-        return raw
-    raise ValueError("expected auto, float32, bfloat16 or float16")
-
-
 def _text(raw: str, base: Path) -> str:
     return raw
+
+
+def _choice(message: str, *choices: str):
+    def parse(raw: str, base: Path) -> str:
+        if raw not in choices:
+            raise ValueError(message)
+        return raw
+
+    return parse
+
+
+_dtype = _choice("expected auto, float32, bfloat16 or float16", "auto", "float32", "bfloat16", "float16")
+_ci_method = _choice(f"unknown CI method; choose one of {', '.join(CI_METHODS)}", *CI_METHODS)
+_correction = _choice("expected none or bonferroni", "none", "bonferroni")
 
 
 def _number(raw: str, expected: str, ok) -> float:
@@ -204,19 +213,7 @@ def _confidence(raw: str, base: Path) -> float:
     return _number(raw, "a number strictly between 0 and 1, e.g. 0.95", lambda v: 0.0 < v < 1.0)
 
 
-def _ci_method(raw: str, base: Path) -> str:
-    if raw not in CI_METHODS:
-        raise ValueError(f"unknown CI method; choose one of {', '.join(CI_METHODS)}")
-    return raw
-
-
 PROGRESS_MODES = ("auto", "always", "off")
-
-
-def _progress(raw: str, base: Path) -> str:
-    if raw not in PROGRESS_MODES:
-        raise ValueError(f"expected one of {', '.join(PROGRESS_MODES)}")
-    return raw
 
 
 def _output_file(raw: str, base: Path) -> Path:
@@ -263,12 +260,6 @@ def _input_file(raw: str, base: Path) -> Path:
     if not path.is_file():
         raise ValueError(f"no such file: {path}; create it first with --sway-save-baseline")
     return path
-
-
-def _correction(raw: str, base: Path) -> str:
-    if raw not in ("none", "bonferroni"):
-        raise ValueError("expected none or bonferroni")
-    return raw
 
 
 def _non_negative(raw: str, base: Path) -> float:
@@ -368,7 +359,10 @@ class Settings:
         "PATH|github",
     )
     correction: str = option(
-        "multiple-testing correction across the gates: none or bonferroni", _correction, "none", "METHOD"
+        "multiple-testing correction across the gates: none or bonferroni",
+        _correction,
+        "none",
+        "METHOD",
     )
     save_baseline: Path | None = option(
         "save every probe's per-item values, with provenance, to this file", _output_file, None, "PATH"
@@ -384,7 +378,7 @@ class Settings:
     )
     progress: str = option(
         "progress of long probes and what is loaded: auto (work over 3 s; not on xdist workers), always, or off",
-        _progress,
+        _choice(f"expected one of {', '.join(PROGRESS_MODES)}", *PROGRESS_MODES),
         "auto",
         "WHEN",
     )
@@ -395,6 +389,11 @@ class Settings:
         str(DEFAULT_DRIVERS),
         "K",
     )
+    suite: Suite | None = option(SUITE_HELP, parse_suite, None, "NAME[:PART,...]")
+    suite_thresholds: dict | None = option(
+        "replace the battery's gate thresholds by part, e.g. knowledge=-0.05 prompts=0.05",
+        parse_thresholds, None, "PART=X ...",
+    )  # fmt: skip
     #: Where each value came from, for messages: name -> "command line" / "ini file".
     sources: dict[str, str] = field(default_factory=dict, compare=False, repr=False)
 
@@ -490,6 +489,8 @@ class Settings:
                 f"{self._name('finetuned')} and {self._name('model')} name the same checkpoint ({self.model}): "
                 "every difference would be exactly 0; give the fine-tuned checkpoint"
             )
+        if self.suite_thresholds is not None and self.suite is None:
+            raise SettingsError(f"{self._name('suite_thresholds')} is set, but no --sway-suite runs")
         if self.max_regression is not None and self.baseline is None:
             raise SettingsError(
                 f"{self._name('max_regression')} is set but there is no baseline to regress from: add "
@@ -591,6 +592,7 @@ class Settings:
                 continue
             value = getattr(self, f.name)
             out[f.name] = os.fspath(value) if isinstance(value, os.PathLike) else value
+            out[f.name] = str(value) if isinstance(value, Suite) else out[f.name]
         return out
 
 
