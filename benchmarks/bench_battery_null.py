@@ -1,13 +1,14 @@
 """What the default battery's gates read on null adapters: random LoRA updates with the real
 adapter's structure and update norms (the hf backend's ``Variant(null_seed=k)``).
 
-    HF_HUB_OFFLINE=1 python benchmarks/bench_battery_null.py --adapter conftest_examples/support-adapter --seeds 1 2
+    HF_HUB_OFFLINE=1 python benchmarks/bench_battery_null.py --adapter conftest_examples/support-adapter --seeds 1 2 --scales 3
 
-For seed 0 (the adapter itself) and each null seed, runs every gated test of the battery
+For the adapter itself, each null seed and each ``--scales`` multiple of the adapter's update
+(a positive control: an over-strong fine-tune the gates should catch), runs every gated test of the battery
 (``pytest_sway.suites.default.battery``: same probe, items and parameters) through ``run_probe`` on
 one backend, whose fine-tuned side is swapped for the null variant, and prints each gate's estimate,
-interval and the time. The base side is memoised in the one backend, so only the first seed pays it.
-These numbers are what the default thresholds (``pytest_sway.suites.spec.GATES``) should sit above.
+interval and the time. The base side is memoised in the one backend, so only the first variant pays it.
+These numbers are what the default thresholds (``pytest_sway.suites.spec.GATES``) are set from.
 """
 
 from __future__ import annotations
@@ -58,6 +59,8 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--adapter", default="conftest_examples/support-adapter")
     parser.add_argument("--seeds", type=int, nargs="*", default=[1, 2], help="null seeds (0, the adapter, always runs)")
+    parser.add_argument("--scales", type=float, nargs="*", default=[],
+                        help="also the adapter's update times these (e.g. 3: an over-strong fine-tune)")  # fmt: skip
     parser.add_argument("--parts", nargs="*", default=None, help="gated parts to run (default: all)")
     parser.add_argument("--json", type=Path, default=None, help="also write the rows here")
     args = parser.parse_args()
@@ -69,17 +72,18 @@ def main() -> None:
     backend = make_backend(settings)
     print(f"loaded {settings.loading()} in {time.perf_counter() - start:.1f} s", flush=True)
     rows = []
-    for seed in [0, *args.seeds]:
-        wrapped = backend if seed == 0 else AsFinetuned(backend, Variant(null_seed=seed))
+    variants = [("adapter", None)] + [(f"null {k}", Variant(null_seed=k)) for k in args.seeds]
+    variants += [(f"x{scale:g}", Variant(scale=scale)) for scale in args.scales]
+    for label, variant in variants:
+        wrapped = backend if variant is None else AsFinetuned(backend, variant)
         for part, kind, params in gated_tests():
             if args.parts and part not in args.parts:
                 continue
             start = time.perf_counter()
             result = run_probe(kind, wrapped, **params)
-            row = dict(seed=seed, part=part, kind=kind, n=result.n, estimate=result.estimate,
+            row = dict(variant=label, part=part, kind=kind, n=result.n, estimate=result.estimate,
                        ci_low=result.ci.low, ci_high=result.ci.high, seconds=round(time.perf_counter() - start, 1))  # fmt: skip
             rows.append(row)
-            label = "adapter" if seed == 0 else f"null {seed}"
             print(f"{label:8} {part:9} {kind:20} n={result.n:4} {result.estimate:+.5f} "
                   f"[{result.ci.low:+.5f}, {result.ci.high:+.5f}]  {row['seconds']} s", flush=True)  # fmt: skip
     if args.json is not None:

@@ -47,6 +47,7 @@ def test_the_ci_workflow_gates_and_uploads_the_reports():
         "--sway-html",
         "--junitxml",
         "--sway-markdown=github",
+        "--sway-suite=default",
     ):
         assert flag in commands
     upload = next(step for step in steps if "upload-artifact" in step.get("uses", ""))

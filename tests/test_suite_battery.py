@@ -114,3 +114,20 @@ def test_thresholds_replace_the_gate(pytester):
     (row,) = json.loads((pytester.path / "r.json").read_text())["results"]
     assert (row["nodeid"], row["below"], row["outcome"]) == (BATTERY + "test_text_retained", 0.5, "passed")
     assert json.loads((pytester.path / "r.json").read_text())["settings"]["suite"] == "default:text"
+
+
+@pytest.mark.parametrize("args, m", [((), 4), (("-k", "not chat"), 3), (("--sway-suite=default:knowledge,text",), 2)])
+def test_the_gated_tests_join_the_bonferroni_family(pytester, args, m):
+    """One gate per part (the per-domain tests are reported, not gated), counted after -k: the
+    resample check names the family it was sized for."""
+    suite = () if any(a.startswith("--sway-suite") for a in args) else ("--sway-suite=default",)
+    result = pytester.runpytest("--co", *suite, *args, "--sway-correction=bonferroni", "--sway-resamples=60")
+    assert result.ret == pytest.ExitCode.USAGE_ERROR
+    assert f"--sway-correction=bonferroni over m={m} gates" in result.stderr.str()
+
+
+def test_the_battery_imports_under_importlib_mode(pytester):
+    assert collected(pytester, "--import-mode=importlib", "--sway-suite=default:chat") == [
+        BATTERY + "test_chat_by_kind",
+        BATTERY + "test_chat_retained",
+    ]
