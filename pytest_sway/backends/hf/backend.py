@@ -69,6 +69,7 @@ class HFBackend:
         memo_bytes: int = DEFAULT_MEMO_BYTES,
         max_memory: dict | None = None,
         offload_folder: str | None = None,
+        pack_shared_prompts: bool = True,
     ):
         if adapter is not None and finetuned is not None:
             raise BackendError("give an adapter or a fine-tuned checkpoint, not both")
@@ -136,6 +137,7 @@ class HFBackend:
             planner=self._planner,
             tokenizer=self.tokenizer,
             accumulate=self._accumulate,
+            pack=pack_shared_prompts,  # completions after one prompt scored in one row (passes.py)
         )
         self._memo = Memo(LogitStore(memo_bytes))
         #: Finished per-response results (small arrays), keyed by (divergence, variant, (ids, start)).
@@ -178,6 +180,8 @@ class HFBackend:
         )
         if self.device_map is not None:
             info["device_map"] = self.device_map
+        if self._passes.packing_off is not None:
+            info["packing"] = f"off: {self._passes.packing_off}"
         return info
 
     def _open_cache(self, cache_dir):
