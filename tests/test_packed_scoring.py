@@ -56,7 +56,7 @@ def test_packed_scores_equal_each_completion_scored_alone(tiny, arch, raw):
     assert merged[0][1] == len(prompt_ids) - 1 and merged[0][0][: merged[0][1]] == prompt_ids[:-1]
     assert {len(ids) - start for ids, start in items} >= {1, 2, 3, 4, 5, 6}
     for variant, model in ((BASE, base), (FINETUNED, tuned)):
-        got = backend.token_logprobs(items, variant, labels=[repr(p) for p in _pairs()])
+        got = backend.token_logprobs(items, variant, labels=[repr(p) for p in _pairs()], pack=True)
         for scores, expected in zip(got, _plain_scores(model, items)):
             np.testing.assert_allclose(scores, expected, rtol=0, atol=1e-5)
     assert backend._passes.packing_off is None and "packing" not in backend.describe()
@@ -64,7 +64,7 @@ def test_packed_scores_equal_each_completion_scored_alone(tiny, arch, raw):
     # The last question is a single: it takes the unpacked path, the rest go packed.
     unpacked = _fresh(tiny, arch, pack_shared_prompts=False)
     for variant in (BASE, FINETUNED):
-        unpacked.token_logprobs(items, variant, labels=[repr(p) for p in _pairs()])
+        unpacked.token_logprobs(items, variant, labels=[repr(p) for p in _pairs()], pack=True)
     assert sum(unpacked._passes.forwarded_tokens.values()) > sum(backend._passes.forwarded_tokens.values())
     # Items scored per variant; the session's first packed group was also scored unpacked (the check).
     assert backend.forwarded[("score", str(FINETUNED))] == unpacked.forwarded[("score", str(FINETUNED))] == len(items)

@@ -123,13 +123,16 @@ class Passes:
                 out[seq] = logits[row].clone()  # its own storage: the batch's is freed
         return out
 
-    def token_scores(self, variant: Variant, items: list, label_of: dict) -> dict:
+    def token_scores(self, variant: Variant, items: list, label_of: dict, *, pack: bool = False) -> dict:
         """Per ``(ids, start)``: log p(ids[j] | ids[:j]) for j >= start (float64 numpy).
 
-        Items whose prompt ``ids[:start]`` no other item of the call shares are scored
-        one row each, as ever; groups that share one are packed (unless ``packing_off``).
+        With ``pack`` (completions: choice_accuracy's, completion_lift's), items that
+        share their prompt ``ids[:start]`` with another item of the call are packed
+        (unless ``packing_off``): their numbers then depend on which items share the
+        call with them, in the last bits. Other items are scored one row each, as ever
+        (text windows too: the first windows of texts share their first token).
         """
-        if self.packing_off is not None:
+        if not pack or self.packing_off is not None:
             return self._scores_unpacked(variant, items, label_of)
         context = self.planner.context_length
         groups, singles = shared_prompt_groups(items, min(PACKED_WIDTH, context or PACKED_WIDTH))
