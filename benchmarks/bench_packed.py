@@ -1,7 +1,7 @@
 """How much faster does choice_accuracy score with the choices of a question packed in one row?
 
     python benchmarks/bench_packed.py                  # the 600 shipped questions, base model (~4 min on 2 cores)
-    python benchmarks/bench_packed.py --questions 100 --variant fine-tuned
+    python benchmarks/bench_packed.py --questions 100 --variant fine-tuned --threads 1
 
 Scores the shipped multiple-choice questions (``pytest_sway.suites.default``) the way
 choice_accuracy does (every (question, choice) pair through ``completion_logprobs``) on
@@ -10,7 +10,9 @@ right-padded row per pair, as before packing) and the default (the choices of a 
 one packed row). It prints the seconds each spent scoring (model loading not counted), their
 ratio, the forward calls, items and token positions each forwarded, the largest absolute
 difference between the two in a pair's summed log-probability and in one token's, and
-whether both pick the same choice for every question. The adapter is a 2-step LoRA on
+whether both pick the same choice for every question. Each backend first scores a
+two-choice warm-up question, untimed (in the packed one that is also the session's check
+of packing against unpacked scoring); its passes are counted. The adapter is a 2-step LoRA on
 q_proj and v_proj, trained into a temporary folder (only the fine-tuned variant uses it).
 """
 
@@ -28,11 +30,16 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 
 
+WARM_UP = "Question: is this a warm-up?\nAnswer:"
+
+
 def score(base: str, adapter: str, pairs: list, *, pack: bool, variant) -> dict:
     """One fresh backend's per-token scores of ``pairs`` under ``variant``, timed."""
     from pytest_sway.backends.hf import HFBackend
 
     backend = HFBackend(base, adapter=adapter, pack_shared_prompts=pack)
+    # Warm-up, untimed: torch's first passes, and the packed backend's check of its first group.
+    backend.completion_logprobs([(WARM_UP, " yes"), (WARM_UP, " no")], variant=variant)
     items = [backend.completion_tokens(q, c, chat=False) for q, c in pairs]
     started = time.perf_counter()
     scores = backend.token_logprobs(items, variant, labels=[repr(p) for p in pairs], pack=True)
@@ -51,10 +58,16 @@ def main(argv=None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--questions", type=int, default=600, help="how many of the shipped questions (default 600)")
     parser.add_argument("--variant", choices=("base", "fine-tuned"), default="base", help="which model scores")
+    parser.add_argument(
+        "--threads", type=int, default=None, help="torch threads (on a shared machine 1 is steadier than 2)"
+    )
     args = parser.parse_args(argv)
 
     import numpy as np
     import torch
+
+    if args.threads:
+        torch.set_num_threads(args.threads)
 
     from pytest_sway.backends.base import BASE, FINETUNED
     from pytest_sway.backends.builtin_models import ensure_smollm2

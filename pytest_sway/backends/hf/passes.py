@@ -167,7 +167,9 @@ class Passes:
     def _scores_packed(self, variant: Variant, groups: list, label_of: dict) -> dict:
         """Token scores of ``shared_prompt_groups``' groups, one packed row per group."""
         out = {}
-        batches = self.planner.batches(sorted(groups, key=packed_length), length=packed_length, keep=packed_keep)
+        # Packed rows are right-padded to a canonical width on every device: budget that width.
+        width = lambda group: self.planner.canonical_width(packed_length(group))  # noqa: E731
+        batches = self.planner.batches(sorted(groups, key=packed_length), length=width, keep=packed_keep)
         for batch in self.tracked(batches, f"{variant}: token log-probabilities, shared prompts packed"):
             logits, picks = self.forward_packed(variant, batch)
             for (_, members), where in zip(batch, picks):
