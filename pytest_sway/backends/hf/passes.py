@@ -193,9 +193,9 @@ class Passes:
     def _check_packing(self, variant: Variant, group: tuple, label_of: dict) -> dict:
         """Score ``group`` packed and unpacked; on disagreement turn packing off, warn, and
         answer the unpacked scores. Run on the session's first packed group."""
-        self._pack_checked = True
         packed = self._scores_packed(variant, [group], label_of)
         plain = self._scores_unpacked(variant, list(group[1]), label_of)
+        self._pack_checked = True  # only once both were computed (either may raise on NaN logits)
         worst = max(float(np.max(np.abs(packed[it] - plain[it]))) for it in group[1])
         assert self._active is not None  # token_scores runs inside the variant's context
         dtype = str(self._active[1].get_input_embeddings().weight.dtype).replace("torch.", "")
