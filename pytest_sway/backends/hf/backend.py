@@ -29,6 +29,7 @@ torch, transformers and peft are imported here only, when a backend is built.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 from typing import Any
@@ -69,6 +70,7 @@ class HFBackend:
         memo_bytes: int = DEFAULT_MEMO_BYTES,
         max_memory: dict | None = None,
         offload_folder: str | None = None,
+        pack_shared_prompts: bool = True,
     ):
         if adapter is not None and finetuned is not None:
             raise BackendError("give an adapter or a fine-tuned checkpoint, not both")
@@ -136,6 +138,7 @@ class HFBackend:
             planner=self._planner,
             tokenizer=self.tokenizer,
             accumulate=self._accumulate,
+            pack=pack_shared_prompts,  # completions after one prompt scored in one row (passes.py)
         )
         self._memo = Memo(LogitStore(memo_bytes))
         #: Finished per-response results (small arrays), keyed by (divergence, variant, (ids, start)).
@@ -178,6 +181,8 @@ class HFBackend:
         )
         if self.device_map is not None:
             info["device_map"] = self.device_map
+        if self._passes.packing_off is not None:
+            info["packing"] = f"off: {self._passes.packing_off}"
         return info
 
     def _open_cache(self, cache_dir):
@@ -404,7 +409,7 @@ class HFBackend:
         self, pairs: Sequence[tuple[str, str]], *, variant: Variant = FINETUNED, chat: bool = False
     ) -> tuple[np.ndarray, np.ndarray]:
         items = [self.completion_tokens(prompt, completion, chat=chat) for prompt, completion in pairs]
-        scores = self.token_logprobs(items, variant, labels=[repr(pair) for pair in pairs])
+        scores = self.token_logprobs(items, variant, labels=[repr(pair) for pair in pairs], pack=True)
         return np.array([s.sum() for s in scores]), np.array([len(s) for s in scores])
 
     def text_logprobs(
@@ -539,9 +544,11 @@ class HFBackend:
                 found = self._passes.next_logits(variant, sorted(unique, key=len), label_of)
         return [found[seq] for seq in seqs]
 
-    def token_logprobs(self, items, variant: Variant, *, labels: Sequence[str]) -> list[np.ndarray]:
-        """Per ``(ids, start)``: log p(ids[j] | ids[:j]) for j >= start (float64 numpy)."""
-        return self._answers("score", variant, list(items), labels, self._passes.token_scores)
+    def token_logprobs(self, items, variant: Variant, *, labels: Sequence[str], pack: bool = False) -> list[np.ndarray]:
+        """Per ``(ids, start)``: log p(ids[j] | ids[:j]) for j >= start (float64 numpy); with ``pack``,
+        items that share a prompt ``ids[:start]`` in this call are scored in one packed row."""
+        compute = functools.partial(self._passes.token_scores, pack=pack)
+        return self._answers("score", variant, list(items), labels, compute)
 
     def _answers(self, op: str, variant: Variant, items: list, labels: Sequence[str], compute) -> list:
         """Answers to ``op`` for ``items``: from the session memo, then (for the base)

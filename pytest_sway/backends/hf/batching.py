@@ -8,6 +8,12 @@ width only, and the output layer sees only the positions each row needs
 numbers are then bit-identical alone, in any batch, in any order. Elsewhere
 batches are left-padded with ``position_ids`` from the attention mask (GPU
 kernels round by batch shape anyway).
+
+Completions scored after one shared prompt (the choices of a multiple-choice
+question) are packed into one row: the prompt once, then every completion,
+each completion seeing the prompt and itself only (a 4D attention mask, and
+position ids that restart after the prompt for each completion). Packed rows are
+right-padded and gathered on every device, and batched by the same budgets.
 """
 
 from __future__ import annotations
@@ -37,6 +43,45 @@ ROW_QUANTUM = 16
 #: that are not a multiple of the vector length round differently (measured: 5-6, 10 and
 #: 16-64 gave three classes of results); one width per row makes that moot.
 WIDTH_STEP = 16
+#: Longest packed row (a prompt and the completions that share it): a packed batch's attention
+#: mask holds rows x width x width numbers, so longer groups are split over several rows.
+PACKED_WIDTH = 1024
+
+
+def shared_prompt_groups(items: list, limit: int) -> tuple[list, list]:
+    """``(groups, singles)``: the ``(ids, start)`` items whose prompt ``ids[:start]`` some other
+    item shares, as ``(prompt, (item, ...))`` groups of at most ``limit`` tokens packed, and the
+    rest, in their order. A group too long for one row is split; a part of one item is a single.
+    """
+    by_prompt: dict = {}
+    for item in items:
+        by_prompt.setdefault(item[0][: item[1]], []).append(item)
+    groups, packed = [], set()
+    for prompt, members in by_prompt.items():
+        part: list = []
+        length = len(prompt)
+        for item in members + [None]:
+            n = 0 if item is None else len(item[0]) - item[1]
+            if item is None or (part and length + n > limit):
+                if len(part) > 1:
+                    groups.append((prompt, tuple(part)))
+                    packed.update(part)
+                part, length = [], len(prompt)
+            if item is not None:
+                part.append(item)
+                length += n
+    return groups, [item for item in items if item not in packed]
+
+
+def packed_length(group) -> int:
+    """Tokens in a packed row: the prompt once and every completion."""
+    prompt, items = group
+    return len(prompt) + sum(len(ids) - start for ids, start in items)
+
+
+def packed_keep(group) -> int:
+    """Logit positions a packed row needs: the prompt's last and each completion's all but last."""
+    return 1 + sum(len(ids) - start - 1 for ids, start in group[1])
 
 
 class BatchPlanner:
@@ -142,6 +187,50 @@ class BatchPlanner:
         gather = (wanted + width * np.arange(len(batch), dtype=np.int64)[:, None]).ravel()
         gather = np.concatenate([gather, np.full(-len(gather) % ROW_QUANTUM, gather[0])])
         return self._tensors(ids, mask, positions, gather)
+
+    def packed(self, batch: list, dtype):
+        """Ids, a 4D additive attention mask in ``dtype``, position ids and the gathered hidden
+        positions for a batch of packed rows (``shared_prompt_groups``' groups), and per group
+        and item the indices, into the gathered positions, of the logits that score the item.
+
+        A row is the prompt (positions 0..s-1), then each completion in turn, its positions
+        counting on from s as if it followed the prompt alone. The mask (0 allowed, the
+        dtype's minimum not) is causal, except that a completion's tokens do not see the
+        completions before it. Right pads see everything before them; nothing reads them.
+        The output layer gets the prompt's last position (it predicts every completion's
+        first token) and every completion position but the last, in a multiple of
+        ``ROW_QUANTUM`` rows as in ``right_padded``.
+        """
+        width = self.canonical_width(max(map(packed_length, batch)))
+        ids = np.full((len(batch), width), self.pad_id, dtype=np.int64)
+        positions = np.broadcast_to(np.arange(width, dtype=np.int64), ids.shape).copy()
+        allowed = np.broadcast_to(np.tri(width, dtype=bool), (len(batch), width, width)).copy()
+        gather: list[int] = []
+        picks: list[list[np.ndarray]] = []
+        for row, (prompt, items) in enumerate(batch):
+            s = len(prompt)
+            ids[row, :s] = prompt
+            shared = len(gather)  # the prompt's last position, read by every item of the row
+            gather.append(row * width + s - 1)
+            at, group_picks = s, []
+            for seq, start in items:
+                n = len(seq) - start
+                ids[row, at : at + n] = seq[start:]
+                positions[row, at : at + n] = np.arange(s, s + n)
+                allowed[row, at : at + n, s:at] = False  # not the completions before this one
+                first = len(gather)
+                gather.extend(row * width + at + np.arange(n - 1))
+                group_picks.append(np.concatenate([[shared], np.arange(first, first + n - 1)]).astype(np.int64))
+                at += n
+            positions[row, at:] = np.arange(at, width)
+            picks.append(group_picks)
+        index = np.array(gather, dtype=np.int64)
+        index = np.concatenate([index, np.full(-len(index) % ROW_QUANTUM, index[0])])
+        ids, positions, index, allowed = self._tensors(ids, positions, index, allowed)
+        torch = self._torch
+        mask = torch.zeros(allowed.shape, dtype=dtype, device=self.device)
+        mask = mask.masked_fill_(~allowed, torch.finfo(dtype).min).unsqueeze(1)
+        return ids, mask, positions, index, picks
 
     def _tensors(self, *arrays):
         return tuple(self._torch.from_numpy(a).to(self.device) for a in arrays)
