@@ -489,8 +489,8 @@ class Settings:
                 f"{self._name('finetuned')} and {self._name('model')} name the same checkpoint ({self.model}): "
                 "every difference would be exactly 0; give the fine-tuned checkpoint"
             )
-        if self.suite_thresholds is not None and self.suite is None:
-            raise SettingsError(f"{self._name('suite_thresholds')} is set, but no --sway-suite runs")
+        if self.suite_thresholds is not None and self.suite is None and self.sources["suite_thresholds"] != "ini file":
+            raise SettingsError(f"{self._name('suite_thresholds')} is set, but no --sway-suite runs (add one)")
         if self.max_regression is not None and self.baseline is None:
             raise SettingsError(
                 f"{self._name('max_regression')} is set but there is no baseline to regress from: add "

@@ -47,8 +47,13 @@ def test_parse_suite():
 def test_parse_thresholds():
     assert parse_thresholds("knowledge=-0.05 prompts=0.02") == {"knowledge": -0.05, "prompts": 0.02}
     assert parse_thresholds("text=0.2,chat=0.1") == {"text": 0.2, "chat": 0.1}
+    # perplexity_shift may go either way (a gate that demands text improve is a choice, not a slip)
+    assert parse_thresholds("text=-0.01 knowledge=0") == {"text": -0.01, "knowledge": 0.0}
     for bad, says in (("knowledge", "part=number"), ("facts=1", "no part 'facts'"), ("text=x", "text: expected a number"),
-                      ("text=nan", "finite")):  # fmt: skip
+                      ("text=nan", "finite"), ("text=0.2 text=0.3", "text is given twice"),
+                      ("prompts=0", "so no fine-tune would pass"), ("chat=-0.1", "no fine-tune"),
+                      ("prompts=1", "so every fine-tune would pass"), ("knowledge=-5", "5 points is knowledge=-0.05"),
+                      ("knowledge=0.05", r"knowledge=-0.05 allows a 5% loss")):  # fmt: skip
         with pytest.raises(ValueError, match=says):
             parse_thresholds(bad)
     assert threshold("knowledge", None) == GATES["knowledge"] == ("above", -0.05)
@@ -104,16 +109,27 @@ def test_bad_values_are_usage_errors(pytester, args, says):
 
 def test_thresholds_replace_the_gate(pytester):
     """On the dummy backend the text gate's interval is about [0.136, 0.145]: the default 0.1 fails
-    it, an override of 0.5 passes it, and the report shows the threshold that judged."""
+    it, an override of 0.5 in the ini file passes it, and the report shows the threshold that judged."""
     args = ("--sway-suite=default:text", "-k", "retained", "--sway-json=r.json", "--sway-resamples=999")
     failed = pytester.runpytest(*args)
     assert failed.ret == pytest.ExitCode.TESTS_FAILED
     assert json.loads((pytester.path / "r.json").read_text())["results"][0]["below"] == 0.1
-    passed = pytester.runpytest(*args, "--sway-suite-thresholds=text=0.5")
+    pytester.makeini("[pytest]\nsway_suite_thresholds = text=0.5\n")  # the ini twin, as a project sets it
+    passed = pytester.runpytest(*args)
     assert passed.ret == pytest.ExitCode.OK, passed.stdout.str()
     (row,) = json.loads((pytester.path / "r.json").read_text())["results"]
     assert (row["nodeid"], row["below"], row["outcome"]) == (BATTERY + "test_text_retained", 0.5, "passed")
     assert json.loads((pytester.path / "r.json").read_text())["settings"]["suite"] == "default:text"
+
+
+def test_ini_thresholds_wait_for_a_suite(pytester):
+    """A project's ini may set the battery's thresholds for runs that add --sway-suite on the
+    command line; runs without it collect the project's tests as usual (on the command line,
+    thresholds without a suite are an error: see test_bad_values_are_usage_errors)."""
+    pytester.makeini("[pytest]\nsway_suite_thresholds = chat=0.25\n")
+    pytester.makepyfile(test_own="def test_own():\n    pass\n")
+    assert collected(pytester) == ["test_own.py::test_own"]
+    assert BATTERY + "test_chat_retained" in collected(pytester, "--sway-suite=default:chat")
 
 
 @pytest.mark.parametrize("args, m", [((), 4), (("-k", "not chat"), 3), (("--sway-suite=default:knowledge,text",), 2)])
@@ -131,3 +147,16 @@ def test_the_battery_imports_under_importlib_mode(pytester):
         BATTERY + "test_chat_by_kind",
         BATTERY + "test_chat_retained",
     ]
+
+
+def test_battery_rows_join_baselines(pytester):
+    """A baseline saved from a battery run keys its rows by the battery's node ids, and a later run
+    compares against them (the same fine-tune: a change of exactly 0, its all-equal interval)."""
+    args = ("--sway-suite=default:prompts", "-k", "prompts_retained", "--sway-resamples=999")
+    assert pytester.runpytest(*args, "--sway-save-baseline=base.json").ret == pytest.ExitCode.OK
+    assert list(json.loads((pytester.path / "base.json").read_text())["tests"]) == [BATTERY + "test_prompts_retained"]
+    result = pytester.runpytest(*args, "--sway-baseline=base.json", "--sway-max-regression=0.01", "--sway-json=r.json")
+    assert result.ret == pytest.ExitCode.OK, result.stdout.str()
+    (row,) = json.loads((pytester.path / "r.json").read_text())["results"]
+    assert row["baseline"]["status"] == "compared" and row["baseline"]["delta"] == 0.0
+    assert row["baseline"]["outcome"] == "passed"

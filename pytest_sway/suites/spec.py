@@ -8,16 +8,18 @@ and the gates' thresholds (pure: no pytest).
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 from pathlib import Path
 
 #: Each suite's parts, in the order they run.
 SUITES = {"default": ("prompts", "text", "knowledge", "chat")}
 
-#: Each part's gate: the marker keyword it sets, and the provisional default (not yet measured on null
-#: adapters; see SUITE_STATUS.md). prompts: mean delta_kl (nats) below; text: mean NLL shift per token
-#: (nats) below; knowledge: paired change in accuracy above (non-inferiority); chat: mean per-token
-#: Jensen-Shannon divergence below.
+#: Each part's gate: the marker keyword it sets and its default. prompts: mean delta_kl (JS, nats)
+#: below; text: mean NLL shift per token (nats) below; knowledge: paired change in accuracy above
+#: (non-inferiority); chat: mean per-token JS divergence below. Set from what SmolLM2 gives unchanged,
+#: with null adapters, with the demo's adapter and with that adapter scaled up (docs/battery.md,
+#: benchmarks/bench_battery_null.py).
 GATES = {
     "prompts": ("below", 0.05),
     "text": ("below", 0.1),
@@ -78,8 +80,33 @@ def parse_thresholds(raw: str, base: Path | None = None) -> dict[str, float]:
             raise ValueError(f"{part}: expected a number, got {value!r}") from None
         if number != number or number in (float("inf"), float("-inf")):
             raise ValueError(f"{part}: expected a finite number, got {value!r}")
+        if part in out:
+            raise ValueError(f"{part} is given twice ({out[part]:g} and {number:g}); give it once")
+        _check_sign(part, number)
         out[part] = number
     return out
+
+
+def _check_sign(part: str, number: float) -> None:
+    """Refuse a threshold no fine-tune could pass, one every fine-tune passes, or one that reverses
+    what the gate asks (a slip of sign or of units)."""
+    default = GATES[part][1]
+    if part in ("prompts", "chat") and not 0 < number < math.log(2):
+        raise ValueError(
+            f"{part}={number:g}: its gate is a Jensen-Shannon divergence below the threshold, which lies between "
+            f"0 and ln 2 = 0.693 nats, so {'no' if number <= 0 else 'every'} fine-tune would pass; give a bound "
+            f"inside (the default is {default:g})"
+        )
+    if part == "knowledge" and number > 0:
+        raise ValueError(
+            f"knowledge={number:g} would demand that the fine-tune gain {number:.0%} accuracy; the retention "
+            f"gate's threshold is the loss it tolerates, negative (knowledge={-number:g} allows a {number:.0%} loss)"
+        )
+    if part == "knowledge" and number <= -1:
+        raise ValueError(
+            f"knowledge={number:g}: the change in accuracy is a fraction between -1 and 1, so every fine-tune "
+            "would pass; 5 points is knowledge=-0.05"
+        )
 
 
 def threshold(part: str, overrides: dict[str, float] | None) -> tuple[str, float]:
