@@ -1,4 +1,5 @@
-"""What the fine-tune must leave alone: general knowledge and general text."""
+"""What the fine-tune must leave alone: general prompts and general text. General knowledge
+(600 questions) is the shipped battery's: `pytest conftest_examples --sway-suite=default`."""
 
 import pytest
 from support_data import GENERAL_PROMPTS, GENERAL_TEXTS
@@ -18,15 +19,6 @@ def test_general_prompts_barely_move():
 def test_general_continuations_are_reported():
     """No threshold: measured and shown in the summary, not gated. Small shifts
     flip a greedy token somewhere in 12 more often than one might guess."""
-
-
-@pytest.mark.sway_probe("choice_accuracy", questions="data/general_knowledge.jsonl", above=-0.25)
-def test_general_knowledge_is_not_forgotten(sway_result):
-    """Non-inferiority on 40 multiple-choice questions (read from a JSONL file, relative to
-    this file): the paired change in accuracy loses at most 25 points. 40 questions cannot
-    show more: even with no question changing, the interval's low end is about -0.17 at this
-    suite's Bonferroni level; a 2-point margin (above=-0.02) needs on the order of a thousand."""
-    assert sway_result.n == 40
 
 
 @pytest.mark.sway_probe("response_divergence", prompts=GENERAL_PROMPTS, max_new_tokens=16, below=0.05)

@@ -44,6 +44,8 @@ SKIPPED = {
     ("docs/performance.md", "python3 benchmarks/bench_gpu.py --device cuda --shapes 1b,8b --prompts 512 --out gpu.json"): "needs a CUDA GPU",
     ("docs/development.md", "mkdocs build --strict"): "test_the_site_builds builds the pages into a temporary folder",
     ("README.md", 'pip install "pytest-sway[vllm]"'): "needs vLLM and its engine",
+    ("README.md", "pytest --sway-model=./base --sway-adapter=./runs/v3 --sway-suite=default"): "a model and adapter of the reader's; the demo runs the battery in .ci/run",
+    ("docs/battery.md", "pytest --sway-model=./base --sway-adapter=./runs/v3 --sway-suite=default"): "a model and adapter of the reader's; the demo runs the battery in .ci/run",
     ("docs/scale.md", 'pip install "pytest-sway[vllm]"'): "needs vLLM and its engine",
     ("docs/scale.md", "HF_HUB_OFFLINE=1 python benchmarks/bench_vllm.py --prompts 12 \\"): "needs vLLM and a minute of engine start",
     ("docs/scale.md", "# node 1"): "needs a Ray cluster of GPU nodes",
@@ -497,7 +499,7 @@ def test_the_facts_the_pages_give_are_the_projects(tmp_path):
     runs = {
         "tests": ([sys.executable, "-m", "pytest", "--co", *quiet, "tests"], {"SWAY_TEST_GPU": "0"}),
         "gpu-tests": ([sys.executable, "-m", "pytest", "--co", *quiet, "-k", "cuda", "tests"], {"SWAY_TEST_GPU": "1"}),
-        "demo-tests": ([sys.executable, "-m", "pytest", "--co", *quiet, "conftest_examples"], {}),
+        "demo-tests": ([sys.executable, "-m", "pytest", "--co", *quiet, "conftest_examples", "--sway-suite=default"], {}),
         "chromium-skips": (
             [sys.executable, "-m", "pytest", *quiet, "-rs", "-p", "sway_hide_chromium", *chromium_files],
             {"PYTHONPATH": os.pathsep.join([str(tmp_path), os.environ.get("PYTHONPATH", "")])},

@@ -21,7 +21,10 @@ def _marker_kinds(source: str) -> set[str]:
 
 
 def test_the_examples_use_every_builtin_probe():
-    source = "\n".join(p.read_text() for p in EXAMPLES.glob("test_*.py"))
+    """The demo (its own tests, and the default battery it runs: choice_accuracy is the battery's)."""
+    battery = EXAMPLES.parent / "pytest_sway" / "suites" / "default" / "battery.py"
+    source = "\n".join(p.read_text() for p in [*EXAMPLES.glob("test_*.py"), battery])
+    assert "python -m pytest conftest_examples --sway-suite=default" in (EXAMPLES.parent / ".ci" / "run").read_text()
     used = _marker_kinds(source) | {p.kind for p in builtin_probes() if f"sway.{p.kind}(" in source}
     assert used == {p.kind for p in builtin_probes()}
 
