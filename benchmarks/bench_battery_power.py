@@ -6,11 +6,12 @@ score interval for paired proportions) and its default margin ``above=-0.05``.
 
 A simulated fine-tune answers each question differently from the base with probability
 ``discordant`` (the share of questions one got right and the other wrong: 48 of 600, 8%, for the
-demo's support adapter on SmolLM2), and its true change in accuracy is ``loss``: it fixes
-(d + loss) / 2 and breaks (d - loss) / 2 of the questions. Each run draws the counts, computes the
-gate's interval at 95% (the gate alone) and at 1 - 0.05/4 (Bonferroni over the battery's four
-gates), and fails the gate when the low end is below the margin. Printed: the share of runs
-failed, per true loss and discordance; the per-domain slices (100 questions) for comparison.
+demo's support adapter on SmolLM2), and its true change in accuracy is ``change`` (negative: a
+loss): it fixes (d + change) / 2 and breaks (d - change) / 2 of the questions. Each run draws
+the counts, computes the gate's interval at 95% (the gate alone) and at 1 - 0.05/4 (Bonferroni
+over the battery's four gates), and fails the gate when the low end is below the margin.
+Printed: the share of runs failed, per true loss and discordance; the per-domain slices (100
+questions) for comparison.
 """
 
 from __future__ import annotations
@@ -23,8 +24,8 @@ from pytest_sway.stats.paired import tango_interval_counts
 from pytest_sway.suites.spec import GATES
 
 
-def fail_rate(n: int, discordant: float, loss: float, margin: float, confidence: float, runs: int, rng) -> float:
-    fixed_p, broken_p = (discordant + loss) / 2, (discordant - loss) / 2
+def fail_rate(n: int, discordant: float, change: float, margin: float, confidence: float, runs: int, rng) -> float:
+    fixed_p, broken_p = (discordant + change) / 2, (discordant - change) / 2
     counts = rng.multinomial(n, [fixed_p, broken_p, 1 - fixed_p - broken_p], size=runs)
     failed = 0
     for fixed, broken, _ in counts:
@@ -35,7 +36,7 @@ def fail_rate(n: int, discordant: float, loss: float, margin: float, confidence:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--discordant", type=float, nargs="*", default=[0.08, 0.2])
-    parser.add_argument("--losses", type=float, nargs="*", default=[0.0, -0.01, -0.02, -0.03, -0.05, -0.07])
+    parser.add_argument("--changes", type=float, nargs="*", default=[0.0, -0.01, -0.02, -0.03, -0.05, -0.07])
     parser.add_argument("--runs", type=int, default=4000)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
@@ -43,11 +44,11 @@ def main() -> None:
     assert keyword == "above"
     rng = np.random.default_rng(args.seed)
     print(f"knowledge gate: above={margin}; share of {args.runs} simulated runs that fail it")
-    print(f"{'n':>4} {'discordant':>10} {'confidence':>10} " + " ".join(f"loss {-x:>5.2f}" for x in args.losses))
+    print(f"{'n':>4} {'discordant':>10} {'confidence':>10} " + " ".join(f"loss {0.0 - x:>5.2f}" for x in args.changes))
     for n in (600, 100):
         for d in args.discordant:
             for confidence in (0.95, 1 - 0.05 / 4):
-                rates = [fail_rate(n, d, loss, margin, confidence, args.runs, rng) for loss in args.losses]
+                rates = [fail_rate(n, d, change, margin, confidence, args.runs, rng) for change in args.changes]
                 print(f"{n:>4} {d:>10.2f} {confidence:>10.4f} " + " ".join(f"{r:>10.3f}" for r in rates), flush=True)
 
 
