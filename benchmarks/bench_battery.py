@@ -39,6 +39,18 @@ def items_per_part() -> dict[str, int]:
     }
 
 
+def items_per_operation(parts) -> dict[str, int]:
+    """Items that ask each operation of each model, the floor of what it forwards (one sequence per
+    item): greedy continuations (the prompts' greedy_change on both; the chats' answers, made by the
+    base only), next-token distributions (the prompts' delta_kl) and scored sequences (the choices,
+    the passages and the chats' answers teacher-forced)."""
+    counts = items_per_part()
+    pick = lambda *names: sum(counts[name] for name in names if name in parts)  # noqa: E731
+    scored = pick("knowledge", "text", "chat")
+    return {"greedy/base": pick("prompts", "chat"), "greedy/fine-tuned": pick("prompts"), "next/base": pick("prompts"),
+            "next/fine-tuned": pick("prompts"), "score/base": scored, "score/fine-tuned": scored}  # fmt: skip
+
+
 def run(folder: Path, args, cache: Path, report: Path) -> tuple[float, int]:
     cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", f"--rootdir={folder}",
            f"--sway-model={args.model}", f"--sway-adapter={args.adapter}", f"--sway-suite={args.suite}",
@@ -76,9 +88,11 @@ def main() -> None:
             for row in data["results"]:
                 print(f"  {row['nodeid'].split('::')[-1]:34} {row['duration_s']:7.1f} s  {row['outcome']}")
             total = sum(counts[part] for part in parts)
-            print(f"  sequences forwarded ({total} items):")
+            asked = items_per_operation(parts)
+            print(f"  sequences forwarded ({total} items), and per item that asks for the operation:")
             for key, value in sorted(data["forward_passes"]["total"].items()):
-                print(f"    {key:22} {value:6}")
+                per_item = f"{value / asked[key]:.3f} per item" if asked.get(key) else ""
+                print(f"    {key:22} {value:6}  {per_item}")
             calls = data["forward_calls"]["total"]
             print("  forward calls: " + ", ".join(f"{k} {v}" for k, v in sorted(calls.items())))
 
