@@ -69,26 +69,28 @@ def main() -> None:
     parser.add_argument("--model", default="smollm2-135m")
     parser.add_argument("--adapter", default=str(ROOT / "conftest_examples" / "support-adapter"))
     parser.add_argument("--parts", default=",".join(SUITES["default"]), help="comma-separated parts")
-    parser.add_argument("--runs", default="cold,warm", help="cold, warm or both (cold,warm)")
+    parser.add_argument("--runs", default="cold,warm", help="cold, or cold,warm (warm reuses the cold run's cache)")
     args = parser.parse_args()
     args.suite = str(parse_suite(f"default:{args.parts}"))
     args.adapter = str(Path(args.adapter).resolve())
     parts = parse_suite(args.suite).parts
+    runs = args.runs.split(",")
+    if runs not in (["cold"], ["cold", "warm"]):
+        sys.exit(f"--runs={args.runs}: give cold or cold,warm (a warm run reads the cache the cold run wrote)")
     counts = items_per_part()
+    total, asked = sum(counts[part] for part in parts), items_per_operation(parts)
     print(f"battery {args.suite} on {args.model} + {args.adapter}")
     print("items: " + ", ".join(f"{part} {counts[part]}" for part in parts))
     with tempfile.TemporaryDirectory(prefix="bench-battery-") as tmp:
         folder, cache = Path(tmp) / "empty", Path(tmp) / "cache"
         folder.mkdir()
-        for label in args.runs.split(","):
+        for label in runs:
             report = Path(tmp) / f"{label}.json"
             wall, status = run(folder, args, cache, report)
             data = json.loads(report.read_text())
             print(f"\n{label}: {wall:.0f} s wall ({wall / 60:.1f} min), exit status {status}")
             for row in data["results"]:
                 print(f"  {row['nodeid'].split('::')[-1]:34} {row['duration_s']:7.1f} s  {row['outcome']}")
-            total = sum(counts[part] for part in parts)
-            asked = items_per_operation(parts)
             print(f"  sequences forwarded ({total} items), and per item that asks for the operation:")
             for key, value in sorted(data["forward_passes"]["total"].items()):
                 per_item = f"{value / asked[key]:.3f} per item" if asked.get(key) else ""

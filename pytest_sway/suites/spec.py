@@ -82,12 +82,12 @@ def parse_thresholds(raw: str, base: Path | None = None) -> dict[str, float]:
             raise ValueError(f"{part}: expected a finite number, got {value!r}")
         if part in out:
             raise ValueError(f"{part} is given twice ({out[part]:g} and {number:g}); give it once")
-        _check_sign(part, number)
+        _check_range(part, number)
         out[part] = number
     return out
 
 
-def _check_sign(part: str, number: float) -> None:
+def _check_range(part: str, number: float) -> None:
     """Refuse a threshold no fine-tune could pass, one every fine-tune passes, or one that reverses
     what the gate asks (a slip of sign or of units)."""
     default = GATES[part][1]
